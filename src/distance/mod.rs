@@ -1,0 +1,218 @@
+//! Distance kernels over `f32` slices and the [`Metric`] type that the indexes are built on.
+//!
+//! # Score convention
+//! Every index in vicinity ranks by a **similarity score where higher means closer**, as Qdrant
+//! does. For [`Metric::Dot`] the score is the inner product; for [`Metric::Cosine`] it is the
+//! cosine similarity (vectors are normalised once, on the way in, by [`Metric::preprocess`], so
+//! the score is computed as an inner product); for [`Metric::L2`] it is the *negated* squared
+//! Euclidean distance. [`Metric::distance`] turns a score back into a distance where lower means
+//! closer (`1 − cos`, `−dot`, squared L2).
+//!
+//! # Kernels and dispatch
+//! [`dot`], [`l2_squared`] and [`cosine`] run on the most capable instruction set the CPU offers,
+//! chosen once at first use ([`kernels`]). The [`scalar`] module holds the reference
+//! implementations; tests compare every vectorised kernel with it.
+//!
+//! This module knows only slices of `f32`: it allocates nothing and does no I/O.
+
+use std::sync::OnceLock;
+
+pub mod scalar;
+
+/// A similarity measure between vectors. See the [module docs](self) for the score convention.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Metric {
+    /// Cosine similarity. Vectors are L2-normalised on insertion and at query time.
+    Cosine,
+    /// Inner product, on the vectors as given.
+    Dot,
+    /// Euclidean distance; scores are the negated squared distance.
+    L2,
+}
+
+impl Metric {
+    /// The name used in configuration, file formats and the API (`cosine`, `dot`, `l2`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::Cosine => "cosine",
+            Metric::Dot => "dot",
+            Metric::L2 => "l2",
+        }
+    }
+
+    /// Similarity score of two vectors that have both been through [`Metric::preprocess`]:
+    /// higher means closer.
+    #[inline]
+    pub fn score(self, a: &[f32], b: &[f32]) -> f32 {
+        match self {
+            Metric::Cosine | Metric::Dot => dot(a, b),
+            Metric::L2 => -l2_squared(a, b),
+        }
+    }
+
+    /// The distance that corresponds to a [`score`](Self::score): lower means closer.
+    /// `1 − cos` for cosine, `−dot` for dot, the squared Euclidean distance for L2.
+    #[inline]
+    pub fn distance(self, score: f32) -> f32 {
+        match self {
+            Metric::Cosine => 1.0 - score,
+            Metric::Dot | Metric::L2 => -score,
+        }
+    }
+
+    /// Whether vectors are rewritten by [`preprocess`](Self::preprocess) (normalised).
+    pub fn normalizes(self) -> bool {
+        matches!(self, Metric::Cosine)
+    }
+
+    /// Brings a vector into the form the metric scores: L2-normalises it for cosine, leaves it
+    /// as it is otherwise. Returns `false`, leaving `v` untouched, when a cosine vector has zero
+    /// (or denormal) length and so has no direction.
+    pub fn preprocess(self, v: &mut [f32]) -> bool {
+        if !self.normalizes() {
+            return true;
+        }
+        let mut norm = dot(v, v).sqrt();
+        if norm.is_infinite() {
+            // The squares overflowed: scale into range first; direction is all that matters.
+            let max = v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+            v.iter_mut().for_each(|x| *x /= max);
+            norm = dot(v, v).sqrt();
+        }
+        if norm.is_nan() || norm <= f32::MIN_POSITIVE || norm.is_infinite() {
+            return false;
+        }
+        let inv = 1.0 / norm;
+        v.iter_mut().for_each(|x| *x *= inv);
+        true
+    }
+}
+
+impl std::fmt::Display for Metric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Metric {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "cosine" => Ok(Metric::Cosine),
+            "dot" | "ip" | "inner_product" => Ok(Metric::Dot),
+            "l2" | "euclid" | "euclidean" => Ok(Metric::L2),
+            other => Err(format!(
+                "unknown metric '{other}', expected one of cosine, dot, l2"
+            )),
+        }
+    }
+}
+
+/// An instruction set a kernel family is written for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// Portable Rust, the reference.
+    Scalar,
+    /// x86-64 AVX2 with fused multiply-add.
+    Avx2Fma,
+    /// x86-64 AVX-512 Foundation.
+    Avx512F,
+    /// aarch64 Advanced SIMD.
+    Neon,
+}
+
+impl Isa {
+    /// Every instruction set, most capable first within each architecture.
+    pub const ALL: [Isa; 4] = [Isa::Avx512F, Isa::Avx2Fma, Isa::Neon, Isa::Scalar];
+
+    /// A short lowercase name, for logs and benchmark labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2Fma => "avx2+fma",
+            Isa::Avx512F => "avx512f",
+            Isa::Neon => "neon",
+        }
+    }
+}
+
+/// A family of kernels for one instruction set. All functions panic if the slices differ in
+/// length; callers validate dimensions before they get here.
+#[derive(Clone, Copy, Debug)]
+pub struct Kernels {
+    /// The instruction set these kernels use.
+    pub isa: Isa,
+    /// Inner product.
+    pub dot: fn(&[f32], &[f32]) -> f32,
+    /// Squared Euclidean distance.
+    pub l2_squared: fn(&[f32], &[f32]) -> f32,
+    /// Cosine similarity of vectors that need not be normalised (0 when either is zero).
+    pub cosine: fn(&[f32], &[f32]) -> f32,
+}
+
+impl Kernels {
+    /// The scalar reference kernels.
+    pub const SCALAR: Kernels = Kernels {
+        isa: Isa::Scalar,
+        dot: scalar::dot,
+        l2_squared: scalar::l2_squared,
+        cosine: scalar::cosine,
+    };
+
+    /// The kernels for `isa`, or `None` when this CPU (or this build's target architecture)
+    /// lacks it.
+    pub fn for_isa(isa: Isa) -> Option<Kernels> {
+        match isa {
+            Isa::Scalar => Some(Kernels::SCALAR),
+            _ => None,
+        }
+    }
+
+    /// The most capable kernels this CPU supports.
+    pub fn detect() -> Kernels {
+        Isa::ALL
+            .iter()
+            .find_map(|&isa| Kernels::for_isa(isa))
+            .unwrap_or(Kernels::SCALAR)
+    }
+}
+
+static KERNELS: OnceLock<Kernels> = OnceLock::new();
+
+/// The kernels in use, chosen once on first call by [`Kernels::detect`].
+#[inline]
+pub fn kernels() -> &'static Kernels {
+    KERNELS.get_or_init(Kernels::detect)
+}
+
+/// Inner product on the fastest kernel. Panics if the lengths differ.
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    (kernels().dot)(a, b)
+}
+
+/// Squared Euclidean distance on the fastest kernel. Panics if the lengths differ.
+#[inline]
+pub fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
+    (kernels().l2_squared)(a, b)
+}
+
+/// Cosine similarity on the fastest kernel (0 when either vector is zero). Panics if the
+/// lengths differ.
+#[inline]
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    (kernels().cosine)(a, b)
+}
+
+/// Shared tail of every cosine kernel: the ratio, guarded against zero norms and clamped to
+/// `[-1, 1]` because rounding can push it slightly outside.
+#[inline]
+pub(crate) fn finish_cosine(ab: f32, aa: f32, bb: f32) -> f32 {
+    let denom = (aa * bb).sqrt();
+    if denom.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
+        return 0.0;
+    }
+    (ab / denom).clamp(-1.0, 1.0)
+}

@@ -1,0 +1,60 @@
+//! Scalar reference kernels: the oracle every SIMD kernel is tested against.
+//!
+//! They are written for clarity, not speed, but still accumulate in four independent lanes so that
+//! their rounding behaves like the vector kernels' (a single running sum drifts further from the
+//! exact value on long inputs, which would make the comparison tolerance meaningless).
+
+/// Inner product `Σ aᵢ·bᵢ`.
+///
+/// # Panics
+/// If `a` and `b` differ in length.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "dot: slices differ in length");
+    let mut acc = [0.0f32; 4];
+    let (ca, ra) = a.as_chunks::<4>();
+    let (cb, rb) = b.as_chunks::<4>();
+    for (x, y) in ca.iter().zip(cb) {
+        for l in 0..4 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let mut tail = 0.0f32;
+    for (x, y) in ra.iter().zip(rb) {
+        tail += x * y;
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+}
+
+/// Squared Euclidean distance `Σ (aᵢ − bᵢ)²`.
+///
+/// # Panics
+/// If `a` and `b` differ in length.
+pub fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "l2_squared: slices differ in length");
+    let mut acc = [0.0f32; 4];
+    let (ca, ra) = a.as_chunks::<4>();
+    let (cb, rb) = b.as_chunks::<4>();
+    for (x, y) in ca.iter().zip(cb) {
+        for l in 0..4 {
+            let d = x[l] - y[l];
+            acc[l] += d * d;
+        }
+    }
+    let mut tail = 0.0f32;
+    for (x, y) in ra.iter().zip(rb) {
+        let d = x - y;
+        tail += d * d;
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+}
+
+/// Cosine similarity `a·b / (‖a‖·‖b‖)`, in `[-1, 1]`; `0.0` when either vector is all zeros.
+///
+/// # Panics
+/// If `a` and `b` differ in length.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let ab = dot(a, b);
+    let aa = dot(a, a);
+    let bb = dot(b, b);
+    super::finish_cosine(ab, aa, bb)
+}

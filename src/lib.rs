@@ -1,0 +1,16 @@
+//! vicinity: a vector similarity search service for retrieval-augmented generation.
+//!
+//! The library holds everything the `vicinity` binary runs, in layers that only point
+//! downwards:
+//!
+//! * [`distance`]: SIMD distance kernels chosen at run time, and the [`distance::Metric`] type.
+//! * [`index`]: exact flat, IVF and HNSW indexes behind one interface; synchronous and CPU-bound.
+//! * [`dataset`]: readers for the TEXMEX (`.fvecs`/`.ivecs`) and `.npy` formats used by
+//!   benchmarks.
+
+pub mod dataset;
+pub mod distance;
+pub mod index;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;

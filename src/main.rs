@@ -1,0 +1,43 @@
+//! The `vicinity` command: parses the command line and dispatches to a subcommand.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Vector similarity search for retrieval-augmented generation.
+#[derive(Debug, Parser)]
+#[command(name = "vicinity", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Measure index and model performance.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Build an index over a dataset and sweep its search settings: recall, QPS, memory.
+    Ann(cli::bench_ann::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    cli::init_tracing();
+    let result = match cli.command {
+        Command::Bench(BenchCommand::Ann(args)) => cli::bench_ann::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
