@@ -113,9 +113,11 @@ async fn migrations_apply_once_and_reopening_changes_nothing() {
         .fetch_one(&mut conn)
         .await
         .unwrap();
+    let page_size = count(&mut conn, "PRAGMA page_size").await;
     conn.close().await.unwrap();
     assert!(applied >= 1);
     assert_eq!(journal, "wal");
+    assert_eq!(page_size, 8192);
 
     let store = open(&dir).await;
     let mut conn = raw(&path).await;

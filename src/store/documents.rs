@@ -62,7 +62,10 @@ macro_rules! passage_columns {
         "p.id, p.doc_id, p.idx, p.char_start, p.char_end, p.text"
     };
     (vector) => {
-        concat!(passage_columns!(), ", p.vector, c.dimension")
+        concat!(
+            passage_columns!(),
+            ", p.vector, (SELECT dimension FROM collections WHERE id = ?1) AS dimension"
+        )
     };
 }
 
@@ -411,8 +414,7 @@ impl Store {
             sqlx::query(concat!(
                 "SELECT ",
                 passage_columns!(vector),
-                " FROM passages p JOIN collections c ON c.id = p.collection_id \
-                 WHERE p.collection_id = ?1 AND p.doc_id = ?2 ORDER BY p.idx"
+                " FROM passages p WHERE p.collection_id = ?1 AND p.doc_id = ?2 ORDER BY p.idx"
             ))
         } else {
             sqlx::query(concat!(
@@ -448,7 +450,6 @@ impl Store {
                 "SELECT ",
                 passage_columns!(vector),
                 " FROM json_each(?2) j CROSS JOIN passages p ON p.id = j.value \
-                 JOIN collections c ON c.id = p.collection_id \
                  WHERE p.collection_id = ?1 ORDER BY j.key"
             ))
         } else {

@@ -49,6 +49,9 @@ pub use scan::{DocumentScan, VectorScan};
 /// The schema migrations, embedded at compile time.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// SQLite page size of new databases; see [`Store::open`].
+const PAGE_SIZE: u32 = 8192;
+
 /// The current time as stored: RFC 3339 UTC with milliseconds.
 const NOW_SQL: &str = "SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
@@ -64,10 +67,6 @@ pub struct StoreOptions {
     pub write_wait: Duration,
     /// How long a read waits for a free read connection.
     pub read_wait: Duration,
-    /// Bytes of the database file each connection maps into memory (SQLite's `mmap_size`);
-    /// 0 turns memory mapping off. Mapping makes large scans (loading every vector at start)
-    /// markedly cheaper than reading through SQLite's page cache.
-    pub mmap_size: u64,
 }
 
 impl Default for StoreOptions {
@@ -78,7 +77,6 @@ impl Default for StoreOptions {
             busy_timeout: Duration::from_secs(30),
             write_wait: Duration::from_secs(300),
             read_wait: Duration::from_secs(30),
-            mmap_size: 1 << 30,
         }
     }
 }
@@ -115,11 +113,15 @@ impl Store {
         let common = SqliteConnectOptions::new()
             .filename(&path)
             .foreign_keys(true)
-            .busy_timeout(opts.busy_timeout)
-            .pragma("mmap_size", opts.mmap_size.to_string());
+            .busy_timeout(opts.busy_timeout);
         let writer_options = common
             .clone()
             .create_if_missing(true)
+            // Takes effect when the file is created. A 384-d vector row is ~1.6 KiB: two fit a
+            // 4 KiB page with a fifth of it wasted, five fit 8 KiB. Measured on 100k such rows,
+            // 8 KiB pages give a ~20% (vector) to ~33% (vector + passage text) smaller file,
+            // ~1.5x faster bulk inserts and faster full scans.
+            .page_size(PAGE_SIZE)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             // Without a limit the WAL file keeps the size of the largest write ever made.

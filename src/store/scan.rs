@@ -9,6 +9,9 @@
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::Store;
+
+/// Rows per query while filling a [`VectorScan`] chunk.
+const ROWS_PER_FETCH: usize = 256;
 use super::codec::{decode_metadata, decode_vector_into, to_u64, to_usize};
 use super::error::{StoreError, StoreResult};
 use super::rows::{CollectionId, DocumentPassages, PassageId, VectorChunk};
@@ -46,40 +49,51 @@ impl VectorScan {
         let Some(tx) = self.tx.as_mut() else {
             return Ok(None);
         };
-        let rows = sqlx::query(
-            "SELECT id, vector FROM passages WHERE collection_id = ?1 AND id > ?2 \
-             ORDER BY id LIMIT ?3",
-        )
-        .bind(self.collection.0)
-        .bind(self.after)
-        .bind(self.chunk_size)
-        .fetch_all(&mut **tx)
-        .await?;
-        if rows.is_empty() {
+        let wanted = self.chunk_size as usize;
+        let mut chunk = VectorChunk::default();
+        let mut exhausted = false;
+        // sqlx materialises every row of a `fetch_all` before it returns; past a few hundred
+        // rows of ~1.5 KiB each that working set falls out of cache and a large chunk loads
+        // slower than several small ones, so the chunk is filled by small queries.
+        while chunk.ids.len() < wanted {
+            let take = (wanted - chunk.ids.len()).min(ROWS_PER_FETCH);
+            let rows = sqlx::query(
+                "SELECT id, vector FROM passages WHERE collection_id = ?1 AND id > ?2 \
+                 ORDER BY id LIMIT ?3",
+            )
+            .bind(self.collection.0)
+            .bind(self.after)
+            .bind(take as i64)
+            .fetch_all(&mut **tx)
+            .await?;
+            if !rows.is_empty() {
+                let dimension = self.dimension.ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "collection {} has passages but no dimension",
+                        self.collection
+                    ))
+                })?;
+                chunk.dimension = dimension;
+                chunk.ids.reserve(wanted.min(rows.len() * 8));
+                chunk
+                    .vectors
+                    .reserve(wanted.min(rows.len() * 8) * dimension);
+            }
+            for row in &rows {
+                let id: i64 = row.try_get(0)?;
+                decode_vector_into(row.try_get(1)?, chunk.dimension, id, &mut chunk.vectors)?;
+                chunk.ids.push(to_u64(id, || "passage id".into())?);
+                self.after = id;
+            }
+            if rows.len() < take {
+                exhausted = true;
+                break;
+            }
+        }
+        if exhausted {
             self.finish().await?;
-            return Ok(None);
         }
-        let dimension = self.dimension.ok_or_else(|| {
-            StoreError::Corrupt(format!(
-                "collection {} has passages but no dimension",
-                self.collection
-            ))
-        })?;
-        let mut chunk = VectorChunk {
-            ids: Vec::with_capacity(rows.len()),
-            dimension,
-            vectors: Vec::with_capacity(rows.len() * dimension),
-        };
-        for row in &rows {
-            let id: i64 = row.try_get(0)?;
-            decode_vector_into(row.try_get(1)?, dimension, id, &mut chunk.vectors)?;
-            chunk.ids.push(to_u64(id, || "passage id".into())?);
-            self.after = id;
-        }
-        if rows.len() < self.chunk_size as usize {
-            self.finish().await?;
-        }
-        Ok(Some(chunk))
+        Ok((!chunk.is_empty()).then_some(chunk))
     }
 
     async fn finish(&mut self) -> StoreResult<()> {
