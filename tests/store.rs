@@ -666,13 +666,15 @@ async fn a_scan_sees_one_snapshot_while_writes_go_on() {
 async fn concurrent_writers_and_readers_never_fail() {
     let dir = TempDir::new().unwrap();
     let store = open(&dir).await;
+    // A second store on the same file has its own writer connection, as another process
+    // would: its writes contend for SQLite's lock instead of queueing behind the first's.
+    let other = open(&dir).await;
     let a = create(&store, "a").await;
-    let b = create(&store, "b").await;
+    let b = create(&other, "b").await;
     const ROUNDS: u64 = 25;
 
     let mut tasks = tokio::task::JoinSet::new();
-    for (collection, seed) in [(a, 0u64), (b, 1000)] {
-        let store = store.clone();
+    for (collection, seed, store) in [(a, 0u64, store.clone()), (b, 1000, other.clone())] {
         tasks.spawn(async move {
             for round in 0..ROUNDS {
                 // Each round adds two documents and replaces the first one of the round before.
@@ -737,6 +739,7 @@ async fn concurrent_writers_and_readers_never_fail() {
         let passages: u64 = page.documents.iter().map(|d| d.passage_count).sum();
         assert_eq!(passages, (ROUNDS - 1) * 2 + 3 + ROUNDS);
     }
+    other.close().await;
     store.close().await;
 }
 

@@ -336,7 +336,8 @@ impl Store {
 
     /// A page of the collection's documents in id order, with the collection's document count;
     /// both read from one snapshot. Following `next_after` from the first page to the last
-    /// visits every document that exists throughout, exactly once.
+    /// visits every document that exists throughout, exactly once. A limit of 0 reads only the
+    /// count.
     pub async fn list_documents(
         &self,
         collection: CollectionId,
@@ -512,7 +513,7 @@ async fn upsert_batch(
         .fetch_all(&mut **tx)
         .await?;
         for doc_id in &existing {
-            out[position[doc_id.as_str()]].replaced = true;
+            out[lookup(&position, doc_id)?].replaced = true;
         }
         for (doc_id, id) in removed {
             let slot = lookup(&position, &doc_id)?;
@@ -574,6 +575,13 @@ async fn upsert_batch(
         }
         // RETURNING yields rows in no promised order, hence the lookup by document and index.
         let inserted = query.fetch_all(&mut **tx).await?;
+        if inserted.len() != rows.len() {
+            return Err(StoreError::Corrupt(format!(
+                "inserting {} passages returned {} ids",
+                rows.len(),
+                inserted.len()
+            )));
+        }
         for row in &inserted {
             let id: i64 = row.try_get(0)?;
             let doc_id: &str = row.try_get(1)?;
