@@ -17,6 +17,10 @@
 //! `BEGIN IMMEDIATE`, so that even another process holding the lock only makes it wait for
 //! the busy timeout. Reads use a separate pool of read-only connections.
 //!
+//! A write whose future is dropped before it completes may or may not have committed. Callers
+//! that mirror writes in memory (the vector indexes) should drive each write to completion,
+//! e.g. in a spawned task, so that they always learn what was committed.
+//!
 //! # Schema
 //! `migrations/` holds the schema, embedded in the binary and applied by [`Store::open`].
 //! Passage and collection ids use `AUTOINCREMENT` and are never reused. Vectors are stored as

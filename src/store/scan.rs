@@ -184,7 +184,8 @@ impl DocumentScan {
 
 impl Store {
     /// A cursor over every passage vector of `collection`, `chunk_size` vectors at a time (at
-    /// least 1). Fails with [`StoreError::CollectionNotFound`] for an unknown collection.
+    /// least 1; a few thousand loads fastest). Fails with [`StoreError::CollectionNotFound`]
+    /// for an unknown collection.
     pub async fn scan_vectors(
         &self,
         collection: CollectionId,
