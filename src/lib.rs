@@ -7,10 +7,12 @@
 //! * [`index`]: exact flat, IVF and HNSW indexes behind one interface; synchronous and CPU-bound.
 //! * [`dataset`]: readers for the TEXMEX (`.fvecs`/`.ivecs`) and `.npy` formats used by
 //!   benchmarks.
+//! * [`store`]: durable SQLite storage of collections, documents, passages and their vectors.
 
 pub mod dataset;
 pub mod distance;
 pub mod index;
+pub mod store;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

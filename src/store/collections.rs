@@ -1,0 +1,265 @@
+//! Collection operations: create (idempotent, with conflict detection), look up, list with
+//! sizes, fix the dimension, delete with everything in it.
+
+use serde_json::Value;
+
+use super::codec::{decode_object, to_i64, to_u64, to_usize};
+use super::error::{StoreError, StoreResult};
+use super::rows::{
+    CollectionId, CollectionRecord, CollectionSource, CollectionSummary, CreateOutcome,
+    NewCollection,
+};
+use super::{NOW_SQL, Store};
+
+/// The columns [`CollectionRow`] reads, in a macro so that queries can be built with `concat!`
+/// and stay `&'static str`. Unqualified, because `RETURNING` accepts no table names.
+macro_rules! collection_columns {
+    () => {
+        "id, name, distance, index_config, dimension, source, model_id, chunking, created_at"
+    };
+}
+
+/// A `collections` row as stored.
+#[derive(sqlx::FromRow)]
+struct CollectionRow {
+    id: i64,
+    name: String,
+    distance: String,
+    index_config: String,
+    dimension: Option<i64>,
+    source: String,
+    model_id: Option<String>,
+    chunking: Option<String>,
+    created_at: String,
+}
+
+impl TryFrom<CollectionRow> for CollectionRecord {
+    type Error = StoreError;
+
+    fn try_from(row: CollectionRow) -> StoreResult<Self> {
+        let what = |field: &str| format!("collection '{}' {field}", row.name);
+        let distance = row
+            .distance
+            .parse()
+            .map_err(|e| StoreError::Corrupt(format!("{}: {e}", what("distance"))))?;
+        let source = CollectionSource::parse(&row.source).ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "{}: unknown source '{}'",
+                what("source"),
+                row.source
+            ))
+        })?;
+        let index = decode_object(&row.index_config, || what("index_config"))?;
+        let chunking = row
+            .chunking
+            .as_deref()
+            .map(|c| decode_object(c, || what("chunking")))
+            .transpose()?;
+        let dimension = row
+            .dimension
+            .map(|d| to_usize(d, || what("dimension")))
+            .transpose()?;
+        Ok(CollectionRecord {
+            id: CollectionId(row.id),
+            name: row.name,
+            distance,
+            index,
+            dimension,
+            source,
+            model_id: row.model_id,
+            chunking,
+            created_at: row.created_at,
+        })
+    }
+}
+
+/// A `collections` row with its sizes.
+#[derive(sqlx::FromRow)]
+struct SummaryRow {
+    #[sqlx(flatten)]
+    collection: CollectionRow,
+    documents: i64,
+    passages: i64,
+}
+
+impl TryFrom<SummaryRow> for CollectionSummary {
+    type Error = StoreError;
+
+    fn try_from(row: SummaryRow) -> StoreResult<Self> {
+        let collection = CollectionRecord::try_from(row.collection)?;
+        let what = || format!("collection '{}' size", collection.name);
+        Ok(CollectionSummary {
+            documents: to_u64(row.documents, what)?,
+            passages: to_u64(row.passages, what)?,
+            collection,
+        })
+    }
+}
+
+/// Checks the parts of a [`NewCollection`] that the schema would otherwise refuse with a less
+/// helpful message.
+fn validate(new: &NewCollection) -> StoreResult<()> {
+    if new.name.is_empty() {
+        return Err(StoreError::Invalid(
+            "collection name must not be empty".into(),
+        ));
+    }
+    if !new.index.is_object() {
+        return Err(StoreError::Invalid(
+            "index configuration must be a JSON object".into(),
+        ));
+    }
+    if new.chunking.as_ref().is_some_and(|c| !c.is_object()) {
+        return Err(StoreError::Invalid(
+            "chunking configuration must be a JSON object".into(),
+        ));
+    }
+    if new.dimension == Some(0) {
+        return Err(StoreError::Invalid("dimension must be at least 1".into()));
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Creates a collection unless one with that name exists; the check and the insert are one
+    /// transaction. See [`CollectionRecord::matches`] for when settings count as identical.
+    pub async fn create_collection(&self, new: &NewCollection) -> StoreResult<CreateOutcome> {
+        validate(new)?;
+        let dimension = new
+            .dimension
+            .map(|d| to_i64(d, || "dimension".into()))
+            .transpose()?;
+        let mut tx = self.begin_write().await?;
+        let existing: Option<CollectionRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            collection_columns!(),
+            " FROM collections WHERE name = ?1"
+        ))
+        .bind(&new.name)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = existing {
+            tx.rollback().await?;
+            let existing = CollectionRecord::try_from(row)?;
+            return Ok(if existing.matches(new) {
+                CreateOutcome::AlreadyExists(existing)
+            } else {
+                CreateOutcome::Conflict(existing)
+            });
+        }
+        let now: String = sqlx::query_scalar(NOW_SQL).fetch_one(&mut *tx).await?;
+        let row: CollectionRow = sqlx::query_as(concat!(
+            "INSERT INTO collections (name, distance, index_config, dimension, source, \
+             model_id, chunking, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING ",
+            collection_columns!()
+        ))
+        .bind(&new.name)
+        .bind(new.distance.as_str())
+        .bind(new.index.to_string())
+        .bind(dimension)
+        .bind(new.source.as_str())
+        .bind(new.model_id.as_deref())
+        .bind(new.chunking.as_ref().map(Value::to_string))
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(CreateOutcome::Created(row.try_into()?))
+    }
+
+    /// The collection called `name`, if any.
+    pub async fn get_collection(&self, name: &str) -> StoreResult<Option<CollectionRecord>> {
+        let row: Option<CollectionRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            collection_columns!(),
+            " FROM collections WHERE name = ?1"
+        ))
+        .bind(name)
+        .fetch_optional(&self.readers)
+        .await?;
+        row.map(CollectionRecord::try_from).transpose()
+    }
+
+    /// The collection with id `id`, if any.
+    pub async fn get_collection_by_id(
+        &self,
+        id: CollectionId,
+    ) -> StoreResult<Option<CollectionRecord>> {
+        let row: Option<CollectionRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            collection_columns!(),
+            " FROM collections WHERE id = ?1"
+        ))
+        .bind(id.0)
+        .fetch_optional(&self.readers)
+        .await?;
+        row.map(CollectionRecord::try_from).transpose()
+    }
+
+    /// Every collection with its document and passage counts, ordered by name.
+    pub async fn list_collections(&self) -> StoreResult<Vec<CollectionSummary>> {
+        let rows: Vec<SummaryRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            collection_columns!(),
+            ", (SELECT count(*) FROM documents d WHERE d.collection_id = c.id) AS documents, \
+             (SELECT count(*) FROM passages p WHERE p.collection_id = c.id) AS passages \
+             FROM collections c ORDER BY c.name"
+        ))
+        .fetch_all(&self.readers)
+        .await?;
+        rows.into_iter().map(CollectionSummary::try_from).collect()
+    }
+
+    /// Fixes the dimension of a collection that has none yet. Setting the dimension it already
+    /// has is a no-op; another one is a [`StoreError::Conflict`].
+    pub async fn set_dimension(&self, id: CollectionId, dimension: usize) -> StoreResult<()> {
+        if dimension == 0 {
+            return Err(StoreError::Invalid("dimension must be at least 1".into()));
+        }
+        let wanted = to_i64(dimension, || "dimension".into())?;
+        let mut tx = self.begin_write().await?;
+        let current: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT dimension FROM collections WHERE id = ?1")
+                .bind(id.0)
+                .fetch_optional(&mut *tx)
+                .await?;
+        match current {
+            None => Err(StoreError::CollectionNotFound(id)),
+            Some(Some(d)) if d == wanted => Ok(()),
+            Some(Some(d)) => Err(StoreError::Conflict(format!(
+                "collection {id} already has dimension {d}, not {dimension}"
+            ))),
+            Some(None) => {
+                sqlx::query("UPDATE collections SET dimension = ?2 WHERE id = ?1")
+                    .bind(id.0)
+                    .bind(wanted)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Deletes a collection with all its documents and passages. Returns whether it existed.
+    pub async fn delete_collection(&self, id: CollectionId) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
+        // Deleting the passages first, by the collection index, is one range delete instead of
+        // one cascade lookup per document.
+        sqlx::query("DELETE FROM passages WHERE collection_id = ?1")
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM documents WHERE collection_id = ?1")
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?;
+        let deleted = sqlx::query("DELETE FROM collections WHERE id = ?1")
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(deleted > 0)
+    }
+}
