@@ -212,10 +212,15 @@ impl Bert {
 
     /// Runs the encoder over `seqs` (each non-empty, with ids below the vocabulary size and no
     /// longer than the position table; the caller checks). Returns the final hidden states of
-    /// all tokens, sequence after sequence, `Σ len × hidden` row-major.
+    /// all tokens, sequence after sequence, `Σ len × hidden` row-major, inside `scratch`.
     ///
     /// Must run inside the rayon pool whose threads it should use; `threads` is that pool's size.
-    pub(crate) fn forward(&self, seqs: &[&[u32]], threads: usize) -> Vec<f32> {
+    pub(crate) fn forward<'s>(
+        &self,
+        seqs: &[&[u32]],
+        threads: usize,
+        scratch: &'s mut Scratch,
+    ) -> &'s [f32] {
         let h = self.config.hidden_size;
         let total: usize = seqs.iter().map(|s| s.len()).sum();
         let mut starts = Vec::with_capacity(seqs.len());
@@ -224,13 +229,25 @@ impl Bert {
             starts.push(acc);
             acc += s.len();
         }
+        let Scratch {
+            x,
+            qkv,
+            ctx,
+            tmp,
+            inter,
+        } = scratch;
+        // Every buffer is entirely overwritten before it is read; only its size matters.
+        let x = grow(x, total * h);
+        let qkv = grow(qkv, total * 3 * h);
+        let ctx = grow(ctx, total * h);
+        let tmp = grow(tmp, total * h);
+        let inter = grow(inter, total * self.config.intermediate_size);
 
         // Embeddings: word + (position + type), then LayerNorm.
         let tokens: Vec<(usize, u32)> = seqs
             .iter()
             .flat_map(|s| s.iter().copied().enumerate())
             .collect();
-        let mut x = vec![0.0f32; total * h];
         x.par_chunks_mut(h)
             .zip(tokens.par_iter())
             .with_min_len(ROWS_PER_TASK)
@@ -241,7 +258,7 @@ impl Bert {
                     .zip(word.iter().zip(position))
                     .for_each(|(r, (w, p))| *r = w + p);
             });
-        par_rows(&mut x, h, |rows| {
+        par_rows(x, h, |rows| {
             ops::layer_norm(
                 rows,
                 &self.embed_norm.gamma,
@@ -250,10 +267,6 @@ impl Bert {
             )
         });
 
-        let mut qkv = vec![0.0f32; total * 3 * h];
-        let mut ctx = vec![0.0f32; total * h];
-        let mut tmp = vec![0.0f32; total * h];
-        let mut inter = vec![0.0f32; total * self.config.intermediate_size];
         let eps = self.config.layer_norm_eps;
         let par = if threads > 1 {
             Parallelism::Rayon(threads)
@@ -261,12 +274,12 @@ impl Bert {
             Parallelism::None
         };
         for layer in &self.layers {
-            matmul(&x, total, &layer.qkv, &mut qkv, par);
-            par_rows(&mut qkv, 3 * h, |rows| ops::add_bias(rows, &layer.qkv.bias));
-            self.attention(&qkv, seqs, &starts, &mut ctx);
+            matmul(x, total, &layer.qkv, qkv, par);
+            par_rows(qkv, 3 * h, |rows| ops::add_bias(rows, &layer.qkv.bias));
+            self.attention(qkv, seqs, &starts, ctx);
 
-            matmul(&ctx, total, &layer.attn_out, &mut tmp, par);
-            par_rows_with(&mut x, &tmp, h, |xr, yr| {
+            matmul(ctx, total, &layer.attn_out, tmp, par);
+            par_rows_with(x, tmp, h, |xr, yr| {
                 ops::residual_layer_norm(
                     xr,
                     yr,
@@ -277,12 +290,12 @@ impl Bert {
                 )
             });
 
-            matmul(&x, total, &layer.ffn_in, &mut inter, par);
-            par_rows(&mut inter, layer.ffn_in.n_out, |rows| {
+            matmul(x, total, &layer.ffn_in, inter, par);
+            par_rows(inter, layer.ffn_in.n_out, |rows| {
                 ops::bias_activation(rows, &layer.ffn_in.bias, self.config.activation)
             });
-            matmul(&inter, total, &layer.ffn_out, &mut tmp, par);
-            par_rows_with(&mut x, &tmp, h, |xr, yr| {
+            matmul(inter, total, &layer.ffn_out, tmp, par);
+            par_rows_with(x, tmp, h, |xr, yr| {
                 ops::residual_layer_norm(
                     xr,
                     yr,
@@ -373,6 +386,26 @@ impl Bert {
             }
         });
     }
+}
+
+/// Working memory of a forward pass, kept between calls: allocating these buffers afresh each
+/// time costs more than the element-wise work on them, since the allocator returns buffers this
+/// large to the OS and the kernel must zero new pages.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    x: Vec<f32>,
+    qkv: Vec<f32>,
+    ctx: Vec<f32>,
+    tmp: Vec<f32>,
+    inter: Vec<f32>,
+}
+
+/// The first `len` elements of `buf`, growing it if needed.
+fn grow(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    &mut buf[..len]
 }
 
 /// `dst = x · W` for the `rows × n_in` matrix `x`; the bias is added by the caller, fused with

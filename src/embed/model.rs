@@ -1,11 +1,12 @@
 //! [`SentenceEncoder`]: a loaded sentence-transformers model, ready to embed text.
 
 use std::path::Path;
+use std::sync::Mutex;
 
 use rayon::ThreadPool;
 use tokenizers::Tokenizer;
 
-use super::bert::Bert;
+use super::bert::{Bert, Scratch};
 use super::config::{self, ModelConfig, Modules, SentenceBertConfig};
 use super::pooling::{self, Pooling};
 use super::tokenize::{Encoded, TextTokenizer};
@@ -49,6 +50,8 @@ pub struct SentenceEncoder {
     max_seq_length: usize,
     pool: ThreadPool,
     threads: usize,
+    /// Forward-pass working memory, one per call in flight, reused across calls.
+    scratch: Mutex<Vec<Scratch>>,
 }
 
 impl std::fmt::Debug for SentenceEncoder {
@@ -123,6 +126,7 @@ impl SentenceEncoder {
             max_seq_length,
             pool,
             threads,
+            scratch: Mutex::new(Vec::new()),
         })
     }
 
@@ -212,6 +216,12 @@ impl SentenceEncoder {
         let hidden = self.bert.config().hidden_size;
         let dim = self.dim();
         let mut out = Vec::with_capacity(batch.len());
+        let mut scratch = self
+            .scratch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default();
         let mut rest = batch;
         while !rest.is_empty() {
             let mut tokens = 0;
@@ -226,7 +236,9 @@ impl SentenceEncoder {
             let (chunk, tail) = rest.split_at(take);
             rest = tail;
             let seqs: Vec<&[u32]> = chunk.iter().map(Encoded::ids).collect();
-            let states = self.pool.install(|| self.bert.forward(&seqs, self.threads));
+            let states = self
+                .pool
+                .install(|| self.bert.forward(&seqs, self.threads, &mut scratch));
             let mut row = 0;
             for seq in &seqs {
                 let mut v = vec![0.0f32; dim];
@@ -242,6 +254,10 @@ impl SentenceEncoder {
                 out.push(v);
             }
         }
+        self.scratch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(scratch);
         Ok(out)
     }
 

@@ -248,8 +248,11 @@ pub(crate) fn exp(x: f32) -> f32 {
     let p = p * r + 0.5;
     let p = p * r + 1.0;
     let p = p * r + 1.0;
-    // 2^n, built in the exponent bits; n is in [-126, 127] after the clamp.
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // 2^n, built in the exponent bits; n is in [-126, 127] after the clamp. Adding 2^23 puts
+    // the integer n + 127 in the low mantissa bits, which vectorises, unlike a saturating
+    // float-to-int cast.
+    let biased = (n + (127.0 + 8_388_608.0)).to_bits() & 0x007f_ffff;
+    let scale = f32::from_bits(biased << 23);
     p * scale
 }
 
