@@ -1,14 +1,19 @@
 #!/usr/bin/env python3
-"""Writes the tiny BERT test fixture: a sentence-transformers model directory with random weights.
+"""Writes the tiny test fixture models: sentence-transformers directories with random weights.
 
 The model is small enough to commit (a few hundred KB) and goes through exactly the loading and
 inference code path of a real model. Beside the model the script stores reference embeddings
 computed with sentence-transformers for every pooling mode, with and without normalisation, so
 the Rust tests check parity on every run without the real model.
 
+The BERT model is the main fixture (every pooling mode has references); RoBERTa and DistilBERT
+twins with the same tokenizer check that those weight layouts load and match too.
+
 Usage (needs torch, transformers, tokenizers and sentence-transformers):
 
-    python3 scripts/make_tiny_bert.py [tests/fixtures/tiny-bert]
+    python3 scripts/make_tiny_bert.py [bert|roberta|distilbert] [OUT_DIR]
+
+OUT_DIR defaults to tests/fixtures/tiny-ARCH.
 """
 
 import json
@@ -21,7 +26,15 @@ import torch
 from sentence_transformers import SentenceTransformer, models
 from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordPiece
-from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+from transformers import (
+    BertConfig,
+    BertModel,
+    DistilBertConfig,
+    DistilBertModel,
+    PreTrainedTokenizerFast,
+    RobertaConfig,
+    RobertaModel,
+)
 
 SEED = 20240611
 HIDDEN = 32
@@ -86,7 +99,7 @@ def randomize(model: torch.nn.Module) -> None:
     gen = torch.Generator().manual_seed(SEED)
     with torch.no_grad():
         for name, p in sorted(model.named_parameters()):
-            if "LayerNorm.weight" in name:
+            if "LayerNorm.weight" in name or "layer_norm.weight" in name:
                 p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=gen))
             else:
                 p.copy_(0.3 * torch.randn(p.shape, generator=gen))
@@ -98,22 +111,59 @@ def write_json(path: str, value) -> None:
         f.write("\n")
 
 
+def build_model(arch: str, vocab_size: int) -> torch.nn.Module:
+    if arch == "bert":
+        config = BertConfig(
+            vocab_size=vocab_size,
+            hidden_size=HIDDEN,
+            num_hidden_layers=LAYERS,
+            num_attention_heads=HEADS,
+            intermediate_size=INTERMEDIATE,
+            max_position_embeddings=MAX_POSITIONS,
+            type_vocab_size=2,
+            hidden_act="gelu",
+            layer_norm_eps=1e-12,
+        )
+        return BertModel(config, add_pooling_layer=False)
+    if arch == "roberta":
+        # Padding id 0 as in the shared vocabulary; positions then start at 1 (RoBERTa counts
+        # them from padding_idx + 1), which the encoder must reproduce.
+        config = RobertaConfig(
+            vocab_size=vocab_size,
+            hidden_size=HIDDEN,
+            num_hidden_layers=LAYERS,
+            num_attention_heads=HEADS,
+            intermediate_size=INTERMEDIATE,
+            max_position_embeddings=MAX_POSITIONS + 1,
+            type_vocab_size=1,
+            hidden_act="gelu_new",
+            layer_norm_eps=1e-5,
+            pad_token_id=0,
+            bos_token_id=2,
+            eos_token_id=3,
+        )
+        return RobertaModel(config, add_pooling_layer=False)
+    if arch == "distilbert":
+        config = DistilBertConfig(
+            vocab_size=vocab_size,
+            dim=HIDDEN,
+            n_layers=LAYERS,
+            n_heads=HEADS,
+            hidden_dim=INTERMEDIATE,
+            max_position_embeddings=MAX_POSITIONS,
+            activation="gelu",
+            pad_token_id=0,
+        )
+        return DistilBertModel(config)
+    sys.exit(f"unknown architecture {arch}")
+
+
 def main() -> None:
-    out = sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/tiny-bert"
+    arch = sys.argv[1] if len(sys.argv) > 1 else "bert"
+    out = sys.argv[2] if len(sys.argv) > 2 else f"tests/fixtures/tiny-{arch}"
     torch.manual_seed(SEED)
     tok = build_tokenizer()
-    config = BertConfig(
-        vocab_size=tok.get_vocab_size(),
-        hidden_size=HIDDEN,
-        num_hidden_layers=LAYERS,
-        num_attention_heads=HEADS,
-        intermediate_size=INTERMEDIATE,
-        max_position_embeddings=MAX_POSITIONS,
-        type_vocab_size=2,
-        hidden_act="gelu",
-        layer_norm_eps=1e-12,
-    )
-    bert = BertModel(config, add_pooling_layer=False)
+    bert = build_model(arch, tok.get_vocab_size())
     randomize(bert)
     bert.eval()
 
@@ -169,13 +219,14 @@ def main() -> None:
     transformer = reloaded[0]
     assert reloaded.max_seq_length == MAX_SEQ_LENGTH, reloaded.max_seq_length
     assert len(reloaded) == 3, "the saved directory must load as transformer, pooling, normalize"
-    refs = {"model": "tiny-bert", "max_seq_length": MAX_SEQ_LENGTH, "texts": TEXTS, "token_ids": [], "modes": {}}
+    refs = {"model": f"tiny-{arch}", "max_seq_length": MAX_SEQ_LENGTH, "texts": TEXTS, "token_ids": [], "modes": {}}
     features = transformer.tokenize(TEXTS)
     for row, mask in zip(features["input_ids"].tolist(), features["attention_mask"].tolist()):
         refs["token_ids"].append([i for i, m in zip(row, mask) if m])
     modes = ["mean", "cls", "max", "mean_sqrt_len_tokens", "weightedmean", "lasttoken"]
-    for mode in modes:
-        for normalize in (True, False):
+    # The twins only check the weight layout; pooling is the same code for all.
+    for mode in modes if arch == "bert" else ["mean"]:
+        for normalize in (True, False) if arch == "bert" else (True,):
             mods = [transformer, models.Pooling(HIDDEN, pooling_mode=mode)]
             if normalize:
                 mods.append(models.Normalize())
@@ -187,7 +238,7 @@ def main() -> None:
         json.dump(refs, f, indent=None, separators=(",", ":"))
         f.write("\n")
     total = sum(os.path.getsize(os.path.join(d, n)) for d, _, ns in os.walk(out) for n in ns)
-    print(f"wrote {out} ({total} bytes, vocab {config.vocab_size})")
+    print(f"wrote {out} ({total} bytes, vocab {tok.get_vocab_size()})")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-//! Sentence encoder tests: parity with sentence-transformers on the tiny fixture model (every
-//! run) and on all-MiniLM-L6-v2 (where the model is present), truncation, padding invariance,
-//! empty text, and the errors of malformed model directories.
+//! Sentence encoder tests: parity with sentence-transformers on the tiny fixture models (BERT in
+//! every pooling mode, RoBERTa and DistilBERT twins; every run) and on all-MiniLM-L6-v2 (where
+//! the model is present), truncation, padding invariance, empty text, and the errors of
+//! malformed model directories.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -174,6 +175,40 @@ fn tiny_model_matches_sentence_transformers_in_every_pooling_mode() {
                 diff <= 1e-4 * scale.max(1.0),
                 "{key}: max difference {diff} for {text:?}"
             );
+        }
+    }
+}
+
+#[test]
+fn roberta_and_distilbert_layouts_match_sentence_transformers() {
+    for (name, model_type) in [
+        ("tiny-roberta", "roberta"),
+        ("tiny-distilbert", "distilbert"),
+    ] {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name);
+        let enc = load(&dir);
+        assert_eq!(enc.config().model_type, model_type);
+        let reference = read_json(&dir.join("reference.json"));
+        let texts = reference_texts(&reference);
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let encoded = enc.tokenize(&texts).unwrap();
+        let expected_ids = reference["token_ids"].as_array().unwrap();
+        for (got, want) in encoded.iter().zip(expected_ids) {
+            let want: Vec<u32> = want
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect();
+            assert_eq!(got.ids(), want, "{name}");
+        }
+        let got = enc.embed(&texts).unwrap();
+        let expected = reference["modes"]["mean+normalize"].as_array().unwrap();
+        for ((text, got), want) in texts.iter().zip(&got).zip(expected) {
+            let cos = cosine(got, &as_vec(want));
+            assert!(cos >= 0.99999, "{name}: cosine {cos} for {text:?}");
         }
     }
 }
