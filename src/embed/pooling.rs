@@ -32,8 +32,8 @@ impl Pooling {
     /// Pooling with the given modes; duplicates are dropped and the order normalised.
     ///
     /// # Panics
-    /// If `modes` is empty: a pooling module pools at least one way. This is a bug in the caller.
-    pub fn new(mut modes: Vec<PoolingMode>) -> Self {
+    /// If `modes` is empty: the configuration reader rejects that case first.
+    pub(crate) fn new(mut modes: Vec<PoolingMode>) -> Self {
         modes.sort();
         modes.dedup();
         assert!(
