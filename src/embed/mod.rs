@@ -6,11 +6,12 @@
 //! `Arc` and call it from a dedicated model thread (the batcher above does that); never call it on
 //! an async reactor thread, a batch takes milliseconds to seconds.
 //!
-//! The forward pass is our own ([`bert`](self) internals) rather than candle-transformers'
-//! `BertModel`: it runs each sequence unpadded (dense layers over all real tokens of the batch
-//! at once, attention per sequence), fuses the bias, residual and activation work into the matrix
-//! multiplications and vectorised loops, and keeps every core busy. The tests hold it to the
-//! `sentence-transformers` reference embeddings (cosine ≥ 0.9999).
+//! The forward pass is our own rather than candle-transformers' `BertModel` (which the tests
+//! keep as a second reference): it runs each sequence unpadded (dense layers over all real
+//! tokens of the batch at once through candle's gemm kernels, attention per sequence and head),
+//! fuses the bias, residual and activation work into single vectorised passes, and spreads all
+//! of it over the encoder's threads. The tests hold it to the `sentence-transformers` reference
+//! embeddings (cosine ≥ 0.9999).
 //!
 //! Cost model for batching: the work of a batch grows with its total token count (the sum of
 //! [`Encoded::len`]), plus a term quadratic in each sequence's length for attention; padding
