@@ -5,12 +5,15 @@
 //!
 //! * [`distance`]: SIMD distance kernels chosen at run time, and the [`distance::Metric`] type.
 //! * [`index`]: exact flat, IVF and HNSW indexes behind one interface; synchronous and CPU-bound.
+//! * [`embed`]: the sentence encoder that turns text into vectors (a sentence-transformers
+//!   model run on candle's kernels).
 //! * [`dataset`]: readers for the TEXMEX (`.fvecs`/`.ivecs`) and `.npy` formats used by
 //!   benchmarks.
 //! * [`store`]: durable SQLite storage of collections, documents, passages and their vectors.
 
 pub mod dataset;
 pub mod distance;
+pub mod embed;
 pub mod index;
 pub mod store;
 

@@ -6,6 +6,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+// The sentence encoder allocates and frees buffers of tens of megabytes per batch; glibc's
+// allocator hands those back to the OS every time (up to ~40 % slower on long inputs), mimalloc
+// keeps them.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Vector similarity search for retrieval-augmented generation.
 #[derive(Debug, Parser)]
 #[command(name = "vicinity", version, about, long_about = None)]

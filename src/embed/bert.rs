@@ -1,0 +1,476 @@
+//! The transformer forward pass of BERT-family encoders, on unpadded sequences.
+//!
+//! Owns the weights (copied out of `model.safetensors` once, as `f32`) and the forward pass:
+//!
+//! * The dense layers (the fused Q/K/V projection, the attention output, the two feed-forward
+//!   layers) run as one matrix multiplication over **all real tokens of the batch**, stacked
+//!   without padding; the `gemm` crate (candle's own matmul kernels, AVX-512 where available)
+//!   splits each over the encoder's threads.
+//! * Attention runs **per sequence and head**, over that sequence's tokens only, so no
+//!   attention mask is needed and no work is spent on padding; the (sequence, head) pairs are
+//!   spread over the threads.
+//! * Bias, activation, residual and LayerNorm work is fused into single vectorised passes
+//!   ([`ops`](super::ops)), also spread over the threads by rows.
+
+use std::path::Path;
+
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{DType, Device};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use super::config::{Architecture, ModelConfig};
+use super::ops;
+use super::{EmbedError, EmbedResult};
+
+/// Rows per task when element-wise work is spread over threads: enough to amortise the task
+/// overhead, small enough to balance a few hundred rows over two or more threads.
+const ROWS_PER_TASK: usize = 16;
+
+/// A dense layer `y = x·Wᵀ + b`, with `W` stored transposed (`n_in × n_out`, row-major) so the
+/// matrix multiplication reads it row by row.
+struct Linear {
+    weight_t: Vec<f32>,
+    bias: Vec<f32>,
+    n_in: usize,
+    n_out: usize,
+}
+
+struct LayerNorm {
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+}
+
+struct Layer {
+    /// Query, key and value projections side by side: output columns `[q | k | v]`.
+    qkv: Linear,
+    attn_out: Linear,
+    attn_norm: LayerNorm,
+    ffn_in: Linear,
+    ffn_out: Linear,
+    ffn_norm: LayerNorm,
+}
+
+/// The weights of a BERT-family encoder and its forward pass.
+pub(crate) struct Bert {
+    config: ModelConfig,
+    word_embeddings: Vec<f32>,
+    /// Position embeddings from `config.position_offset` on, with the token type 0 embedding
+    /// already added (single-segment input always has type 0).
+    position_embeddings: Vec<f32>,
+    embed_norm: LayerNorm,
+    layers: Vec<Layer>,
+}
+
+impl Bert {
+    /// Loads the weights from a safetensors file. Tensors in f16 or bf16 are widened to f32.
+    pub(crate) fn load(path: &Path, config: ModelConfig) -> EmbedResult<Self> {
+        if !path.exists() {
+            return Err(EmbedError::MissingFile {
+                path: path.to_owned(),
+            });
+        }
+        let invalid = |reason: String| EmbedError::InvalidWeights {
+            path: path.to_owned(),
+            reason,
+        };
+        // SAFETY: the file is memory-mapped only for the duration of this function, while the
+        // tensors are copied out; it must not be truncated meanwhile, which is the usual
+        // contract for a model directory being loaded.
+        let st = unsafe { MmapedSafetensors::new(path) }.map_err(|e| invalid(e.to_string()))?;
+        let names: Vec<String> = st.tensors().into_iter().map(|(n, _)| n).collect();
+        let (probe, prefixes) = match config.architecture {
+            Architecture::Bert => ("embeddings.word_embeddings.weight", &["", "bert."][..]),
+            Architecture::Roberta => ("embeddings.word_embeddings.weight", &["", "roberta."][..]),
+            Architecture::DistilBert => (
+                "embeddings.word_embeddings.weight",
+                &["", "distilbert."][..],
+            ),
+        };
+        let prefix = prefixes
+            .iter()
+            .find(|p| names.iter().any(|n| *n == format!("{p}{probe}")))
+            .ok_or_else(|| invalid(format!("no tensor `{probe}`")))?;
+        let load = |name: &str, shape: &[usize]| -> EmbedResult<Vec<f32>> {
+            let full = format!("{prefix}{name}");
+            let tensor = st
+                .load(&full, &Device::Cpu)
+                .map_err(|_| invalid(format!("no tensor `{full}`")))?;
+            if tensor.dims() != shape {
+                return Err(invalid(format!(
+                    "tensor `{full}` has shape {:?}, config.json implies {shape:?}",
+                    tensor.dims()
+                )));
+            }
+            tensor
+                .to_dtype(DType::F32)
+                .and_then(|t| t.flatten_all())
+                .and_then(|t| t.to_vec1::<f32>())
+                .map_err(|e| invalid(format!("tensor `{full}`: {e}")))
+        };
+
+        let h = config.hidden_size;
+        let i = config.intermediate_size;
+        let word_embeddings = load("embeddings.word_embeddings.weight", &[config.vocab_size, h])?;
+        let positions = load(
+            "embeddings.position_embeddings.weight",
+            &[config.max_position_embeddings, h],
+        )?;
+        let mut position_embeddings = positions[config.position_offset * h..].to_vec();
+        if config.type_vocab_size > 0 {
+            let types = load(
+                "embeddings.token_type_embeddings.weight",
+                &[config.type_vocab_size, h],
+            )?;
+            for row in position_embeddings.chunks_exact_mut(h) {
+                row.iter_mut().zip(&types[..h]).for_each(|(p, t)| *p += t);
+            }
+        }
+        let norm = |name: &str| -> EmbedResult<LayerNorm> {
+            Ok(LayerNorm {
+                gamma: load(&format!("{name}.weight"), &[h])?,
+                beta: load(&format!("{name}.bias"), &[h])?,
+            })
+        };
+        let linear = |names: &[String], n_in: usize, n_out_each: usize| -> EmbedResult<Linear> {
+            let n_out = n_out_each * names.len();
+            let mut weight_t = vec![0.0f32; n_in * n_out];
+            let mut bias = Vec::with_capacity(n_out);
+            for (part, name) in names.iter().enumerate() {
+                let w = load(&format!("{name}.weight"), &[n_out_each, n_in])?;
+                for (o, row) in w.chunks_exact(n_in).enumerate() {
+                    for (k, &v) in row.iter().enumerate() {
+                        weight_t[k * n_out + part * n_out_each + o] = v;
+                    }
+                }
+                bias.extend(load(&format!("{name}.bias"), &[n_out_each])?);
+            }
+            Ok(Linear {
+                weight_t,
+                bias,
+                n_in,
+                n_out,
+            })
+        };
+
+        let distil = config.architecture == Architecture::DistilBert;
+        let mut layers = Vec::with_capacity(config.num_layers);
+        for l in 0..config.num_layers {
+            let layer = if distil {
+                let p = format!("transformer.layer.{l}");
+                Layer {
+                    qkv: linear(
+                        &[
+                            format!("{p}.attention.q_lin"),
+                            format!("{p}.attention.k_lin"),
+                            format!("{p}.attention.v_lin"),
+                        ],
+                        h,
+                        h,
+                    )?,
+                    attn_out: linear(&[format!("{p}.attention.out_lin")], h, h)?,
+                    attn_norm: norm(&format!("{p}.sa_layer_norm"))?,
+                    ffn_in: linear(&[format!("{p}.ffn.lin1")], h, i)?,
+                    ffn_out: linear(&[format!("{p}.ffn.lin2")], i, h)?,
+                    ffn_norm: norm(&format!("{p}.output_layer_norm"))?,
+                }
+            } else {
+                let p = format!("encoder.layer.{l}");
+                Layer {
+                    qkv: linear(
+                        &[
+                            format!("{p}.attention.self.query"),
+                            format!("{p}.attention.self.key"),
+                            format!("{p}.attention.self.value"),
+                        ],
+                        h,
+                        h,
+                    )?,
+                    attn_out: linear(&[format!("{p}.attention.output.dense")], h, h)?,
+                    attn_norm: norm(&format!("{p}.attention.output.LayerNorm"))?,
+                    ffn_in: linear(&[format!("{p}.intermediate.dense")], h, i)?,
+                    ffn_out: linear(&[format!("{p}.output.dense")], i, h)?,
+                    ffn_norm: norm(&format!("{p}.output.LayerNorm"))?,
+                }
+            };
+            layers.push(layer);
+        }
+        let embed_norm = norm("embeddings.LayerNorm")?;
+        Ok(Bert {
+            config,
+            word_embeddings,
+            position_embeddings,
+            embed_norm,
+            layers,
+        })
+    }
+
+    /// The model's configuration.
+    pub(crate) fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// Runs the encoder over `seqs` (each non-empty, with ids below the vocabulary size and no
+    /// longer than the position table; the caller checks). Returns the final hidden states of
+    /// all tokens, sequence after sequence, `Σ len × hidden` row-major, inside `scratch`.
+    ///
+    /// Must run inside the rayon pool whose threads it should use; `threads` is that pool's size.
+    pub(crate) fn forward<'s>(
+        &self,
+        seqs: &[&[u32]],
+        threads: usize,
+        scratch: &'s mut Scratch,
+    ) -> &'s [f32] {
+        let h = self.config.hidden_size;
+        let total: usize = seqs.iter().map(|s| s.len()).sum();
+        let mut starts = Vec::with_capacity(seqs.len());
+        let mut acc = 0;
+        for s in seqs {
+            starts.push(acc);
+            acc += s.len();
+        }
+        let Scratch {
+            x,
+            qkv,
+            ctx,
+            tmp,
+            inter,
+        } = scratch;
+        // Every buffer is entirely overwritten before it is read; only its size matters.
+        let x = grow(x, total * h);
+        let qkv = grow(qkv, total * 3 * h);
+        let ctx = grow(ctx, total * h);
+        let tmp = grow(tmp, total * h);
+        let inter = grow(inter, total * self.config.intermediate_size);
+
+        // Embeddings: word + (position + type), then LayerNorm.
+        let tokens: Vec<(usize, u32)> = seqs
+            .iter()
+            .flat_map(|s| s.iter().copied().enumerate())
+            .collect();
+        x.par_chunks_mut(h)
+            .zip(tokens.par_iter())
+            .with_min_len(ROWS_PER_TASK)
+            .for_each(|(row, &(pos, id))| {
+                let word = &self.word_embeddings[id as usize * h..][..h];
+                let position = &self.position_embeddings[pos * h..][..h];
+                row.iter_mut()
+                    .zip(word.iter().zip(position))
+                    .for_each(|(r, (w, p))| *r = w + p);
+            });
+        par_rows(x, h, |rows| {
+            ops::layer_norm(
+                rows,
+                &self.embed_norm.gamma,
+                &self.embed_norm.beta,
+                self.config.layer_norm_eps,
+            )
+        });
+
+        let eps = self.config.layer_norm_eps;
+        let par = if threads > 1 {
+            Parallelism::Rayon(threads)
+        } else {
+            Parallelism::None
+        };
+        for layer in &self.layers {
+            matmul(x, total, &layer.qkv, qkv, par);
+            par_rows(qkv, 3 * h, |rows| ops::add_bias(rows, &layer.qkv.bias));
+            self.attention(qkv, seqs, &starts, ctx);
+
+            matmul(ctx, total, &layer.attn_out, tmp, par);
+            par_rows_with(x, tmp, h, |xr, yr| {
+                ops::residual_layer_norm(
+                    xr,
+                    yr,
+                    &layer.attn_out.bias,
+                    &layer.attn_norm.gamma,
+                    &layer.attn_norm.beta,
+                    eps,
+                )
+            });
+
+            matmul(x, total, &layer.ffn_in, inter, par);
+            par_rows(inter, layer.ffn_in.n_out, |rows| {
+                ops::bias_activation(rows, &layer.ffn_in.bias, self.config.activation)
+            });
+            matmul(inter, total, &layer.ffn_out, tmp, par);
+            par_rows_with(x, tmp, h, |xr, yr| {
+                ops::residual_layer_norm(
+                    xr,
+                    yr,
+                    &layer.ffn_out.bias,
+                    &layer.ffn_norm.gamma,
+                    &layer.ffn_norm.beta,
+                    eps,
+                )
+            });
+        }
+        x
+    }
+
+    /// Scaled dot-product attention of every sequence and head over its own tokens, writing
+    /// each head's context into its columns of `ctx` (`total × hidden`).
+    fn attention(&self, qkv: &[f32], seqs: &[&[u32]], starts: &[usize], ctx: &mut [f32]) {
+        let h = self.config.hidden_size;
+        let heads = self.config.num_heads;
+        let d = h / heads;
+        let scale = 1.0 / (d as f32).sqrt();
+        let ctx_ptr = SyncPtr(ctx.as_mut_ptr());
+        // Longest sequences first, so that the big tasks do not land last on one thread.
+        let mut work: Vec<(usize, usize)> = (0..seqs.len())
+            .flat_map(|s| (0..heads).map(move |head| (s, head)))
+            .collect();
+        work.sort_by_key(|&(s, _)| std::cmp::Reverse(seqs[s].len()));
+        work.par_iter().for_each(|&(s, head)| {
+            let len = seqs[s].len();
+            let start = starts[s];
+            let mut scores = vec![0.0f32; len * len];
+            let q = qkv[start * 3 * h + head * d..].as_ptr();
+            let k = qkv[start * 3 * h + h + head * d..].as_ptr();
+            let v = qkv[start * 3 * h + 2 * h + head * d..].as_ptr();
+            let rs = (3 * h) as isize;
+            // SAFETY: every pointer and stride stays inside its buffer: `q`, `k` and `v` address
+            // rows `start..start + len` (row stride 3h) and `d` columns of `qkv`, which is
+            // `total × 3h`; `scores` is `len × len`.
+            unsafe {
+                gemm::gemm(
+                    len,
+                    len,
+                    d,
+                    scores.as_mut_ptr(),
+                    1,
+                    len as isize,
+                    false,
+                    q,
+                    1,
+                    rs,
+                    k,
+                    rs,
+                    1,
+                    0.0,
+                    scale,
+                    false,
+                    false,
+                    false,
+                    Parallelism::None,
+                );
+            }
+            ops::softmax_rows(&mut scores, len);
+            let out = ctx_ptr.get().wrapping_add(start * h + head * d);
+            // SAFETY: `out` addresses rows `start..start + len` and columns
+            // `head·d..(head+1)·d` of `ctx` (`total × h`); no other task writes those, since
+            // each (sequence, head) pair is one task. `v` as above.
+            unsafe {
+                gemm::gemm(
+                    len,
+                    d,
+                    len,
+                    out,
+                    1,
+                    h as isize,
+                    false,
+                    scores.as_ptr(),
+                    1,
+                    len as isize,
+                    v,
+                    1,
+                    rs,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    Parallelism::None,
+                );
+            }
+        });
+    }
+}
+
+/// Working memory of a forward pass, kept between calls: allocating these buffers afresh each
+/// time costs more than the element-wise work on them, since the allocator returns buffers this
+/// large to the OS and the kernel must zero new pages.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    x: Vec<f32>,
+    qkv: Vec<f32>,
+    ctx: Vec<f32>,
+    tmp: Vec<f32>,
+    inter: Vec<f32>,
+}
+
+/// The first `len` elements of `buf`, growing it if needed.
+fn grow(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    &mut buf[..len]
+}
+
+/// `dst = x · W` for the `rows × n_in` matrix `x`; the bias is added by the caller, fused with
+/// the next element-wise pass.
+fn matmul(x: &[f32], rows: usize, lin: &Linear, dst: &mut [f32], par: Parallelism) {
+    let (k, n) = (lin.n_in, lin.n_out);
+    assert!(
+        x.len() >= rows * k && dst.len() >= rows * n && lin.weight_t.len() == k * n,
+        "matmul operands do not match their shapes. This is a bug."
+    );
+    // SAFETY: the assertion above bounds every access: `x` is `rows × k`, `weight_t` is
+    // `k × n` and `dst` is `rows × n`, all row-major with unit column stride.
+    unsafe {
+        gemm::gemm(
+            rows,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            x.as_ptr(),
+            1,
+            k as isize,
+            lin.weight_t.as_ptr(),
+            1,
+            n as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
+
+/// Applies `f` to groups of whole rows of `data` in parallel.
+fn par_rows(data: &mut [f32], width: usize, f: impl Fn(&mut [f32]) + Sync + Send) {
+    data.par_chunks_mut(width * ROWS_PER_TASK).for_each(f);
+}
+
+/// Applies `f` to matching groups of whole rows of `x` and `y` in parallel.
+fn par_rows_with(
+    x: &mut [f32],
+    y: &[f32],
+    width: usize,
+    f: impl Fn(&mut [f32], &[f32]) + Sync + Send,
+) {
+    x.par_chunks_mut(width * ROWS_PER_TASK)
+        .zip(y.par_chunks(width * ROWS_PER_TASK))
+        .for_each(|(xr, yr)| f(xr, yr));
+}
+
+/// A raw pointer that parallel tasks may share because each writes a disjoint region.
+#[derive(Clone, Copy)]
+struct SyncPtr(*mut f32);
+
+impl SyncPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+// SAFETY: `SyncPtr` is only used by `Bert::attention`, whose tasks write disjoint regions.
+unsafe impl Send for SyncPtr {}
+// SAFETY: as above.
+unsafe impl Sync for SyncPtr {}

@@ -1,0 +1,128 @@
+//! Sentence encoder: turns text into embedding vectors with a sentence-transformers model.
+//!
+//! [`SentenceEncoder`] loads a sentence-transformers model directory (a BERT-family encoder in
+//! `model.safetensors`, its `tokenizer.json`, the pooling and normalisation modules) and embeds
+//! batches of text synchronously on its own thread pool. It is `Send + Sync`: share one behind an
+//! `Arc` and call it from a dedicated model thread (the batcher above does that); never call it on
+//! an async reactor thread, a batch takes milliseconds to seconds.
+//!
+//! The forward pass is our own rather than candle-transformers' `BertModel` (which the tests
+//! keep as a second reference): it runs each sequence unpadded (dense layers over all real
+//! tokens of the batch at once through candle's gemm kernels, attention per sequence and head),
+//! fuses the bias, residual and activation work into single vectorised passes, and spreads all
+//! of it over the encoder's threads. The tests hold it to the `sentence-transformers` reference
+//! embeddings (cosine ≥ 0.9999).
+//!
+//! Cost model for batching: the work of a batch grows with its total token count (the sum of
+//! [`Encoded::len`]), plus a term quadratic in each sequence's length for attention; padding
+//! costs nothing because there is none.
+//!
+//! This module knows candle, gemm and tokenizers; it knows nothing of HTTP, storage or indexes.
+
+mod bert;
+mod config;
+mod model;
+mod ops;
+mod pooling;
+mod tokenize;
+
+use std::path::PathBuf;
+
+pub use config::{Architecture, ModelConfig};
+pub use model::{EncoderOptions, SentenceEncoder};
+pub use pooling::{Pooling, PoolingMode};
+pub use tokenize::Encoded;
+
+/// Result of the encoder's operations.
+pub type EmbedResult<T> = Result<T, EmbedError>;
+
+/// What can go wrong loading a model or embedding text.
+///
+/// Load-time variants name the file and say what to change; the inference-time variants
+/// ([`EmbedError::InvalidInput`], [`EmbedError::Tokenizer`]) describe a caller's input.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    /// The model directory does not exist.
+    #[error("model directory {} not found", path.display())]
+    ModelNotFound {
+        /// The directory that was looked for.
+        path: PathBuf,
+    },
+    /// A file the model directory must contain is missing.
+    #[error(
+        "model file {} is missing: a sentence-transformers model directory needs it",
+        path.display()
+    )]
+    MissingFile {
+        /// The missing file.
+        path: PathBuf,
+    },
+    /// A file exists but could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
+    /// A configuration file is not valid JSON or lacks a field the encoder needs.
+    #[error("invalid model configuration in {}: {reason}", path.display())]
+    InvalidConfig {
+        /// The configuration file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The model is not of an architecture this encoder runs.
+    #[error(
+        "unsupported model architecture `{model_type}` ({detail}); supported: BERT, RoBERTa, \
+         XLM-RoBERTa and DistilBERT encoders with absolute position embeddings"
+    )]
+    UnsupportedArchitecture {
+        /// The `model_type` from `config.json`.
+        model_type: String,
+        /// What exactly is unsupported (the architecture, an activation, an option).
+        detail: String,
+    },
+    /// The pooling configuration asks for a mode this encoder does not implement.
+    #[error(
+        "unsupported pooling in {}: {reason}; supported modes: cls, mean, max, \
+         mean_sqrt_len_tokens, weightedmean, lasttoken",
+        path.display()
+    )]
+    UnsupportedPooling {
+        /// The pooling configuration file.
+        path: PathBuf,
+        /// The offending mode or setting.
+        reason: String,
+    },
+    /// `modules.json` lists a module this encoder cannot run (a Dense projection, say).
+    #[error(
+        "unsupported sentence-transformers module `{module_type}` in {}; supported: \
+         Transformer, Pooling, Normalize",
+        path.display()
+    )]
+    UnsupportedModule {
+        /// The `modules.json` file.
+        path: PathBuf,
+        /// The module's type name.
+        module_type: String,
+    },
+    /// The weights file cannot be read or does not match `config.json`.
+    #[error("invalid model weights in {}: {reason}", path.display())]
+    InvalidWeights {
+        /// The weights file.
+        path: PathBuf,
+        /// The missing tensor, the shape mismatch, or the reading error.
+        reason: String,
+    },
+    /// The tokenizer could not be loaded or failed on an input.
+    #[error("tokenizer error: {0}")]
+    Tokenizer(String),
+    /// An input given to [`SentenceEncoder::embed_encoded`] cannot run through the model.
+    #[error("invalid encoder input: {0}")]
+    InvalidInput(String),
+    /// The encoder's thread pool could not be started.
+    #[error("cannot start the encoder's thread pool: {0}")]
+    ThreadPool(String),
+}

@@ -1,0 +1,271 @@
+//! [`SentenceEncoder`]: a loaded sentence-transformers model, ready to embed text.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rayon::ThreadPool;
+use tokenizers::Tokenizer;
+
+use super::bert::{Bert, Scratch};
+use super::config::{self, ModelConfig, Modules, SentenceBertConfig};
+use super::pooling::{self, Pooling};
+use super::tokenize::{Encoded, TextTokenizer};
+use super::{EmbedError, EmbedResult};
+
+/// Tokens run through the transformer in one pass at most; a larger batch is split. This bounds
+/// the working memory of a call (about 4 KB per token for a 384-wide model) without costing
+/// throughput: a pass of a few thousand tokens already keeps the matrix kernels at full speed.
+const MAX_TOKENS_PER_PASS: usize = 4096;
+
+/// How to load a model. The defaults follow the model's own configuration.
+#[derive(Clone, Debug, Default)]
+pub struct EncoderOptions {
+    /// Longest token sequence, special tokens included; longer texts are truncated. Defaults to
+    /// `max_seq_length` of `sentence_bert_config.json`. Always clamped to what the model's
+    /// position embeddings allow.
+    pub max_seq_length: Option<usize>,
+    /// Threads of the encoder's own pool. Defaults to the number of CPUs.
+    pub threads: Option<usize>,
+    /// Name reported by [`SentenceEncoder::model_id`]. Defaults to the directory's name.
+    pub model_id: Option<String>,
+}
+
+/// A sentence-transformers model loaded for inference: tokenizer, transformer, pooling and
+/// optional normalisation, run on a thread pool of its own.
+///
+/// `Send + Sync`; share it behind an `Arc`. Calls are synchronous and CPU-bound: run them on a
+/// dedicated thread, not on an async runtime's workers. Concurrent calls are allowed; they
+/// share the encoder's pool.
+///
+/// # Empty text
+/// The empty string and whitespace-only text tokenize to the special tokens alone (`[CLS]
+/// [SEP]` for BERT) and embed to what the model makes of those, exactly as sentence-transformers
+/// does: a valid, finite vector, identical for all such texts.
+pub struct SentenceEncoder {
+    model_id: String,
+    bert: Bert,
+    tokenizer: TextTokenizer,
+    pooling: Pooling,
+    normalize: bool,
+    max_seq_length: usize,
+    pool: ThreadPool,
+    threads: usize,
+    /// Forward-pass working memory, one per call in flight, reused across calls.
+    scratch: Mutex<Vec<Scratch>>,
+}
+
+impl std::fmt::Debug for SentenceEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SentenceEncoder")
+            .field("model_id", &self.model_id)
+            .field("config", self.bert.config())
+            .field("pooling", &self.pooling)
+            .field("normalize", &self.normalize)
+            .field("max_seq_length", &self.max_seq_length)
+            .field("threads", &self.threads)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SentenceEncoder {
+    /// Loads the sentence-transformers model directory `dir`: `modules.json`, the transformer
+    /// module's `config.json`, `model.safetensors`, `tokenizer.json` and
+    /// `sentence_bert_config.json`, and the pooling module's `config.json`.
+    pub fn load(dir: &Path, opts: &EncoderOptions) -> EmbedResult<Self> {
+        if !dir.is_dir() {
+            return Err(EmbedError::ModelNotFound {
+                path: dir.to_owned(),
+            });
+        }
+        let modules = Modules::load(dir)?;
+        let tdir = &modules.transformer_dir;
+        let model_config = ModelConfig::load(&tdir.join("config.json"))?;
+        let pooling = config::load_pooling(&modules.pooling_dir, model_config.hidden_size)?;
+        let sbert = SentenceBertConfig::load(tdir)?;
+
+        let limit = model_config.max_position_tokens();
+        let requested = opts
+            .max_seq_length
+            .or(sbert.max_seq_length)
+            .or_else(|| config::tokenizer_model_max_length(tdir))
+            .unwrap_or(limit);
+        if requested == 0 {
+            return Err(EmbedError::InvalidInput(
+                "max_seq_length must be at least 1".into(),
+            ));
+        }
+        let max_seq_length = requested.min(limit);
+        let tokenizer = TextTokenizer::load(tdir, max_seq_length, sbert.do_lower_case)?;
+
+        let bert = Bert::load(&tdir.join("model.safetensors"), model_config)?;
+
+        let threads = opts
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("embed-{i}"))
+            .build()
+            .map_err(|e| EmbedError::ThreadPool(e.to_string()))?;
+        let model_id = opts.model_id.clone().unwrap_or_else(|| {
+            dir.canonicalize()
+                .ok()
+                .as_deref()
+                .unwrap_or(dir)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        });
+        Ok(SentenceEncoder {
+            model_id,
+            bert,
+            tokenizer,
+            pooling,
+            normalize: modules.normalize,
+            max_seq_length,
+            pool,
+            threads,
+            scratch: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The model's name (the directory name unless [`EncoderOptions::model_id`] set one).
+    pub fn model_id(&self) -> &str {
+        &self.model_id
+    }
+
+    /// Width of the embeddings.
+    pub fn dim(&self) -> usize {
+        self.pooling.output_dim(self.bert.config().hidden_size)
+    }
+
+    /// Longest token sequence embedded, special tokens included; longer texts are truncated.
+    pub fn max_seq_length(&self) -> usize {
+        self.max_seq_length
+    }
+
+    /// Whether embeddings are L2-normalised (the model has a Normalize module).
+    pub fn normalizes(&self) -> bool {
+        self.normalize
+    }
+
+    /// The pooling the model applies.
+    pub fn pooling(&self) -> &Pooling {
+        &self.pooling
+    }
+
+    /// The transformer's configuration.
+    pub fn config(&self) -> &ModelConfig {
+        self.bert.config()
+    }
+
+    /// Threads of the encoder's pool.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// The model's tokenizer as shipped, with its padding and truncation switched off: for
+    /// splitting long documents into passages that fit [`max_seq_length`](Self::max_seq_length).
+    ///
+    /// Where the model lower-cases text itself (`do_lower_case` in
+    /// `sentence_bert_config.json`), this tokenizer does not; [`count_tokens`](Self::count_tokens)
+    /// and [`tokenize`](Self::tokenize) do.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        self.tokenizer.plain()
+    }
+
+    /// Number of tokens of `text`, special tokens included, **before** truncation: a text
+    /// fits the model whole when this is at most [`max_seq_length`](Self::max_seq_length).
+    pub fn count_tokens(&self, text: &str) -> EmbedResult<usize> {
+        self.tokenizer.count(text)
+    }
+
+    /// Tokenizes texts as [`embed`](Self::embed) does (truncated to `max_seq_length`), so that
+    /// a batcher can budget tokens before embedding with [`embed_encoded`](Self::embed_encoded).
+    pub fn tokenize(&self, texts: &[&str]) -> EmbedResult<Vec<Encoded>> {
+        texts.iter().map(|t| self.tokenizer.encode(t)).collect()
+    }
+
+    /// Embeds tokenized texts; the result has one vector of [`dim`](Self::dim) values per
+    /// input, in input order. Each input must be non-empty, at most `max_seq_length` long and
+    /// hold ids of this model's vocabulary, as [`tokenize`](Self::tokenize)'s output does.
+    ///
+    /// A text's embedding does not depend on what else is in the batch (up to float rounding).
+    pub fn embed_encoded(&self, batch: &[Encoded]) -> EmbedResult<Vec<Vec<f32>>> {
+        let vocab = self.bert.config().vocab_size;
+        for (i, e) in batch.iter().enumerate() {
+            if e.is_empty() {
+                return Err(EmbedError::InvalidInput(format!(
+                    "input {i} has no tokens; tokenized text always has its special tokens"
+                )));
+            }
+            if e.len() > self.max_seq_length {
+                return Err(EmbedError::InvalidInput(format!(
+                    "input {i} has {} tokens, more than max_seq_length {}",
+                    e.len(),
+                    self.max_seq_length
+                )));
+            }
+            if let Some(&id) = e.ids().iter().find(|&&id| id as usize >= vocab) {
+                return Err(EmbedError::InvalidInput(format!(
+                    "input {i} has token id {id}, outside the vocabulary of {vocab}"
+                )));
+            }
+        }
+        let hidden = self.bert.config().hidden_size;
+        let dim = self.dim();
+        let mut out = Vec::with_capacity(batch.len());
+        let mut scratch = self
+            .scratch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default();
+        let mut rest = batch;
+        while !rest.is_empty() {
+            let mut tokens = 0;
+            let take = rest
+                .iter()
+                .take_while(|e| {
+                    tokens += e.len();
+                    tokens <= MAX_TOKENS_PER_PASS
+                })
+                .count()
+                .max(1);
+            let (chunk, tail) = rest.split_at(take);
+            rest = tail;
+            let seqs: Vec<&[u32]> = chunk.iter().map(Encoded::ids).collect();
+            let states = self
+                .pool
+                .install(|| self.bert.forward(&seqs, self.threads, &mut scratch));
+            let mut row = 0;
+            for seq in &seqs {
+                let mut v = vec![0.0f32; dim];
+                self.pooling.pool(
+                    &states[row * hidden..(row + seq.len()) * hidden],
+                    hidden,
+                    &mut v,
+                );
+                if self.normalize {
+                    pooling::normalize(&mut v);
+                }
+                row += seq.len();
+                out.push(v);
+            }
+        }
+        self.scratch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(scratch);
+        Ok(out)
+    }
+
+    /// Tokenizes and embeds texts: one vector of [`dim`](Self::dim) values per text, in input
+    /// order. Texts longer than [`max_seq_length`](Self::max_seq_length) tokens are truncated;
+    /// see the [type docs](Self) for empty text.
+    pub fn embed(&self, texts: &[&str]) -> EmbedResult<Vec<Vec<f32>>> {
+        let encoded = self.tokenize(texts)?;
+        self.embed_encoded(&encoded)
+    }
+}

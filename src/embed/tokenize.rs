@@ -1,0 +1,127 @@
+//! Tokenization: `tokenizer.json` loaded with the sentence-transformers settings.
+//!
+//! A model's `tokenizer.json` may carry its own truncation and padding (all-MiniLM-L6-v2's
+//! truncates at 128 and pads every input to 128). sentence-transformers overrides both with its
+//! `max_seq_length` and dynamic padding, and so do we: the tokenizer truncates at the encoder's
+//! limit and never pads, since the forward pass runs sequences unpadded.
+
+use std::path::Path;
+
+use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+use super::config::read_file;
+use super::{EmbedError, EmbedResult};
+
+/// A tokenized text, ready for [`SentenceEncoder::embed_encoded`](super::SentenceEncoder):
+/// the token ids with the special tokens, truncated to the encoder's `max_seq_length`, unpadded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Encoded {
+    ids: Vec<u32>,
+}
+
+impl Encoded {
+    /// Wraps token ids as they come out of the model's tokenizer, special tokens included.
+    /// [`SentenceEncoder::embed_encoded`](super::SentenceEncoder::embed_encoded) checks them
+    /// against the model.
+    pub fn from_ids(ids: Vec<u32>) -> Self {
+        Encoded { ids }
+    }
+
+    /// The token ids.
+    pub fn ids(&self) -> &[u32] {
+        &self.ids
+    }
+
+    /// Number of tokens: what this text costs in a batch's token budget.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether there are no tokens at all (never the case for a tokenized text, which always
+    /// carries its special tokens).
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// The model's tokenizer twice: as shipped minus padding and truncation (to count tokens), and
+/// truncating at the encoder's limit (to encode).
+#[derive(Clone)]
+pub(crate) struct TextTokenizer {
+    plain: Tokenizer,
+    truncating: Tokenizer,
+    lowercase: bool,
+}
+
+impl TextTokenizer {
+    /// Loads `tokenizer.json` from `dir`; inputs are truncated to `max_seq_length` tokens,
+    /// special tokens included, as sentence-transformers does.
+    pub(crate) fn load(dir: &Path, max_seq_length: usize, lowercase: bool) -> EmbedResult<Self> {
+        let path = dir.join("tokenizer.json");
+        let bytes = read_file(&path)?;
+        let mut plain = Tokenizer::from_bytes(&bytes)
+            .map_err(|e| EmbedError::Tokenizer(format!("cannot load {}: {e}", path.display())))?;
+        plain.with_padding(None);
+        plain
+            .with_truncation(None)
+            .map_err(|e| EmbedError::Tokenizer(e.to_string()))?;
+        let mut truncating = plain.clone();
+        truncating
+            .with_truncation(Some(TruncationParams {
+                max_length: max_seq_length,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+                direction: TruncationDirection::Right,
+            }))
+            .map_err(|e| EmbedError::Tokenizer(e.to_string()))?;
+        let tokenizer = TextTokenizer {
+            plain,
+            truncating,
+            lowercase,
+        };
+        // A tokenizer whose post-processor adds more special tokens than fit would leave no
+        // room for text; find out now rather than on the first request.
+        let probe = tokenizer.encode("")?;
+        if probe.len() > max_seq_length {
+            return Err(EmbedError::Tokenizer(format!(
+                "{} adds {} special tokens, more than max_seq_length {max_seq_length}",
+                path.display(),
+                probe.len()
+            )));
+        }
+        Ok(tokenizer)
+    }
+
+    /// The tokenizer as shipped, without padding and truncation.
+    pub(crate) fn plain(&self) -> &Tokenizer {
+        &self.plain
+    }
+
+    /// Tokens in `text`, special tokens included, before truncation.
+    pub(crate) fn count(&self, text: &str) -> EmbedResult<usize> {
+        let text = self.prepare(text);
+        let encoding = self
+            .plain
+            .encode(text.as_ref(), true)
+            .map_err(|e| EmbedError::Tokenizer(e.to_string()))?;
+        Ok(encoding.len())
+    }
+
+    /// Tokenizes `text`, truncating it to `max_seq_length` tokens.
+    pub(crate) fn encode(&self, text: &str) -> EmbedResult<Encoded> {
+        let text = self.prepare(text);
+        let encoding = self
+            .truncating
+            .encode(text.as_ref(), true)
+            .map_err(|e| EmbedError::Tokenizer(e.to_string()))?;
+        Ok(Encoded::from_ids(encoding.get_ids().to_vec()))
+    }
+
+    fn prepare<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        if self.lowercase {
+            text.to_lowercase().into()
+        } else {
+            text.into()
+        }
+    }
+}
