@@ -20,17 +20,21 @@
 
 mod bert;
 mod config;
+mod embedder;
 mod model;
 mod ops;
 mod pooling;
 mod tokenize;
+mod worker;
 
 use std::path::PathBuf;
 
 pub use config::{Architecture, ModelConfig};
+pub use embedder::Embedder;
 pub use model::{EncoderOptions, SentenceEncoder};
 pub use pooling::{Pooling, PoolingMode};
 pub use tokenize::Encoded;
+pub use worker::{BatchHistogram, EmbeddingWorker, PendingEmbeddings, WorkerOptions, WorkerStats};
 
 /// Result of the encoder's operations.
 pub type EmbedResult<T> = Result<T, EmbedError>;
@@ -124,4 +128,23 @@ pub enum EmbedError {
     /// The encoder's thread pool could not be started.
     #[error("cannot start the encoder's thread pool: {0}")]
     ThreadPool(String),
+    /// The embedding queue is full: retry later.
+    #[error(
+        "the embedding queue is full ({queued} texts waiting, capacity {capacity}); retry later"
+    )]
+    Overloaded {
+        /// Texts waiting when the request came.
+        queued: usize,
+        /// The queue's capacity, in texts.
+        capacity: usize,
+    },
+    /// The embedding worker has shut down, or its model thread has died.
+    #[error("the embedding worker is not running")]
+    WorkerStopped,
+    /// The model failed on a batch; every request with a text in it gets this error.
+    #[error("embedding failed: {0}")]
+    Inference(String),
+    /// Settings of the embedding worker that cannot work.
+    #[error("invalid embedding worker options: {0}")]
+    InvalidOptions(String),
 }
