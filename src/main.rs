@@ -22,6 +22,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Embed texts with the sentence encoder: one JSON array per text, one per line.
+    Embed(cli::embed::Args),
     /// Manage the sentence encoder's model.
     #[command(subcommand)]
     Model(ModelCommand),
@@ -34,6 +36,8 @@ enum Command {
 enum BenchCommand {
     /// Build an index over a dataset and sweep its search settings: recall, QPS, memory.
     Ann(cli::bench_ann::Args),
+    /// Measure the sentence encoder: sentences per second and batch latency.
+    Embed(cli::bench_embed::Args),
 }
 
 #[derive(Debug, Subcommand)]
@@ -46,8 +50,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     cli::init_tracing();
     let result = match cli.command {
+        Command::Embed(args) => cli::embed::run(args),
         Command::Model(ModelCommand::Fetch(args)) => cli::model::fetch(args),
         Command::Bench(BenchCommand::Ann(args)) => cli::bench_ann::run(args),
+        Command::Bench(BenchCommand::Embed(args)) => cli::bench_embed::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

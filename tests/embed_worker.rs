@@ -321,3 +321,107 @@ fn unusable_options_are_refused() {
         assert!(matches!(err, EmbedError::InvalidOptions(_)), "{err}");
     }
 }
+
+fn vicinity() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_vicinity"));
+    command
+        .env_remove("VICINITY_MODEL")
+        .env("HF_HUB_OFFLINE", "1");
+    command
+}
+
+fn parse_vectors(stdout: &[u8]) -> Vec<Vec<f32>> {
+    std::str::from_utf8(stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+#[test]
+fn embed_command_prints_the_workers_vectors_exactly() {
+    let texts = ["a small house by the river", "", "fire 🔥 and water"];
+    // One encoder thread on both sides, so that the arithmetic is the same to the bit.
+    let output = vicinity()
+        .args(["embed", "--threads", "1", "--model"])
+        .arg(tiny_dir())
+        .args(texts)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed = parse_vectors(&output.stdout);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let one_thread = EncoderOptions {
+        threads: Some(1),
+        ..EncoderOptions::default()
+    };
+    let encoder = SentenceEncoder::load(&tiny_dir(), &one_thread).unwrap();
+    let worker = EmbeddingWorker::new(encoder, WorkerOptions::default()).unwrap();
+    let want = runtime.block_on(worker.embed(strings(&texts))).unwrap();
+    // Bit for bit: every float is printed with enough digits to read back the same f32.
+    assert_eq!(printed, want);
+
+    // The same texts from stdin, one per line, with a Windows line ending thrown in.
+    let mut child = vicinity()
+        .args(["embed", "--stdin", "--model"])
+        .arg(tiny_dir())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        write!(stdin, "{}\r\n{}\n{}\n", texts[0], texts[1], texts[2]).unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let from_stdin = parse_vectors(&output.stdout);
+    assert_eq!(from_stdin.len(), 3);
+    for (i, (g, w)) in from_stdin.iter().zip(&want).enumerate() {
+        assert_same(g, w, texts[i]);
+    }
+}
+
+#[test]
+fn bench_embed_prints_one_json_object_per_point() {
+    for via in ["worker", "encoder"] {
+        let output = vicinity()
+            .args(["bench", "embed", "--model"])
+            .arg(tiny_dir())
+            .args(["--batch", "1,4", "--words", "3,20", "--runs", "2"])
+            .args(["--duration", "0", "--threads", "1", "--json", "--via", via])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let points: Vec<serde_json::Value> = std::str::from_utf8(&output.stdout)
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        let grid: Vec<(u64, u64)> = points
+            .iter()
+            .map(|p| (p["words"].as_u64().unwrap(), p["batch"].as_u64().unwrap()))
+            .collect();
+        assert_eq!(grid, [(3, 1), (3, 4), (20, 1), (20, 4)]);
+        for p in &points {
+            assert!(p["sentences_per_s"].as_f64().unwrap() > 0.0, "{p}");
+            assert!(p["p50_ms"].as_f64().unwrap() <= p["p99_ms"].as_f64().unwrap());
+            assert_eq!(p["threads"], 1);
+            assert_eq!(p["via"], via);
+            assert!(p["runs"].as_u64().unwrap() >= 2);
+        }
+        // 20 words exceed the tiny model's 32 tokens: counted after truncation.
+        assert_eq!(points[2]["tokens_per_sentence"], 32.0);
+    }
+}

@@ -1,8 +1,10 @@
-//! `vicinity model fetch`, and the model flags of every subcommand that embeds.
+//! `vicinity model fetch`, and the model and worker flags of every subcommand that embeds.
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use vicinity::embed::fetch::{self, DEFAULT_MODEL, FetchOptions, ResolvedModel};
+use vicinity::embed::{EmbeddingWorker, EncoderOptions, SentenceEncoder, WorkerOptions};
 
 /// Which sentence encoder to use and where models are kept.
 #[derive(Debug, Clone, clap::Args)]
@@ -44,6 +46,55 @@ impl ModelArgs {
         };
         // The error names the model and says how to get one.
         Ok(fetch::resolve(&self.model, &opts)?)
+    }
+
+    /// Finds and loads the model, to run on `threads` threads (default: one per CPU).
+    pub(crate) fn load(&self, threads: Option<usize>) -> anyhow::Result<SentenceEncoder> {
+        let model = self.resolve()?;
+        let opts = EncoderOptions {
+            threads,
+            model_id: Some(model.model_id.clone()),
+            ..EncoderOptions::default()
+        };
+        let encoder = SentenceEncoder::load(&model.dir, &opts)
+            .with_context(|| format!("cannot load the model in {}", model.dir.display()))?;
+        tracing::info!(
+            model = encoder.model_id(),
+            dim = encoder.dim(),
+            max_seq_length = encoder.max_seq_length(),
+            threads = encoder.threads(),
+            "model loaded"
+        );
+        Ok(encoder)
+    }
+}
+
+/// How the embedding worker batches requests.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct WorkerArgs {
+    /// Most texts the model runs in one batch.
+    #[arg(long, env = "VICINITY_MAX_BATCH_SIZE", default_value_t = WorkerOptions::default().max_batch_size)]
+    pub(crate) max_batch_size: usize,
+
+    /// Most tokens the model runs in one batch (a longer text still runs, alone).
+    #[arg(long, env = "VICINITY_MAX_BATCH_TOKENS", default_value_t = WorkerOptions::default().max_batch_tokens)]
+    pub(crate) max_batch_tokens: usize,
+
+    /// Most texts waiting for the model; requests beyond it are refused as overloaded.
+    #[arg(long, env = "VICINITY_EMBED_QUEUE", default_value_t = WorkerOptions::default().queue_capacity)]
+    pub(crate) queue_capacity: usize,
+}
+
+impl WorkerArgs {
+    /// Starts a worker around `encoder`.
+    pub(crate) fn start(&self, encoder: SentenceEncoder) -> anyhow::Result<EmbeddingWorker> {
+        let options = WorkerOptions {
+            max_batch_size: self.max_batch_size,
+            max_batch_tokens: self.max_batch_tokens,
+            queue_capacity: self.queue_capacity,
+            ..WorkerOptions::default()
+        };
+        EmbeddingWorker::new(encoder, options).context("cannot start the embedding worker")
     }
 }
 
