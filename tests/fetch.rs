@@ -456,6 +456,7 @@ fn a_local_directory_comes_first() {
     let model = fetch::resolve(dir.to_str().unwrap(), &FetchOptions::new(data.path())).unwrap();
     assert_eq!(model.source, ModelSource::Local);
     assert_eq!(model.dir, dir);
+    assert_eq!(model.model_id, "tiny-bert");
     assert!(!data.path().join("models").exists());
 }
 

@@ -62,7 +62,7 @@ pub enum ModelSource {
 pub struct ResolvedModel {
     /// The model directory.
     pub dir: PathBuf,
-    /// The model's name: the hub id, or the directory as given for a local model.
+    /// The model's name: the hub id, or the directory's name for a local model.
     pub model_id: String,
     /// Where it came from.
     pub source: ModelSource,
@@ -140,9 +140,15 @@ fn cache_path(data_dir: &Path, id: &HubId) -> PathBuf {
 pub fn lookup(spec: &str, data_dir: &Path) -> Option<ResolvedModel> {
     let local = Path::new(spec);
     if local.is_dir() {
+        // A local model is named after its directory, as the encoder names it by default.
+        let model_id = local
+            .canonicalize()
+            .ok()
+            .and_then(|dir| dir.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| spec.to_owned());
         return Some(ResolvedModel {
             dir: local.to_owned(),
-            model_id: spec.to_owned(),
+            model_id,
             source: ModelSource::Local,
         });
     }

@@ -30,7 +30,8 @@
 //!   its last text has been embedded.
 //!
 //! Dropping the worker (or [`EmbeddingWorker::shutdown`]) stops admission, finishes every
-//! admitted request and joins the threads.
+//! admitted request and joins the threads; it blocks until then, so drop the last handle
+//! outside the async runtime's worker threads (or accept the wait at shutdown).
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -198,8 +199,16 @@ impl Shared {
 }
 
 /// The production [`Embedder`]: a [`SentenceEncoder`] run on a dedicated model thread that
-/// batches concurrent requests, fed by tokenizer threads through a bounded queue. See the
-/// [module docs](self) for the pipeline.
+/// batches concurrent requests, fed by tokenizer threads through a bounded queue.
+///
+/// A request is admitted or refused ([`EmbedError::Overloaded`]) when it is submitted, then
+/// tokenized off the model thread. Whenever the model thread is free it takes the queued texts
+/// first come, first served, up to [`WorkerOptions::max_batch_size`] texts and
+/// [`WorkerOptions::max_batch_tokens`] tokens (at least one text, however long), runs them
+/// longest first, and answers each request once all its texts are done, in its own order.
+/// Texts of callers that have gone away are skipped. Dropping the worker (or
+/// [`shutdown`](Self::shutdown)) finishes every admitted request and joins the threads,
+/// blocking until then.
 ///
 /// Its futures need no particular async runtime (they wait on a oneshot channel), and the
 /// worker never runs model or tokenizer work on the caller's thread.
