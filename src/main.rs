@@ -22,6 +22,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Embed texts with the sentence encoder: one JSON array per text, one per line.
+    Embed(cli::embed::Args),
+    /// Manage the sentence encoder's model.
+    #[command(subcommand)]
+    Model(ModelCommand),
     /// Measure index and model performance.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -31,13 +36,24 @@ enum Command {
 enum BenchCommand {
     /// Build an index over a dataset and sweep its search settings: recall, QPS, memory.
     Ann(cli::bench_ann::Args),
+    /// Measure the sentence encoder: sentences per second and batch latency.
+    Embed(cli::bench_embed::Args),
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelCommand {
+    /// Find the model, downloading it into the model cache if needed, and print its directory.
+    Fetch(cli::model::FetchArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     cli::init_tracing();
     let result = match cli.command {
+        Command::Embed(args) => cli::embed::run(args),
+        Command::Model(ModelCommand::Fetch(args)) => cli::model::fetch(args),
         Command::Bench(BenchCommand::Ann(args)) => cli::bench_ann::run(args),
+        Command::Bench(BenchCommand::Embed(args)) => cli::bench_embed::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -574,12 +574,20 @@ fn weights_that_do_not_match_the_config_are_rejected() {
     assert!(matches!(err, EmbedError::InvalidConfig { .. }), "{err}");
 }
 
-/// Where the real model lives: `VICINITY_MODEL`, else `models/all-MiniLM-L6-v2` in the
-/// repository.
+/// Where the real model lives, looked up the way the service finds it but never downloaded:
+/// `VICINITY_MODEL` (a directory, or a hub id in the cache), else the default model in the
+/// cache of `VICINITY_DATA_DIR`, by default the repository's `data/`, where `vicinity model
+/// fetch` puts it.
 fn real_model_dir() -> PathBuf {
-    std::env::var_os("VICINITY_MODEL")
+    use vicinity::embed::fetch;
+    let spec = std::env::var("VICINITY_MODEL").unwrap_or_else(|_| fetch::DEFAULT_MODEL.to_owned());
+    let data_dir = std::env::var_os("VICINITY_DATA_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2"))
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("data"));
+    fetch::lookup(&spec, &data_dir)
+        .map(|model| model.dir)
+        .or_else(|| fetch::cache_dir(&data_dir, &spec))
+        .unwrap_or_else(|| PathBuf::from(spec))
 }
 
 #[test]

