@@ -17,5 +17,6 @@ pub mod embed;
 pub mod index;
 pub mod store;
 
+pub mod service;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -1,0 +1,3 @@
+//! Use cases of the service.
+
+pub mod filter;
