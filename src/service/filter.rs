@@ -259,7 +259,7 @@ fn parse_operator(path: &Path, op: &str, operand: &Value, at: &str) -> Result<No
         v.as_array()
             .ok_or_else(|| err(at, format!("{op} needs an array of scalars")))?
             .iter()
-            .map(|x| scalar(x))
+            .map(&scalar)
             .collect::<Result<Vec<_>, _>>()
     };
     Ok(match op {
