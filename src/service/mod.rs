@@ -1,3 +1,4 @@
 //! Use cases of the service.
 
+pub mod chunk;
 pub mod filter;
