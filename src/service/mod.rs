@@ -1,4 +1,210 @@
-//! Use cases of the service.
+//! The use cases of vicinity, independent of HTTP: collections, documents, queries, embeddings.
+//!
+//! [`Service`] ties the layers below together: it splits and embeds text through an
+//! [`Embedder`], commits documents, passages and vectors to the [`Store`], and keeps each
+//! collection's vectors and indexes in memory ([`collection`]). CPU-heavy work (splitting, index
+//! updates, searches, snapshots) runs on blocking threads, never on the async runtime; writes to
+//! one collection are serialised, reads run concurrently.
+//!
+//! Durability: a write returns only after its SQLite transaction has committed, and the
+//! in-memory indexes are updated before it returns, so the next query sees it. Index snapshots
+//! are an optimisation for restarts: on start the indexes are reconciled with what the store
+//! holds, and rebuilt from the stored vectors when a snapshot is missing or damaged. Nothing is
+//! ever re-embedded.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::RwLock;
+use tokio::sync::Semaphore;
+
+use crate::embed::Embedder;
+use crate::store::Store;
 
 pub mod chunk;
+pub(crate) mod collection;
+mod collections;
+mod documents;
+pub mod error;
 pub mod filter;
+mod indexer;
+mod query;
+pub mod types;
+
+pub use collection::PlannerSettings;
+pub use error::{ServiceError, ServiceResult};
+pub use types::*;
+
+use collection::Collection;
+
+/// Settings of the service layer.
+#[derive(Clone, Debug)]
+pub struct ServiceSettings {
+    /// Where index snapshots live (`<data_dir>/indexes/<collection id>/`).
+    pub data_dir: PathBuf,
+    /// Planner and background indexing.
+    pub planner: PlannerSettings,
+    /// Largest `k` a query may ask for.
+    pub max_k: usize,
+    /// Most documents in one upsert.
+    pub max_documents_per_request: usize,
+    /// Most queries in one batch query, and most inputs in one embedding request.
+    pub max_batch: usize,
+    /// Searches running at once; more wait up to `search_queue_timeout`, then get
+    /// [`ServiceError::Overloaded`].
+    pub search_concurrency: usize,
+    /// How long a search waits for a slot.
+    pub search_queue_timeout: Duration,
+    /// Snapshot an approximate index after this many changes...
+    pub snapshot_every_changes: u64,
+    /// ...or after this long with any change.
+    pub snapshot_interval: Duration,
+    /// Default overlap between passages, in tokens.
+    pub default_overlap: usize,
+}
+
+impl ServiceSettings {
+    /// Defaults for a data directory.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        ServiceSettings {
+            data_dir: data_dir.into(),
+            planner: PlannerSettings::default(),
+            max_k: 1000,
+            max_documents_per_request: 10_000,
+            max_batch: 2048,
+            search_concurrency: (4 * cores).max(8),
+            search_queue_timeout: Duration::from_secs(2),
+            snapshot_every_changes: 10_000,
+            snapshot_interval: Duration::from_secs(60),
+            default_overlap: 32,
+        }
+    }
+}
+
+/// The service: one per process, shared behind an `Arc`.
+pub struct Service {
+    settings: ServiceSettings,
+    store: Store,
+    embedder: Arc<dyn Embedder>,
+    collections: RwLock<HashMap<String, Arc<Collection>>>,
+    search_slots: Arc<Semaphore>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    indexers: parking_lot::Mutex<tokio::task::JoinSet<()>>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("model", &self.embedder.model_id())
+            .field("collections", &self.collections.read().len())
+            .finish()
+    }
+}
+
+impl Service {
+    /// Opens the service over a store: restores every collection (documents, vectors, index
+    /// snapshots) and starts background indexing. Logs how long each collection took.
+    pub async fn open(
+        settings: ServiceSettings,
+        store: Store,
+        embedder: Arc<dyn Embedder>,
+    ) -> ServiceResult<Arc<Service>> {
+        let started = Instant::now();
+        let (shutdown, _) = tokio::sync::watch::channel(false);
+        let service = Arc::new(Service {
+            search_slots: Arc::new(Semaphore::new(settings.search_concurrency.max(1))),
+            settings,
+            store,
+            embedder,
+            collections: RwLock::new(HashMap::new()),
+            shutdown,
+            indexers: parking_lot::Mutex::new(tokio::task::JoinSet::new()),
+        });
+        let summaries = service.store.list_collections().await?;
+        let count = summaries.len();
+        for summary in summaries {
+            let coll = service.restore_collection(summary.collection).await?;
+            service.register(coll);
+        }
+        tracing::info!(
+            collections = count,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "service ready"
+        );
+        Ok(service)
+    }
+
+    /// What the service runs.
+    pub fn info(&self) -> ServiceInfo {
+        ServiceInfo {
+            version: env!("CARGO_PKG_VERSION"),
+            model: self.embedder.model_id().to_string(),
+            dimension: self.embedder.dim(),
+            max_input_tokens: self.embedder.max_input_tokens(),
+        }
+    }
+
+    /// The embedder, for callers that need its tokenizer or statistics.
+    pub fn embedder(&self) -> &Arc<dyn Embedder> {
+        &self.embedder
+    }
+
+    /// Stops background indexing and writes a snapshot of every index that changed since its
+    /// last one, so the next start needs no rebuild.
+    pub async fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+        let mut tasks = std::mem::take(&mut *self.indexers.lock());
+        while tasks.join_next().await.is_some() {}
+        let collections: Vec<Arc<Collection>> =
+            self.collections.read().values().cloned().collect();
+        for coll in collections {
+            let dir = self.snapshot_dir(&coll);
+            let name = coll.record.name.clone();
+            let saved = tokio::task::spawn_blocking(move || indexer::snapshot(&coll, &dir, 1))
+                .await
+                .map_err(|e| ServiceError::internal("snapshot task", e))
+                .and_then(|r| r);
+            if let Err(e) = saved {
+                tracing::warn!(collection = %name, error = %e, "snapshot at shutdown failed");
+            }
+        }
+    }
+
+    fn snapshot_dir(&self, coll: &Collection) -> PathBuf {
+        self.settings
+            .data_dir
+            .join("indexes")
+            .join(coll.record.id.to_string())
+    }
+
+    fn collection(&self, name: &str) -> ServiceResult<Arc<Collection>> {
+        self.collections
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ServiceError::CollectionNotFound(name.to_string()))
+    }
+
+    fn register(self: &Arc<Self>, coll: Arc<Collection>) {
+        self.collections
+            .write()
+            .insert(coll.record.name.clone(), coll.clone());
+        let this = Arc::downgrade(self);
+        let shutdown = self.shutdown.subscribe();
+        self.indexers
+            .lock()
+            .spawn(indexer::run(this, coll, shutdown));
+    }
+
+    /// Runs CPU-bound work on the blocking pool.
+    async fn blocking<T: Send + 'static>(
+        f: impl FnOnce() -> ServiceResult<T> + Send + 'static,
+    ) -> ServiceResult<T> {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| ServiceError::internal("worker task", e))?
+    }
+}

@@ -1,0 +1,401 @@
+//! Collection use cases: create, describe, list, delete, and restore at start-up.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::index::ann::{AnnIndex, AnnParams};
+use crate::index::io::SnapshotReader;
+use crate::store::{CollectionRecord, CollectionSource, CreateOutcome, NewCollection};
+
+use super::chunk::Chunker;
+use super::collection::Collection;
+use super::error::{ServiceError, ServiceResult};
+use super::types::{Chunking, CollectionInfo, CollectionSpec, IndexConfig, IndexType};
+use super::Service;
+
+/// Rows read per round trip when loading a collection at start-up.
+const LOAD_CHUNK: usize = 4096;
+
+/// Whether `name` is a valid collection name: `[A-Za-z0-9_-]{1,64}`.
+pub fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Checks index parameters against the index type and fills in the defaults, so that two
+/// requests meaning the same settings compare equal.
+fn canonical_index(mut c: IndexConfig) -> ServiceResult<IndexConfig> {
+    let bad = |m: String| ServiceError::invalid("invalid_parameter", m);
+    let hnsw = matches!(c.kind, IndexType::Auto | IndexType::Hnsw);
+    let ivf = c.kind == IndexType::Ivf;
+    let kind = match c.kind {
+        IndexType::Auto => "auto",
+        IndexType::Hnsw => "hnsw",
+        IndexType::Ivf => "ivf",
+        IndexType::Flat => "flat",
+    };
+    for (name, set, applies) in [
+        ("m", c.m.is_some(), hnsw),
+        ("ef_construction", c.ef_construction.is_some(), hnsw),
+        ("ef", c.ef.is_some(), hnsw),
+        ("nlist", c.nlist.is_some(), ivf),
+        ("nprobe", c.nprobe.is_some(), ivf),
+    ] {
+        if set && !applies {
+            return Err(bad(format!("'{name}' does not apply to a {kind} index")));
+        }
+    }
+    let defaults = AnnParams::defaults();
+    if hnsw {
+        let m = *c.m.get_or_insert(defaults.m.expect("HNSW has a default m"));
+        if !(2..=128).contains(&m) {
+            return Err(bad(format!("m must be between 2 and 128, got {m}")));
+        }
+        let efc = *c
+            .ef_construction
+            .get_or_insert(defaults.ef_construction.expect("HNSW has a default ef_construction"));
+        if !(1..=4096).contains(&efc) {
+            return Err(bad(format!(
+                "ef_construction must be between 1 and 4096, got {efc}"
+            )));
+        }
+        if c.ef.is_some_and(|ef| !(1..=4096).contains(&ef)) {
+            return Err(bad("ef must be between 1 and 4096".into()));
+        }
+    }
+    if ivf {
+        if c.nlist == Some(0) {
+            return Err(bad("nlist must be at least 1".into()));
+        }
+        if c.nprobe == Some(0) {
+            return Err(bad("nprobe must be at least 1".into()));
+        }
+    }
+    Ok(c)
+}
+
+impl Service {
+    /// Creates a collection. Returns its description and whether it was created (`false`
+    /// when an identical one already existed). A collection of that name with other settings
+    /// is a [`ServiceError::CollectionConflict`].
+    pub async fn create_collection(
+        self: &Arc<Self>,
+        name: &str,
+        spec: CollectionSpec,
+    ) -> ServiceResult<(CollectionInfo, bool)> {
+        if !valid_name(name) {
+            return Err(ServiceError::InvalidName {
+                name: name.to_string(),
+            });
+        }
+        let index = canonical_index(spec.index)?;
+        let model_dim = self.embedder.dim();
+        let (dimension, source) = match spec.dimension {
+            Some(0) => {
+                return Err(ServiceError::invalid(
+                    "invalid_parameter",
+                    "dimension must be at least 1",
+                ));
+            }
+            Some(d) if d > 65_536 => {
+                return Err(ServiceError::invalid(
+                    "invalid_parameter",
+                    format!("dimension must be at most 65536, got {d}"),
+                ));
+            }
+            Some(d) if d != model_dim => (d, CollectionSource::Vector),
+            _ => (model_dim, CollectionSource::Text),
+        };
+        let chunking = match (source, spec.chunking) {
+            (CollectionSource::Vector, Some(_)) => {
+                return Err(ServiceError::invalid(
+                    "invalid_parameter",
+                    format!(
+                        "chunking applies to text collections; a collection of dimension \
+                         {dimension} takes vectors (the model's dimension is {model_dim})"
+                    ),
+                ));
+            }
+            (CollectionSource::Vector, None) => None,
+            (CollectionSource::Text, given) => {
+                let c = given.unwrap_or(Chunking {
+                    max_tokens: self.embedder.max_input_tokens(),
+                    overlap: self.settings.default_overlap,
+                });
+                // Canonical form: clamped to what the model takes, checked by building it.
+                let chunker = self.chunker(&c)?;
+                Some(Chunking {
+                    max_tokens: chunker.max_tokens(),
+                    overlap: chunker.overlap(),
+                })
+            }
+        };
+        let new = NewCollection {
+            name: name.to_string(),
+            distance: spec.distance,
+            index: serde_json::to_value(&index).expect("index config serialises"),
+            dimension: Some(dimension),
+            source,
+            model_id: (source == CollectionSource::Text)
+                .then(|| self.embedder.model_id().to_string()),
+            chunking: chunking.map(|c| serde_json::to_value(c).expect("chunking serialises")),
+        };
+        match self.store.create_collection(&new).await? {
+            CreateOutcome::Created(record) => {
+                let coll = Arc::new(self.new_collection(record)?);
+                self.register(coll.clone());
+                Ok((self.describe(&coll).await?, true))
+            }
+            CreateOutcome::AlreadyExists(_) => {
+                let coll = self.collection(name)?;
+                Ok((self.describe(&coll).await?, false))
+            }
+            CreateOutcome::Conflict(existing) => Err(ServiceError::CollectionConflict {
+                name: name.to_string(),
+                existing: serde_json::json!({
+                    "distance": existing.distance,
+                    "index": existing.index,
+                    "dimension": existing.dimension,
+                    "chunking": existing.chunking,
+                })
+                .to_string(),
+            }),
+        }
+    }
+
+    /// Describes one collection.
+    pub async fn get_collection(&self, name: &str) -> ServiceResult<CollectionInfo> {
+        let coll = self.collection(name)?;
+        self.describe(&coll).await
+    }
+
+    /// Describes every collection, by name.
+    pub async fn list_collections(&self) -> ServiceResult<Vec<CollectionInfo>> {
+        let mut colls: Vec<Arc<Collection>> =
+            self.collections.read().values().cloned().collect();
+        colls.sort_by(|a, b| a.record.name.cmp(&b.record.name));
+        let mut out = Vec::with_capacity(colls.len());
+        for c in colls {
+            out.push(self.describe(&c).await?);
+        }
+        Ok(out)
+    }
+
+    /// Deletes a collection with its documents, passages and index snapshots.
+    pub async fn delete_collection(&self, name: &str) -> ServiceResult<()> {
+        let coll = self.collection(name)?;
+        // Wait for in-flight writes, and keep new ones out while the rows go.
+        let _writes = coll.write_lock.lock().await;
+        if coll.is_deleted() {
+            return Err(ServiceError::CollectionNotFound(name.to_string()));
+        }
+        self.store.delete_collection(coll.record.id).await?;
+        coll.mark_deleted();
+        self.collections.write().remove(name);
+        let dir = self.snapshot_dir(&coll);
+        tokio::task::spawn_blocking(move || {
+            if dir.exists()
+                && let Err(e) = std::fs::remove_dir_all(&dir)
+            {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not remove index snapshot");
+            }
+        });
+        Ok(())
+    }
+
+    fn chunker(&self, c: &Chunking) -> ServiceResult<Chunker> {
+        let tokenizer = self.embedder.tokenizer().ok_or_else(|| {
+            ServiceError::invalid(
+                "invalid_parameter",
+                "the embedding model has no tokenizer to split text with",
+            )
+        })?;
+        Ok(Chunker::new(
+            tokenizer,
+            self.embedder.max_input_tokens(),
+            c.max_tokens,
+            c.overlap,
+        )?)
+    }
+
+    /// The in-memory side of a stored collection, empty.
+    fn new_collection(&self, record: CollectionRecord) -> ServiceResult<Collection> {
+        let config: IndexConfig = serde_json::from_value(record.index.clone())
+            .map_err(|e| ServiceError::internal("stored index settings", e))?;
+        let dim = record.dimension.ok_or_else(|| {
+            ServiceError::Internal(format!("collection '{}' has no dimension", record.name))
+        })?;
+        let chunker = match (&record.source, &record.chunking) {
+            (CollectionSource::Text, Some(c)) => {
+                let c: Chunking = serde_json::from_value(c.clone())
+                    .map_err(|e| ServiceError::internal("stored chunking settings", e))?;
+                Some(self.chunker(&c)?)
+            }
+            _ => None,
+        };
+        if record.source == CollectionSource::Text
+            && record.model_id.as_deref() != Some(self.embedder.model_id())
+        {
+            tracing::warn!(
+                collection = %record.name,
+                stored_model = record.model_id.as_deref().unwrap_or("?"),
+                model = self.embedder.model_id(),
+                "collection was embedded with another model; text queries and new documents \
+                 use the current one"
+            );
+        }
+        Collection::new(record, config, dim, chunker)
+    }
+
+    /// Rebuilds a collection's in-memory side from the store and its index snapshot.
+    pub(super) async fn restore_collection(
+        &self,
+        record: CollectionRecord,
+    ) -> ServiceResult<Arc<Collection>> {
+        let started = Instant::now();
+        let coll = Arc::new(self.new_collection(record)?);
+        let id = coll.record.id;
+
+        let mut docs = Vec::new();
+        let mut scan = self.store.scan_documents(id, LOAD_CHUNK).await?;
+        while let Some(chunk) = scan.next_chunk().await? {
+            docs.extend(
+                chunk
+                    .into_iter()
+                    .map(|d| (d.id, d.metadata, d.passage_ids)),
+            );
+        }
+        let c = coll.clone();
+        Service::blocking(move || {
+            c.load_documents(docs);
+            Ok(())
+        })
+        .await?;
+
+        let mut scan = self.store.scan_vectors(id, LOAD_CHUNK).await?;
+        while let Some(chunk) = scan.next_chunk().await? {
+            let c = coll.clone();
+            Service::blocking(move || c.load_vectors(&chunk.ids, &chunk.vectors)).await?;
+        }
+        let loaded = started.elapsed();
+
+        let dir = self.snapshot_dir(&coll);
+        let snapshot = if coll.ann_params().is_some() && SnapshotReader::exists(&dir) {
+            let c = coll.clone();
+            let d = dir.clone();
+            let result = Service::blocking(move || {
+                let ann = AnnIndex::load(&d)?;
+                let expected = c.ann_params().expect("checked above");
+                if ann.kind() != expected.kind || ann.metric() != c.metric || ann.dim() != c.dim
+                {
+                    return Ok(false);
+                }
+                c.install_snapshot(ann)?;
+                Ok(true)
+            })
+            .await;
+            match result {
+                Ok(true) => "loaded",
+                Ok(false) => "mismatched settings, rebuilding",
+                Err(e) => {
+                    tracing::warn!(
+                        collection = %coll.record.name,
+                        error = %e,
+                        "index snapshot unusable, rebuilding from stored vectors"
+                    );
+                    "unusable, rebuilding"
+                }
+            }
+        } else {
+            "none"
+        };
+        let (state, _, passages) = coll.index_state();
+        tracing::info!(
+            collection = %coll.record.name,
+            passages,
+            pending = state.pending,
+            snapshot,
+            load_ms = loaded.as_millis() as u64,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "collection restored"
+        );
+        // Pending passages and a due build are the indexer's job.
+        coll.indexer.notify_one();
+        Ok(coll)
+    }
+
+    pub(super) async fn describe(&self, coll: &Arc<Collection>) -> ServiceResult<CollectionInfo> {
+        let c = coll.clone();
+        let (index_state, memory, passages) = Service::blocking(move || Ok(c.index_state())).await?;
+        let documents = coll.state.read().docs.len() as u64;
+        let r = &coll.record;
+        Ok(CollectionInfo {
+            name: r.name.clone(),
+            distance: r.distance,
+            dimension: r.dimension,
+            source: r.source.as_str(),
+            model: r.model_id.clone(),
+            index: coll.config.clone(),
+            chunking: r
+                .chunking
+                .as_ref()
+                .and_then(|c| serde_json::from_value(c.clone()).ok()),
+            documents,
+            passages: passages as u64,
+            index_state,
+            memory_bytes: memory,
+            created_at: r.created_at.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(valid_name("docs"));
+        assert!(valid_name("My_docs-2"));
+        assert!(valid_name(&"a".repeat(64)));
+        assert!(!valid_name(""));
+        assert!(!valid_name(&"a".repeat(65)));
+        assert!(!valid_name("a b"));
+        assert!(!valid_name("a/b"));
+        assert!(!valid_name("é"));
+        assert!(!valid_name("a.b"));
+    }
+
+    #[test]
+    fn index_settings_are_checked_and_canonical() {
+        let c = canonical_index(IndexConfig::default()).unwrap();
+        assert!(c.m.is_some() && c.ef_construction.is_some());
+        assert_eq!(c, canonical_index(c.clone()).unwrap());
+        let ivf = IndexConfig {
+            kind: IndexType::Ivf,
+            m: Some(8),
+            ..Default::default()
+        };
+        assert!(canonical_index(ivf).is_err());
+        let flat = IndexConfig {
+            kind: IndexType::Flat,
+            nprobe: Some(8),
+            ..Default::default()
+        };
+        assert!(canonical_index(flat).is_err());
+        let bad_m = IndexConfig {
+            kind: IndexType::Hnsw,
+            m: Some(1),
+            ..Default::default()
+        };
+        assert!(canonical_index(bad_m).is_err());
+        let flat = canonical_index(IndexConfig {
+            kind: IndexType::Flat,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(flat.m, None);
+    }
+}

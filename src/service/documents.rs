@@ -1,0 +1,424 @@
+//! Document use cases: upsert (split, embed, commit, index), read, list and delete.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::distance::Metric;
+use crate::index::validate;
+use crate::store::{DocumentRecord, NewDocument, NewPassage, PageRequest};
+
+use super::collection::{Collection, NewPassageVector};
+use super::error::{ServiceError, ServiceResult};
+use super::filter::Filter;
+use super::types::{Document, DocumentInput, DocumentPage, Selector, UpsertedDocument};
+use super::Service;
+
+/// Longest document id, in bytes.
+const MAX_ID_BYTES: usize = 512;
+
+/// Most documents per page when listing.
+pub const MAX_PAGE: u32 = 1000;
+
+impl From<DocumentRecord> for Document {
+    fn from(r: DocumentRecord) -> Self {
+        Document {
+            id: r.id,
+            text: r.text,
+            metadata: r.metadata,
+            passages: r.passage_count,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+/// A document checked and, for text, split, waiting for its passages' vectors.
+struct Prepared {
+    id: String,
+    text: Option<String>,
+    metadata: Value,
+    /// `(start, end, passage text)` per passage.
+    spans: Vec<(usize, usize, Option<String>)>,
+    /// The caller's vector, for a document given as one.
+    vector: Option<Vec<f32>>,
+}
+
+fn check_vector(metric: Metric, dim: usize, v: &[f32], doc: &str) -> ServiceResult<()> {
+    validate::prepare_batch(metric, dim, &[0], v).map_err(|e| {
+        let e = ServiceError::from(e);
+        match e {
+            ServiceError::InvalidInput { code, message } => ServiceError::InvalidInput {
+                code,
+                message: format!("document '{doc}': {message}"),
+            },
+            other => other,
+        }
+    })?;
+    Ok(())
+}
+
+fn check_id(id: &str) -> ServiceResult<()> {
+    if id.is_empty() || id.len() > MAX_ID_BYTES {
+        return Err(ServiceError::invalid(
+            "invalid_id",
+            format!("document ids must be 1 to {MAX_ID_BYTES} bytes long"),
+        ));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(ServiceError::invalid(
+            "invalid_id",
+            "document ids must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+impl Service {
+    /// Upserts documents: each is split into passages (or taken as one passage when it comes
+    /// with a vector), embedded, committed, and indexed. Returns once the write is durable
+    /// and visible to queries.
+    pub async fn upsert_documents(
+        &self,
+        collection: &str,
+        docs: Vec<DocumentInput>,
+    ) -> ServiceResult<Vec<UpsertedDocument>> {
+        let coll = self.collection(collection)?;
+        if docs.is_empty() {
+            return Err(ServiceError::invalid("empty_input", "no documents given"));
+        }
+        if docs.len() > self.settings.max_documents_per_request {
+            return Err(ServiceError::invalid(
+                "too_many_documents",
+                format!(
+                    "{} documents in one request; the limit is {}",
+                    docs.len(),
+                    self.settings.max_documents_per_request
+                ),
+            ));
+        }
+        let prepared = self.prepare(&coll, docs).await?;
+
+        // Embed every passage of the text documents in one request: the worker batches them.
+        let texts: Vec<String> = prepared
+            .iter()
+            .filter(|d| d.vector.is_none())
+            .flat_map(|d| d.spans.iter().map(|s| s.2.clone().unwrap_or_default()))
+            .collect();
+        let mut embedded = if texts.is_empty() {
+            Vec::new()
+        } else {
+            self.embedder.embed(texts).await?
+        }
+        .into_iter();
+        let mut new_docs = Vec::with_capacity(prepared.len());
+        for d in prepared {
+            let passages = match d.vector {
+                Some(vector) => {
+                    let (start, end, text) = d.spans.into_iter().next().expect("one span");
+                    vec![NewPassage {
+                        start,
+                        end,
+                        text,
+                        vector,
+                    }]
+                }
+                None => d
+                    .spans
+                    .into_iter()
+                    .map(|(start, end, text)| NewPassage {
+                        start,
+                        end,
+                        text,
+                        vector: embedded.next().expect("one embedding per passage"),
+                    })
+                    .collect(),
+            };
+            new_docs.push(NewDocument {
+                id: d.id,
+                text: d.text,
+                metadata: d.metadata,
+                passages,
+            });
+        }
+        self.commit(coll, new_docs).await
+    }
+
+    /// Checks the documents and splits text ones into passages.
+    async fn prepare(
+        &self,
+        coll: &Arc<Collection>,
+        docs: Vec<DocumentInput>,
+    ) -> ServiceResult<Vec<Prepared>> {
+        let mut seen = HashSet::with_capacity(docs.len());
+        let mut out = Vec::with_capacity(docs.len());
+        for doc in docs {
+            let id = match doc.id {
+                Some(id) => {
+                    check_id(&id)?;
+                    id
+                }
+                None => uuid::Uuid::new_v4().to_string(),
+            };
+            if !seen.insert(id.clone()) {
+                return Err(ServiceError::invalid(
+                    "duplicate_id",
+                    format!("document '{id}' appears more than once in the request"),
+                ));
+            }
+            if !(doc.metadata.is_object() || doc.metadata.is_null()) {
+                return Err(ServiceError::invalid(
+                    "invalid_metadata",
+                    format!("document '{id}': metadata must be a JSON object"),
+                ));
+            }
+            let chars = doc.text.as_ref().map_or(0, |t| t.chars().count());
+            let (spans, vector) = match (doc.vector, &doc.text) {
+                (Some(v), _) => {
+                    check_vector(coll.metric, coll.dim, &v, &id)?;
+                    (vec![(0, chars, doc.text.clone())], Some(v))
+                }
+                (None, Some(t)) if !t.trim().is_empty() => {
+                    if coll.chunker.is_none() {
+                        return Err(ServiceError::invalid(
+                            "vector_required",
+                            format!(
+                                "document '{id}': collection '{}' takes vectors of dimension {}, \
+                                 which the embedding model does not produce; send \"vector\"",
+                                coll.record.name, coll.dim
+                            ),
+                        ));
+                    }
+                    (Vec::new(), None)
+                }
+                (None, _) => {
+                    return Err(ServiceError::invalid(
+                        "empty_input",
+                        format!("document '{id}' has neither text nor a vector"),
+                    ));
+                }
+            };
+            out.push(Prepared {
+                id,
+                text: doc.text,
+                metadata: doc.metadata,
+                spans,
+                vector,
+            });
+        }
+        // Splitting runs the tokenizer many times per document: off the runtime.
+        let c = coll.clone();
+        Service::blocking(move || {
+            let chunker = c.chunker.as_ref();
+            for d in out.iter_mut().filter(|d| d.vector.is_none()) {
+                let chunker = chunker.expect("text documents were checked above");
+                let text = d.text.as_deref().expect("checked above");
+                d.spans = chunker
+                    .split(text)?
+                    .into_iter()
+                    .map(|p| (p.start, p.end, Some(p.text)))
+                    .collect();
+                if d.spans.is_empty() {
+                    return Err(ServiceError::invalid(
+                        "empty_input",
+                        format!("document '{}' has no text to embed", d.id),
+                    ));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Commits documents and applies them to the in-memory indexes. Runs as its own task so
+    /// that a caller who goes away mid-write cannot leave the store and the indexes apart.
+    async fn commit(
+        &self,
+        coll: Arc<Collection>,
+        docs: Vec<NewDocument>,
+    ) -> ServiceResult<Vec<UpsertedDocument>> {
+        let store = self.store.clone();
+        let name = coll.record.name.clone();
+        let task = tokio::spawn(async move {
+            let _write = coll.write_lock.lock().await;
+            if coll.is_deleted() {
+                return Err(ServiceError::CollectionNotFound(name));
+            }
+            let done = store.upsert_documents(coll.record.id, &docs).await?;
+            let c = coll.clone();
+            let result = done.clone();
+            Service::blocking(move || {
+                let removed: Vec<u64> = done
+                    .iter()
+                    .flat_map(|d| d.removed_passage_ids.iter().copied())
+                    .collect();
+                let added = docs
+                    .iter()
+                    .zip(&done)
+                    .map(|(doc, up)| {
+                        let passages = doc
+                            .passages
+                            .iter()
+                            .zip(&up.passage_ids)
+                            .map(|(p, &id)| NewPassageVector {
+                                id,
+                                vector: &p.vector,
+                            })
+                            .collect();
+                        (doc.id.clone(), doc.metadata.clone(), passages)
+                    })
+                    .collect();
+                c.apply_write(&[], &removed, added)
+            })
+            .await?;
+            coll.indexer.notify_one();
+            Ok(result
+                .into_iter()
+                .map(|d| UpsertedDocument {
+                    passages: d.passage_ids.len(),
+                    id: d.id,
+                    replaced: d.replaced,
+                })
+                .collect())
+        });
+        task.await
+            .map_err(|e| ServiceError::internal("write task", e))?
+    }
+
+    /// One document.
+    pub async fn get_document(&self, collection: &str, id: &str) -> ServiceResult<Document> {
+        let coll = self.collection(collection)?;
+        self.store
+            .get_document(coll.record.id, id)
+            .await?
+            .map(Document::from)
+            .ok_or_else(|| ServiceError::DocumentNotFound {
+                collection: collection.to_string(),
+                id: id.to_string(),
+            })
+    }
+
+    /// Documents selected by ids (in request order, missing ones left out) or by a metadata
+    /// filter (in id order), a page at a time: `after` is the last id of the previous page.
+    pub async fn get_documents(
+        &self,
+        collection: &str,
+        selector: Option<Selector>,
+        after: Option<String>,
+        limit: u32,
+    ) -> ServiceResult<DocumentPage> {
+        let coll = self.collection(collection)?;
+        if limit == 0 || limit > MAX_PAGE {
+            return Err(ServiceError::invalid(
+                "invalid_parameter",
+                format!("limit must be between 1 and {MAX_PAGE}"),
+            ));
+        }
+        let ids = match selector {
+            None => {
+                let page = self
+                    .store
+                    .list_documents(
+                        coll.record.id,
+                        &PageRequest {
+                            after,
+                            offset: 0,
+                            limit,
+                        },
+                    )
+                    .await?;
+                return Ok(DocumentPage {
+                    documents: page.documents.into_iter().map(Document::from).collect(),
+                    total: page.total,
+                    next_after: page.next_after,
+                });
+            }
+            Some(Selector::Ids(ids)) => {
+                let found: Vec<String> = {
+                    let st = coll.state.read();
+                    ids.into_iter().filter(|i| st.docs.contains_key(i)).collect()
+                };
+                found
+            }
+            Some(Selector::Filter(f)) => self.matching_ids(&coll, &f).await?,
+        };
+        let total = ids.len() as u64;
+        let start = match &after {
+            Some(a) => ids.iter().position(|i| i == a).map_or(0, |p| p + 1),
+            None => 0,
+        };
+        let page: Vec<String> = ids.iter().skip(start).take(limit as usize).cloned().collect();
+        let next_after = (start + page.len() < ids.len())
+            .then(|| page.last().cloned())
+            .flatten();
+        let documents = self
+            .store
+            .get_documents(coll.record.id, &page)
+            .await?
+            .into_iter()
+            .map(Document::from)
+            .collect();
+        Ok(DocumentPage {
+            documents,
+            total,
+            next_after,
+        })
+    }
+
+    /// Deletes documents selected by ids or by a filter, with their passages. Returns the
+    /// ids deleted.
+    pub async fn delete_documents(
+        &self,
+        collection: &str,
+        selector: Selector,
+    ) -> ServiceResult<Vec<String>> {
+        let coll = self.collection(collection)?;
+        let ids = match selector {
+            Selector::Ids(ids) => ids,
+            Selector::Filter(f) => self.matching_ids(&coll, &f).await?,
+        };
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let store = self.store.clone();
+        let name = coll.record.name.clone();
+        let task = tokio::spawn(async move {
+            let _write = coll.write_lock.lock().await;
+            if coll.is_deleted() {
+                return Err(ServiceError::CollectionNotFound(name));
+            }
+            let deleted = store.delete_documents(coll.record.id, &ids).await?;
+            let doc_ids: Vec<String> = deleted.iter().map(|d| d.id.clone()).collect();
+            let passages: Vec<u64> = deleted
+                .iter()
+                .flat_map(|d| d.passage_ids.iter().copied())
+                .collect();
+            let c = coll.clone();
+            let ids = doc_ids.clone();
+            Service::blocking(move || c.apply_write(&ids, &passages, Vec::new())).await?;
+            coll.indexer.notify_one();
+            Ok(doc_ids)
+        });
+        task.await
+            .map_err(|e| ServiceError::internal("delete task", e))?
+    }
+
+    /// Ids of the documents whose metadata matches a filter, sorted.
+    async fn matching_ids(&self, coll: &Arc<Collection>, filter: &Value) -> ServiceResult<Vec<String>> {
+        let filter = Filter::parse(filter)?;
+        let c = coll.clone();
+        Service::blocking(move || {
+            let st = c.state.read();
+            let mut ids: Vec<String> = st
+                .docs
+                .iter()
+                .filter(|(_, d)| filter.matches(&d.metadata))
+                .map(|(id, _)| id.clone())
+                .collect();
+            ids.sort_unstable();
+            Ok(ids)
+        })
+        .await
+    }
+}

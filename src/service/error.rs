@@ -1,0 +1,144 @@
+//! The service's error type: every way a use case can fail, split into the caller's mistakes
+//! (each with a stable machine-readable code) and the service's own failures.
+
+use std::time::Duration;
+
+use crate::embed::EmbedError;
+use crate::index::IndexError;
+use crate::store::StoreError;
+
+use super::chunk::ChunkError;
+use super::filter::FilterError;
+
+/// Why a request to the service failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The request is malformed or asks for something impossible. `code` is a stable,
+    /// machine-readable name such as `dimension_mismatch` or `empty_input`.
+    #[error("{message}")]
+    InvalidInput {
+        /// Stable error code.
+        code: &'static str,
+        /// What is wrong, for a person.
+        message: String,
+    },
+    /// A collection name outside `[A-Za-z0-9_-]{1,64}`.
+    #[error("invalid collection name '{name}': use 1 to 64 characters from A-Z, a-z, 0-9, '_' and '-'")]
+    InvalidName {
+        /// The rejected name.
+        name: String,
+    },
+    /// No collection of that name.
+    #[error("collection '{0}' does not exist")]
+    CollectionNotFound(String),
+    /// No document of that id in the collection.
+    #[error("document '{id}' does not exist in collection '{collection}'")]
+    DocumentNotFound {
+        /// The collection.
+        collection: String,
+        /// The document id.
+        id: String,
+    },
+    /// A collection exists under that name with other settings.
+    #[error("collection '{name}' already exists with other settings: {existing}")]
+    CollectionConflict {
+        /// The collection.
+        name: String,
+        /// Its settings, as JSON, so the caller can see the difference.
+        existing: String,
+    },
+    /// Too much work is queued; the caller should retry after `retry_after`.
+    #[error("{what} is at capacity; retry shortly")]
+    Overloaded {
+        /// What is full (the embedding queue, the search slots).
+        what: &'static str,
+        /// A hint for the Retry-After header.
+        retry_after: Duration,
+    },
+    /// The service is starting or stopping and cannot take the request.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Our failure: I/O, a database error, a bug. Details are logged, not sent.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Result alias for the service layer.
+pub type ServiceResult<T> = Result<T, ServiceError>;
+
+impl ServiceError {
+    /// A caller mistake with its code.
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        ServiceError::InvalidInput {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// Our own failure, with context for the log.
+    pub fn internal(context: &str, err: impl std::fmt::Display) -> Self {
+        ServiceError::Internal(format!("{context}: {err}"))
+    }
+}
+
+impl From<FilterError> for ServiceError {
+    fn from(e: FilterError) -> Self {
+        ServiceError::invalid("bad_filter", e.to_string())
+    }
+}
+
+impl From<ChunkError> for ServiceError {
+    fn from(e: ChunkError) -> Self {
+        match e {
+            ChunkError::Settings(m) => ServiceError::invalid("invalid_chunking", m),
+            ChunkError::Tokenizer(m) => ServiceError::invalid("invalid_text", m),
+        }
+    }
+}
+
+impl From<IndexError> for ServiceError {
+    fn from(e: IndexError) -> Self {
+        let code = match &e {
+            IndexError::DimensionMismatch { .. } | IndexError::BatchShape { .. } => {
+                "dimension_mismatch"
+            }
+            IndexError::NonFinite { .. } | IndexError::ZeroVector { .. } => "invalid_vector",
+            IndexError::DuplicateId { .. } => "duplicate_id",
+            IndexError::ZeroK | IndexError::InvalidParameter(_) => "invalid_parameter",
+            IndexError::Io { .. } | IndexError::Corrupt { .. } => {
+                return ServiceError::internal("index", e);
+            }
+        };
+        ServiceError::invalid(code, e.to_string())
+    }
+}
+
+impl From<EmbedError> for ServiceError {
+    fn from(e: EmbedError) -> Self {
+        match e {
+            EmbedError::Overloaded { .. } => ServiceError::Overloaded {
+                what: "the embedding queue",
+                retry_after: Duration::from_secs(1),
+            },
+            EmbedError::InvalidInput(m) => ServiceError::invalid("invalid_text", m),
+            EmbedError::Tokenizer(m) => ServiceError::invalid("invalid_text", m),
+            EmbedError::WorkerStopped => {
+                ServiceError::Unavailable("the embedding model is shutting down".into())
+            }
+            other => ServiceError::internal("embedding", other),
+        }
+    }
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::DimensionMismatch { expected, got } => ServiceError::invalid(
+                "dimension_mismatch",
+                format!("vector has dimension {got}, the collection expects {expected}"),
+            ),
+            StoreError::Invalid(m) => ServiceError::invalid("invalid_request", m),
+            other => ServiceError::internal("storage", other),
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! The service's domain types: what callers hand in and get back, independent of HTTP.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::distance::Metric;
+use crate::index::IndexKind;
+
+/// Which index a collection uses. `Auto` scans exactly while the collection is small and builds
+/// an HNSW graph once it grows past the exact-search threshold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum IndexType {
+    /// Flat while small, HNSW once large.
+    #[default]
+    Auto,
+    /// Always HNSW.
+    Hnsw,
+    /// Always IVF-Flat.
+    Ivf,
+    /// Always an exact scan.
+    Flat,
+}
+
+impl IndexType {
+    /// The approximate index this type builds (for `auto`, once the collection is large).
+    pub fn ann_kind(self) -> Option<IndexKind> {
+        match self {
+            IndexType::Auto | IndexType::Hnsw => Some(IndexKind::Hnsw),
+            IndexType::Ivf => Some(IndexKind::Ivf),
+            IndexType::Flat => None,
+        }
+    }
+}
+
+/// Index settings of a collection, as given at creation, with defaults filled in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct IndexConfig {
+    /// Which index.
+    #[serde(rename = "type", default)]
+    pub kind: IndexType,
+    /// HNSW: links per node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub m: Option<usize>,
+    /// HNSW: candidate list size while building.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ef_construction: Option<usize>,
+    /// HNSW: default candidate list size while searching.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ef: Option<usize>,
+    /// IVF: number of cells (default about 4·√N at training time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nlist: Option<usize>,
+    /// IVF: default number of cells scanned per query.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nprobe: Option<usize>,
+}
+
+/// How a collection splits long texts into passages, in model tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Chunking {
+    /// Largest passage, in tokens (clamped to what the model accepts).
+    pub max_tokens: usize,
+    /// Tokens shared by neighbouring passages.
+    pub overlap: usize,
+}
+
+/// Settings for a new collection.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CollectionSpec {
+    /// The similarity measure.
+    pub distance: Metric,
+    /// Index settings.
+    pub index: IndexConfig,
+    /// Vector dimension, for collections that take vectors rather than text. `None` means the
+    /// embedding model's dimension.
+    pub dimension: Option<usize>,
+    /// Passage splitting; `None` takes the defaults.
+    pub chunking: Option<Chunking>,
+}
+
+/// A collection as the service describes it.
+#[derive(Clone, Debug, Serialize)]
+pub struct CollectionInfo {
+    /// Its name.
+    pub name: String,
+    /// The similarity measure.
+    pub distance: Metric,
+    /// Vector dimension.
+    pub dimension: Option<usize>,
+    /// `text` (the service embeds documents with `model`) or `vector` (callers send vectors).
+    pub source: &'static str,
+    /// The embedding model, for text collections.
+    pub model: Option<String>,
+    /// Index settings.
+    pub index: IndexConfig,
+    /// Passage splitting.
+    pub chunking: Option<Chunking>,
+    /// Number of documents.
+    pub documents: u64,
+    /// Number of passages (indexed vectors).
+    pub passages: u64,
+    /// What serves queries now and how it is doing.
+    pub index_state: IndexState,
+    /// Memory held by the collection's vectors and indexes, in bytes.
+    pub memory_bytes: u64,
+    /// When it was created (RFC 3339).
+    pub created_at: String,
+}
+
+/// The state of a collection's indexes.
+#[derive(Clone, Debug, Serialize)]
+pub struct IndexState {
+    /// The approximate index in use, if any (`hnsw` or `ivf`).
+    pub ann: Option<IndexKind>,
+    /// `ready`, `building` (queries scan exactly meanwhile) or `none` (exact scan only).
+    pub status: &'static str,
+    /// Passages stored but not yet in the approximate index (queries scan them exactly).
+    pub pending: usize,
+    /// Vectors in the approximate index.
+    pub indexed: usize,
+}
+
+/// One document to upsert.
+#[derive(Clone, Debug, Default)]
+pub struct DocumentInput {
+    /// Its id; generated when absent.
+    pub id: Option<String>,
+    /// Its text, split into passages and embedded (unless a vector is given).
+    pub text: Option<String>,
+    /// Its vector: the document is then one passage with this embedding.
+    pub vector: Option<Vec<f32>>,
+    /// A JSON object of metadata, or `Value::Null`.
+    pub metadata: Value,
+}
+
+/// What an upsert did to one document.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct UpsertedDocument {
+    /// The document id (generated ones included).
+    pub id: String,
+    /// How many passages it was split into.
+    pub passages: usize,
+    /// Whether it replaced an existing document.
+    pub replaced: bool,
+}
+
+/// A stored document.
+#[derive(Clone, Debug, Serialize)]
+pub struct Document {
+    /// The id.
+    pub id: String,
+    /// The text, if it has one.
+    pub text: Option<String>,
+    /// Its metadata (`null` when none).
+    pub metadata: Value,
+    /// Number of passages.
+    pub passages: u64,
+    /// When it was first written (RFC 3339).
+    pub created_at: String,
+    /// When it was last replaced (RFC 3339).
+    pub updated_at: String,
+}
+
+/// Which documents an operation applies to.
+#[derive(Clone, Debug)]
+pub enum Selector {
+    /// These ids.
+    Ids(Vec<String>),
+    /// Those whose metadata matches this filter.
+    Filter(Value),
+}
+
+/// A page of documents.
+#[derive(Clone, Debug, Serialize)]
+pub struct DocumentPage {
+    /// The documents, in id order (or request order for `ids`).
+    pub documents: Vec<Document>,
+    /// How many documents the selection holds in all.
+    pub total: u64,
+    /// Pass as `after` to get the next page; `None` on the last page.
+    pub next_after: Option<String>,
+}
+
+/// What a query looks for.
+#[derive(Clone, Debug)]
+pub enum QueryInput {
+    /// Text, embedded with the collection's model.
+    Text(String),
+    /// A vector of the collection's dimension.
+    Vector(Vec<f32>),
+}
+
+/// Fields to return with each hit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Include {
+    /// The passage text.
+    pub text: bool,
+    /// The document's metadata.
+    pub metadata: bool,
+    /// The passage's stored vector.
+    pub vector: bool,
+}
+
+impl Default for Include {
+    fn default() -> Self {
+        Include {
+            text: true,
+            metadata: true,
+            vector: false,
+        }
+    }
+}
+
+/// A k-nearest-neighbour query.
+#[derive(Clone, Debug)]
+pub struct Query {
+    /// Text or vector.
+    pub input: QueryInput,
+    /// How many passages to return.
+    pub k: usize,
+    /// A metadata filter (JSON form, see [`super::filter`]).
+    pub filter: Option<Value>,
+    /// HNSW candidate list size.
+    pub ef: Option<usize>,
+    /// IVF cells to scan.
+    pub nprobe: Option<usize>,
+    /// Force an exact scan.
+    pub exact: bool,
+    /// Fields to return.
+    pub include: Include,
+}
+
+/// Which search path answered a query.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Plan {
+    /// The HNSW graph.
+    Hnsw,
+    /// The IVF cells.
+    Ivf,
+    /// An exact scan.
+    Flat,
+}
+
+impl From<IndexKind> for Plan {
+    fn from(k: IndexKind) -> Self {
+        match k {
+            IndexKind::Hnsw => Plan::Hnsw,
+            IndexKind::Ivf => Plan::Ivf,
+            IndexKind::Flat => Plan::Flat,
+        }
+    }
+}
+
+/// Where a passage sits in its document.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+pub struct PassageSpan {
+    /// Position among the document's passages, from 0.
+    pub index: usize,
+    /// First character (Unicode scalar offset into the document text).
+    pub start: usize,
+    /// One past the last character.
+    pub end: usize,
+}
+
+/// One query result.
+#[derive(Clone, Debug, Serialize)]
+pub struct QueryHit {
+    /// The passage id, `"<document id>#<passage index>"`.
+    pub id: String,
+    /// The document it belongs to.
+    pub document_id: String,
+    /// Where it sits in the document.
+    pub passage: PassageSpan,
+    /// Similarity (higher is closer).
+    pub score: f32,
+    /// The metric's distance (lower is closer).
+    pub distance: f32,
+    /// The passage text, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// The document's metadata, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+    /// The stored vector, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vector: Option<Vec<f32>>,
+}
+
+/// The answer to one query.
+#[derive(Clone, Debug, Serialize)]
+pub struct QueryResult {
+    /// Hits, best first.
+    pub results: Vec<QueryHit>,
+    /// Which path answered.
+    pub plan: Plan,
+    /// Time spent in the service, in milliseconds.
+    pub time_ms: f64,
+}
+
+/// What the service runs, for `GET /info`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ServiceInfo {
+    /// vicinity's version.
+    pub version: &'static str,
+    /// The embedding model's id.
+    pub model: String,
+    /// Its output dimension.
+    pub dimension: usize,
+    /// The most tokens it reads from one input.
+    pub max_input_tokens: usize,
+}
