@@ -534,3 +534,29 @@ fn accessors_and_memory() {
         "stored normalised"
     );
 }
+
+#[test]
+fn large_index_behaves_the_same_on_huge_page_storage() {
+    // 9 MiB of rows: past the size where the rows move into their own memory map.
+    let (n, dim) = (6000, 384);
+    let data = random_vectors(n, dim, 21);
+    let ids = ids(n, 22);
+    let mut index = FlatIndex::new(Metric::Dot, dim).unwrap();
+    index.add(&ids[..1000], &data[..1000 * dim]).unwrap();
+    index.add(&ids[1000..], &data[1000 * dim..]).unwrap();
+    index.remove(&ids[10..20]).unwrap();
+    assert!(index.memory_bytes() >= (n - 10) * dim * 4);
+    let queries = random_vectors(3, dim, 23);
+    check_against_exact(&index, &queries, 10);
+    let dir = tempfile::tempdir().unwrap();
+    index.save(dir.path()).unwrap();
+    let loaded = FlatIndex::load(dir.path()).unwrap();
+    let copy = index.clone();
+    for q in queries.chunks_exact(dim) {
+        let want = index.search(q, 10, &P, None).unwrap();
+        assert_eq!(loaded.search(q, 10, &P, None).unwrap(), want);
+        assert_eq!(copy.search(q, 10, &P, None).unwrap(), want);
+    }
+    assert_eq!(loaded.vectors(), index.vectors());
+    assert_eq!(index.get(ids[5000]).unwrap(), &data[5000 * dim..5001 * dim]);
+}

@@ -259,7 +259,11 @@ fn recall_at(k: usize, hits: &[Vec<Hit>], truth: &Matrix<u64>) -> f64 {
         .enumerate()
         .map(|(q, found)| {
             let want = &truth.row(q)[..k];
-            found.iter().take(k).filter(|h| want.contains(&h.id)).count()
+            found
+                .iter()
+                .take(k)
+                .filter(|h| want.contains(&h.id))
+                .count()
         })
         .sum();
     total as f64 / (hits.len() * k) as f64
