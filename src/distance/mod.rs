@@ -21,8 +21,10 @@
 //! wrappers that those files hand out after checking the CPU.
 //!
 //! There is no minimum dimension below which the scalar kernels take over: the vector kernels
-//! finish short inputs with masked or scalar tails, and measured no slower than the scalar ones
-//! even at 4 components (see `benches/distance.rs`).
+//! finish short inputs with masked or scalar tails, and `benches/distance.rs` (`dot_small`)
+//! measured them within half a nanosecond of scalar at 4 and 8 components and ahead from 16 on
+//! (AVX-512F, 2.3 ns against 2.8 ns at 16; 3.1 against 8.4 at 64). A threshold would add a
+//! branch to every call to win a fraction of a nanosecond at dimensions no encoder produces.
 //!
 //! This module knows only slices of `f32`: it allocates nothing and does no I/O.
 
