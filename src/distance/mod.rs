@@ -10,14 +10,34 @@
 //!
 //! # Kernels and dispatch
 //! [`dot`], [`l2_squared`] and [`cosine`] run on the most capable instruction set the CPU offers,
-//! chosen once at first use ([`kernels`]). The [`scalar`] module holds the reference
-//! implementations; tests compare every vectorised kernel with it.
+//! chosen once at first use ([`kernels`]): AVX-512F, then AVX2+FMA on x86-64, NEON on aarch64,
+//! and the portable [`scalar`] kernels otherwise. [`dot_batch`] and [`l2_squared_batch`] score one
+//! query against many contiguous rows in one call, which is what exact scans (flat index, IVF
+//! lists) want: the dispatch happens once per block instead of once per row. The [`scalar`] module
+//! holds the reference implementations; tests compare every vectorised kernel with it.
+//!
+//! The vectorised kernels live in per-architecture files (`x86.rs`, `aarch64.rs`) as
+//! `#[target_feature]` `unsafe fn`s; the only `unsafe` in the crate is there and in the safe
+//! wrappers that those files hand out after checking the CPU.
+//!
+//! There is no minimum dimension below which the scalar kernels take over: the vector kernels
+//! finish short inputs with masked or scalar tails, and `benches/distance.rs` (`dot_small`)
+//! measured them within half a nanosecond of scalar at 4 and 8 components and ahead from 16 on
+//! (AVX-512F, 2.3 ns against 2.8 ns at 16; 3.1 against 8.4 at 64). A threshold would add a
+//! branch to every call to win a fraction of a nanosecond at dimensions no encoder produces.
 //!
 //! This module knows only slices of `f32`: it allocates nothing and does no I/O.
 
 use std::sync::OnceLock;
 
 pub mod scalar;
+
+#[cfg(target_arch = "aarch64")]
+mod aarch64;
+#[cfg(test)]
+mod tests;
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
 /// A similarity measure between vectors. See the [module docs](self) for the score convention.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -49,6 +69,16 @@ impl Metric {
             Metric::Cosine | Metric::Dot => dot(a, b),
             Metric::L2 => -l2_squared(a, b),
         }
+    }
+
+    /// [`score`](Self::score) of `query` against each row of the row-major `rows`, into `out`,
+    /// on the fastest kernels. See [`Kernels::score_batch`].
+    ///
+    /// # Panics
+    /// If `rows.len() != out.len() * query.len()`.
+    #[inline]
+    pub fn score_batch(self, query: &[f32], rows: &[f32], out: &mut [f32]) {
+        kernels().score_batch(self, query, rows, out)
     }
 
     /// The distance that corresponds to a [`score`](Self::score): lower means closer.
@@ -139,7 +169,8 @@ impl Isa {
 }
 
 /// A family of kernels for one instruction set. All functions panic if the slices differ in
-/// length; callers validate dimensions before they get here.
+/// length (or, for the batch kernels, if `rows` does not hold exactly `out.len()` rows of
+/// `query.len()` values); callers validate dimensions before they get here.
 #[derive(Clone, Copy, Debug)]
 pub struct Kernels {
     /// The instruction set these kernels use.
@@ -150,6 +181,12 @@ pub struct Kernels {
     pub l2_squared: fn(&[f32], &[f32]) -> f32,
     /// Cosine similarity of vectors that need not be normalised (0 when either is zero).
     pub cosine: fn(&[f32], &[f32]) -> f32,
+    /// `dot_batch(query, rows, out)`: `out[i]` = inner product of `query` with row `i` of the
+    /// row-major `rows`.
+    pub dot_batch: fn(&[f32], &[f32], &mut [f32]),
+    /// `l2_squared_batch(query, rows, out)`: `out[i]` = squared Euclidean distance between
+    /// `query` and row `i` of the row-major `rows`.
+    pub l2_squared_batch: fn(&[f32], &[f32], &mut [f32]),
 }
 
 impl Kernels {
@@ -159,6 +196,8 @@ impl Kernels {
         dot: scalar::dot,
         l2_squared: scalar::l2_squared,
         cosine: scalar::cosine,
+        dot_batch: scalar::dot_batch,
+        l2_squared_batch: scalar::l2_squared_batch,
     };
 
     /// The kernels for `isa`, or `None` when this CPU (or this build's target architecture)
@@ -166,7 +205,31 @@ impl Kernels {
     pub fn for_isa(isa: Isa) -> Option<Kernels> {
         match isa {
             Isa::Scalar => Some(Kernels::SCALAR),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512F => x86::avx512f_kernels(),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2Fma => x86::avx2_fma_kernels(),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => aarch64::neon_kernels(),
+            #[allow(unreachable_patterns)] // which arms remain depends on the target
             _ => None,
+        }
+    }
+
+    /// `metric`'s [`score`](Metric::score) of `query` against each row of the row-major `rows`,
+    /// into `out`: the inner product for cosine (rows and query already normalised) and dot, the
+    /// negated squared distance for L2.
+    ///
+    /// # Panics
+    /// If `rows.len() != out.len() * query.len()`.
+    #[inline]
+    pub fn score_batch(&self, metric: Metric, query: &[f32], rows: &[f32], out: &mut [f32]) {
+        match metric {
+            Metric::Cosine | Metric::Dot => (self.dot_batch)(query, rows, out),
+            Metric::L2 => {
+                (self.l2_squared_batch)(query, rows, out);
+                out.iter_mut().for_each(|x| *x = -*x);
+            }
         }
     }
 
@@ -204,6 +267,38 @@ pub fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
 #[inline]
 pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     (kernels().cosine)(a, b)
+}
+
+/// Inner products of `query` with each row of the row-major `rows`, on the fastest kernel:
+/// `out[i] = dot(query, rows[i·d .. (i+1)·d])` with `d = query.len()`.
+///
+/// # Panics
+/// If `rows.len() != out.len() * query.len()`.
+#[inline]
+pub fn dot_batch(query: &[f32], rows: &[f32], out: &mut [f32]) {
+    (kernels().dot_batch)(query, rows, out)
+}
+
+/// Squared Euclidean distances from `query` to each row of the row-major `rows`, on the fastest
+/// kernel.
+///
+/// # Panics
+/// If `rows.len() != out.len() * query.len()`.
+#[inline]
+pub fn l2_squared_batch(query: &[f32], rows: &[f32], out: &mut [f32]) {
+    (kernels().l2_squared_batch)(query, rows, out)
+}
+
+/// The shape check every batch kernel makes before it touches memory.
+#[inline]
+pub(crate) fn check_batch(query: &[f32], rows: &[f32], out: &[f32]) {
+    assert!(
+        out.len().checked_mul(query.len()) == Some(rows.len()),
+        "batch kernel: {} values are not {} rows of dimension {}",
+        rows.len(),
+        out.len(),
+        query.len()
+    );
 }
 
 /// Shared tail of every cosine kernel: the ratio, guarded against zero norms and clamped to

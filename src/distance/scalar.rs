@@ -58,3 +58,33 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let bb = dot(b, b);
     super::finish_cosine(ab, aa, bb)
 }
+
+/// `out[i] = dot(query, row i)` for the `out.len()` rows of `query.len()` values in `rows`.
+///
+/// # Panics
+/// If `rows.len() != out.len() * query.len()`.
+pub fn dot_batch(query: &[f32], rows: &[f32], out: &mut [f32]) {
+    super::check_batch(query, rows, out);
+    batch_with(query, rows, out, dot);
+}
+
+/// `out[i] = l2_squared(query, row i)` for the `out.len()` rows of `query.len()` values in
+/// `rows`.
+///
+/// # Panics
+/// If `rows.len() != out.len() * query.len()`.
+pub fn l2_squared_batch(query: &[f32], rows: &[f32], out: &mut [f32]) {
+    super::check_batch(query, rows, out);
+    batch_with(query, rows, out, l2_squared);
+}
+
+fn batch_with(query: &[f32], rows: &[f32], out: &mut [f32], f: fn(&[f32], &[f32]) -> f32) {
+    let d = query.len();
+    if d == 0 {
+        out.fill(0.0);
+        return;
+    }
+    for (o, row) in out.iter_mut().zip(rows.chunks_exact(d)) {
+        *o = f(query, row);
+    }
+}

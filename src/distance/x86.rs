@@ -1,0 +1,465 @@
+//! x86-64 kernels: AVX-512F and AVX2+FMA.
+//!
+//! Each kernel is a `#[target_feature]` `unsafe fn`: calling one on a CPU without the feature is
+//! undefined behaviour, and that is its only safety requirement (slice lengths are handled
+//! inside, so mismatched lengths cannot read out of bounds). The safe entry points that
+//! [`Kernels`] hands out are private to this file and reachable only through
+//! [`avx512f_kernels`] and [`avx2_fma_kernels`], which check the CPU first; that is the
+//! invariant every `SAFETY` comment below relies on.
+//!
+//! The kernels keep four independent vector accumulators so that consecutive fused
+//! multiply-adds do not wait on each other's latency; AVX-512 finishes a ragged tail with one
+//! masked load (masked-off lanes are never read, so no fault past the end), AVX2 with a short
+//! scalar loop.
+
+use std::arch::x86_64::*;
+
+use super::{Isa, Kernels, finish_cosine};
+
+/// The AVX-512F kernels, when this CPU has AVX-512F.
+pub(super) fn avx512f_kernels() -> Option<Kernels> {
+    is_x86_feature_detected!("avx512f").then_some(Kernels {
+        isa: Isa::Avx512F,
+        dot: avx512_dot_entry,
+        l2_squared: avx512_l2_entry,
+        cosine: avx512_cosine_entry,
+        dot_batch: avx512_dot_batch_entry,
+        l2_squared_batch: avx512_l2_batch_entry,
+    })
+}
+
+/// The AVX2+FMA kernels, when this CPU has both AVX2 and FMA.
+pub(super) fn avx2_fma_kernels() -> Option<Kernels> {
+    (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")).then_some(Kernels {
+        isa: Isa::Avx2Fma,
+        dot: avx2_dot_entry,
+        l2_squared: avx2_l2_entry,
+        cosine: avx2_cosine_entry,
+        dot_batch: avx2_dot_batch_entry,
+        l2_squared_batch: avx2_l2_batch_entry,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Safe entry points. Private: only the constructors above, after feature detection, expose them.
+// ---------------------------------------------------------------------------------------------
+
+fn avx512_dot_entry(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "dot: slices differ in length");
+    // SAFETY: reachable only through `avx512f_kernels`, which checked for AVX-512F.
+    unsafe { dot_avx512(a, b) }
+}
+
+fn avx512_l2_entry(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "l2_squared: slices differ in length");
+    // SAFETY: reachable only through `avx512f_kernels`, which checked for AVX-512F.
+    unsafe { l2_squared_avx512(a, b) }
+}
+
+fn avx512_cosine_entry(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "cosine: slices differ in length");
+    // SAFETY: reachable only through `avx512f_kernels`, which checked for AVX-512F.
+    unsafe { cosine_avx512(a, b) }
+}
+
+fn avx512_dot_batch_entry(query: &[f32], rows: &[f32], out: &mut [f32]) {
+    super::check_batch(query, rows, out);
+    // SAFETY: reachable only through `avx512f_kernels`, which checked for AVX-512F.
+    unsafe { dot_batch_avx512(query, rows, out) }
+}
+
+fn avx512_l2_batch_entry(query: &[f32], rows: &[f32], out: &mut [f32]) {
+    super::check_batch(query, rows, out);
+    // SAFETY: reachable only through `avx512f_kernels`, which checked for AVX-512F.
+    unsafe { l2_squared_batch_avx512(query, rows, out) }
+}
+
+fn avx2_dot_entry(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "dot: slices differ in length");
+    // SAFETY: reachable only through `avx2_fma_kernels`, which checked for AVX2 and FMA.
+    unsafe { dot_avx2(a, b) }
+}
+
+fn avx2_l2_entry(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "l2_squared: slices differ in length");
+    // SAFETY: reachable only through `avx2_fma_kernels`, which checked for AVX2 and FMA.
+    unsafe { l2_squared_avx2(a, b) }
+}
+
+fn avx2_cosine_entry(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "cosine: slices differ in length");
+    // SAFETY: reachable only through `avx2_fma_kernels`, which checked for AVX2 and FMA.
+    unsafe { cosine_avx2(a, b) }
+}
+
+fn avx2_dot_batch_entry(query: &[f32], rows: &[f32], out: &mut [f32]) {
+    super::check_batch(query, rows, out);
+    // SAFETY: reachable only through `avx2_fma_kernels`, which checked for AVX2 and FMA.
+    unsafe { dot_batch_avx2(query, rows, out) }
+}
+
+fn avx2_l2_batch_entry(query: &[f32], rows: &[f32], out: &mut [f32]) {
+    super::check_batch(query, rows, out);
+    // SAFETY: reachable only through `avx2_fma_kernels`, which checked for AVX2 and FMA.
+    unsafe { l2_squared_batch_avx2(query, rows, out) }
+}
+
+// ---------------------------------------------------------------------------------------------
+// AVX-512F
+// ---------------------------------------------------------------------------------------------
+
+/// Mask selecting the first `n` of 16 lanes, `n < 16`.
+#[inline(always)]
+fn tail_mask(n: usize) -> __mmask16 {
+    debug_assert!(n < 16);
+    ((1u32 << n) - 1) as __mmask16
+}
+
+/// Inner product over the first `min(a.len(), b.len())` components.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(crate) unsafe fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 64 <= n {
+        for (l, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: i + 16·l + 16 ≤ i + 64 ≤ n, so all 16 lanes lie inside both slices.
+            let (x, y) = unsafe {
+                (
+                    _mm512_loadu_ps(pa.add(i + 16 * l)),
+                    _mm512_loadu_ps(pb.add(i + 16 * l)),
+                )
+            };
+            *acc = _mm512_fmadd_ps(x, y, *acc);
+        }
+        i += 64;
+    }
+    while i + 16 <= n {
+        // SAFETY: i + 16 ≤ n.
+        let (x, y) = unsafe { (_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i))) };
+        acc[0] = _mm512_fmadd_ps(x, y, acc[0]);
+        i += 16;
+    }
+    if i < n {
+        let m = tail_mask(n - i);
+        // SAFETY: the mask enables only lanes i..n, inside both slices; masked-off lanes are
+        // neither read nor able to fault.
+        let (x, y) = unsafe {
+            (
+                _mm512_maskz_loadu_ps(m, pa.add(i)),
+                _mm512_maskz_loadu_ps(m, pb.add(i)),
+            )
+        };
+        acc[1] = _mm512_fmadd_ps(x, y, acc[1]);
+    }
+    let sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+    _mm512_reduce_add_ps(sum)
+}
+
+/// Squared Euclidean distance over the first `min(a.len(), b.len())` components.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(crate) unsafe fn l2_squared_avx512(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 64 <= n {
+        for (l, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: i + 16·l + 16 ≤ i + 64 ≤ n, so all 16 lanes lie inside both slices.
+            let d = unsafe {
+                _mm512_sub_ps(
+                    _mm512_loadu_ps(pa.add(i + 16 * l)),
+                    _mm512_loadu_ps(pb.add(i + 16 * l)),
+                )
+            };
+            *acc = _mm512_fmadd_ps(d, d, *acc);
+        }
+        i += 64;
+    }
+    while i + 16 <= n {
+        // SAFETY: i + 16 ≤ n.
+        let d = unsafe { _mm512_sub_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i))) };
+        acc[0] = _mm512_fmadd_ps(d, d, acc[0]);
+        i += 16;
+    }
+    if i < n {
+        let m = tail_mask(n - i);
+        // SAFETY: the mask enables only lanes i..n, inside both slices; masked-off lanes are
+        // neither read nor able to fault (they load as zero on both sides, so d = 0 there).
+        let d = unsafe {
+            _mm512_sub_ps(
+                _mm512_maskz_loadu_ps(m, pa.add(i)),
+                _mm512_maskz_loadu_ps(m, pb.add(i)),
+            )
+        };
+        acc[1] = _mm512_fmadd_ps(d, d, acc[1]);
+    }
+    let sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+    _mm512_reduce_add_ps(sum)
+}
+
+/// Cosine similarity in one pass (a·b, a·a and b·b together).
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn cosine_avx512(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let zero = _mm512_setzero_ps();
+    let (mut ab, mut aa, mut bb) = ([zero; 2], [zero; 2], [zero; 2]);
+    let mut i = 0;
+    while i + 32 <= n {
+        for l in 0..2 {
+            // SAFETY: i + 16·l + 16 ≤ i + 32 ≤ n.
+            let (x, y) = unsafe {
+                (
+                    _mm512_loadu_ps(pa.add(i + 16 * l)),
+                    _mm512_loadu_ps(pb.add(i + 16 * l)),
+                )
+            };
+            ab[l] = _mm512_fmadd_ps(x, y, ab[l]);
+            aa[l] = _mm512_fmadd_ps(x, x, aa[l]);
+            bb[l] = _mm512_fmadd_ps(y, y, bb[l]);
+        }
+        i += 32;
+    }
+    while i + 16 <= n {
+        // SAFETY: i + 16 ≤ n.
+        let (x, y) = unsafe { (_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i))) };
+        ab[0] = _mm512_fmadd_ps(x, y, ab[0]);
+        aa[0] = _mm512_fmadd_ps(x, x, aa[0]);
+        bb[0] = _mm512_fmadd_ps(y, y, bb[0]);
+        i += 16;
+    }
+    if i < n {
+        let m = tail_mask(n - i);
+        // SAFETY: the mask enables only lanes i..n, inside both slices; masked-off lanes are
+        // neither read nor able to fault.
+        let (x, y) = unsafe {
+            (
+                _mm512_maskz_loadu_ps(m, pa.add(i)),
+                _mm512_maskz_loadu_ps(m, pb.add(i)),
+            )
+        };
+        ab[1] = _mm512_fmadd_ps(x, y, ab[1]);
+        aa[1] = _mm512_fmadd_ps(x, x, aa[1]);
+        bb[1] = _mm512_fmadd_ps(y, y, bb[1]);
+    }
+    finish_cosine(
+        _mm512_reduce_add_ps(_mm512_add_ps(ab[0], ab[1])),
+        _mm512_reduce_add_ps(_mm512_add_ps(aa[0], aa[1])),
+        _mm512_reduce_add_ps(_mm512_add_ps(bb[0], bb[1])),
+    )
+}
+
+/// `out[i] = dot(query, row i)` for the `out.len()` rows of `query.len()` values in `rows`.
+///
+/// # Safety
+/// The CPU must support AVX-512F. (Rows past what `rows` holds are not read; their outputs are
+/// left as they are.)
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn dot_batch_avx512(query: &[f32], rows: &[f32], out: &mut [f32]) {
+    let d = query.len();
+    if d == 0 {
+        out.fill(0.0);
+        return;
+    }
+    for (o, row) in out.iter_mut().zip(rows.chunks_exact(d)) {
+        // SAFETY: this function runs with AVX-512F, as its own contract requires.
+        *o = unsafe { dot_avx512(query, row) };
+    }
+}
+
+/// `out[i] = l2_squared(query, row i)` for the `out.len()` rows of `query.len()` values in
+/// `rows`.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn l2_squared_batch_avx512(query: &[f32], rows: &[f32], out: &mut [f32]) {
+    let d = query.len();
+    if d == 0 {
+        out.fill(0.0);
+        return;
+    }
+    for (o, row) in out.iter_mut().zip(rows.chunks_exact(d)) {
+        // SAFETY: this function runs with AVX-512F, as its own contract requires.
+        *o = unsafe { l2_squared_avx512(query, row) };
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// AVX2 + FMA
+// ---------------------------------------------------------------------------------------------
+
+/// Sum of the eight lanes.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn hsum256(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps::<0b01>(s, s));
+    _mm_cvtss_f32(s)
+}
+
+/// Inner product over the first `min(a.len(), b.len())` components.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+pub(crate) unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (l, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: i + 8·l + 8 ≤ i + 32 ≤ n, so all 8 lanes lie inside both slices.
+            let (x, y) = unsafe {
+                (
+                    _mm256_loadu_ps(pa.add(i + 8 * l)),
+                    _mm256_loadu_ps(pb.add(i + 8 * l)),
+                )
+            };
+            *acc = _mm256_fmadd_ps(x, y, *acc);
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        // SAFETY: i + 8 ≤ n.
+        let (x, y) = unsafe { (_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i))) };
+        acc[0] = _mm256_fmadd_ps(x, y, acc[0]);
+        i += 8;
+    }
+    let mut tail = 0.0f32;
+    for j in i..n {
+        tail += a[j] * b[j];
+    }
+    let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    hsum256(sum) + tail
+}
+
+/// Squared Euclidean distance over the first `min(a.len(), b.len())` components.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+pub(crate) unsafe fn l2_squared_avx2(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (l, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: i + 8·l + 8 ≤ i + 32 ≤ n, so all 8 lanes lie inside both slices.
+            let d = unsafe {
+                _mm256_sub_ps(
+                    _mm256_loadu_ps(pa.add(i + 8 * l)),
+                    _mm256_loadu_ps(pb.add(i + 8 * l)),
+                )
+            };
+            *acc = _mm256_fmadd_ps(d, d, *acc);
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        // SAFETY: i + 8 ≤ n.
+        let d = unsafe { _mm256_sub_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i))) };
+        acc[0] = _mm256_fmadd_ps(d, d, acc[0]);
+        i += 8;
+    }
+    let mut tail = 0.0f32;
+    for j in i..n {
+        let d = a[j] - b[j];
+        tail += d * d;
+    }
+    let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    hsum256(sum) + tail
+}
+
+/// Cosine similarity in one pass (a·b, a·a and b·b together).
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn cosine_avx2(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let zero = _mm256_setzero_ps();
+    let (mut ab, mut aa, mut bb) = ([zero; 2], [zero; 2], [zero; 2]);
+    let mut i = 0;
+    while i + 16 <= n {
+        for l in 0..2 {
+            // SAFETY: i + 8·l + 8 ≤ i + 16 ≤ n.
+            let (x, y) = unsafe {
+                (
+                    _mm256_loadu_ps(pa.add(i + 8 * l)),
+                    _mm256_loadu_ps(pb.add(i + 8 * l)),
+                )
+            };
+            ab[l] = _mm256_fmadd_ps(x, y, ab[l]);
+            aa[l] = _mm256_fmadd_ps(x, x, aa[l]);
+            bb[l] = _mm256_fmadd_ps(y, y, bb[l]);
+        }
+        i += 16;
+    }
+    let (mut tab, mut taa, mut tbb) = (0.0f32, 0.0f32, 0.0f32);
+    for j in i..n {
+        let (x, y) = (a[j], b[j]);
+        tab += x * y;
+        taa += x * x;
+        tbb += y * y;
+    }
+    finish_cosine(
+        hsum256(_mm256_add_ps(ab[0], ab[1])) + tab,
+        hsum256(_mm256_add_ps(aa[0], aa[1])) + taa,
+        hsum256(_mm256_add_ps(bb[0], bb[1])) + tbb,
+    )
+}
+
+/// `out[i] = dot(query, row i)` for the `out.len()` rows of `query.len()` values in `rows`.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn dot_batch_avx2(query: &[f32], rows: &[f32], out: &mut [f32]) {
+    let d = query.len();
+    if d == 0 {
+        out.fill(0.0);
+        return;
+    }
+    for (o, row) in out.iter_mut().zip(rows.chunks_exact(d)) {
+        // SAFETY: this function runs with AVX2 and FMA, as its own contract requires.
+        *o = unsafe { dot_avx2(query, row) };
+    }
+}
+
+/// `out[i] = l2_squared(query, row i)` for the `out.len()` rows of `query.len()` values in
+/// `rows`.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn l2_squared_batch_avx2(query: &[f32], rows: &[f32], out: &mut [f32]) {
+    let d = query.len();
+    if d == 0 {
+        out.fill(0.0);
+        return;
+    }
+    for (o, row) in out.iter_mut().zip(rows.chunks_exact(d)) {
+        // SAFETY: this function runs with AVX2 and FMA, as its own contract requires.
+        *o = unsafe { l2_squared_avx2(query, row) };
+    }
+}
