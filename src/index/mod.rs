@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 use crate::distance::Metric;
 
 pub mod io;
+pub mod ivf;
+pub mod kmeans;
 pub mod topk;
 pub mod validate;
 
