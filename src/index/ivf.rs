@@ -50,10 +50,11 @@
 //! # Metrics
 //! Lists are ranked for a query by the rule that assigns vectors to them (see
 //! [`super::kmeans`]): under L2 by Euclidean distance to the centroid; under cosine and dot by
-//! the inner product with the unit centroid, the cells being spherical k-means cells. Measured
-//! on embedding-like data, spherical cells reach recall@10 = 0.95 scanning about a fifth fewer
-//! vectors than Euclidean cells ranked by inner product, and a third fewer than the unbalanced
-//! cells of inner-product assignment to mean centroids.
+//! the inner product with the unit centroid, the cells being spherical k-means cells. On
+//! 100k normalised embedding-like vectors with 1,265 lists, spherical cells reach
+//! recall@10 = 0.95 scanning about 2,350 vectors per query, against about 3,000 for cells made
+//! by inner-product assignment to mean centroids (FAISS's IVF under inner product) and 3,250
+//! for Euclidean cells ranked by inner product: a probe reads 20–30 % fewer bytes.
 //!
 //! # Persistence
 //! [`save`](VectorIndex::save) writes the centroids, list sizes, ids and vectors (list by list)
@@ -70,7 +71,7 @@ use rand::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::io::{SnapshotReader, SnapshotWriter};
-use super::kmeans::{KMeans, KMeansInit, KMeansParams};
+use super::kmeans::{KMeans, KMeansInit, KMeansParams, dot_rows};
 use super::topk::TopK;
 use super::{
     Filter, Hit, IndexError, IndexKind, IndexMut, IndexResult, SearchParams, VectorIndex, validate,
@@ -83,8 +84,12 @@ pub const DEFAULT_TRAIN_AT: usize = 10_000;
 /// Default cap on the k-means training sample, per list: at most `256 · nlist` vectors.
 pub const DEFAULT_SAMPLE_PER_LIST: usize = 256;
 
-/// Default number of Lloyd iterations.
-pub const DEFAULT_ITERATIONS: usize = 20;
+/// Default number of Lloyd iterations. On 100k embedding-like vectors recall at a fixed
+/// `nprobe` still gains a little from 10 to 15 iterations and nothing measurable beyond 20.
+pub const DEFAULT_ITERATIONS: usize = 15;
+
+/// Rows of a list scored in one batch before their scores are offered to the top-k.
+const SCAN_BLOCK: usize = 64;
 
 /// The index trained at N vectors is worth retraining once it holds this many times N.
 const RETRAIN_GROWTH: usize = 4;
@@ -141,7 +146,7 @@ impl Default for IvfParams {
             iterations: DEFAULT_ITERATIONS,
             seed: 0,
             sample_per_list: DEFAULT_SAMPLE_PER_LIST,
-            init: KMeansInit::KMeansPlusPlus,
+            init: KMeansInit::default(),
             train_at: Some(DEFAULT_TRAIN_AT),
         }
     }
@@ -442,7 +447,7 @@ impl IvfIndex {
             }
             first_row += list.len();
         }
-        let quantizer = KMeans::train(
+        let (quantizer, sample_labels) = KMeans::fit(
             self.metric,
             dim,
             &sample,
@@ -454,12 +459,24 @@ impl IvfIndex {
             },
         )?;
         drop(sample);
-
-        let labels: Vec<Vec<u32>> = self
-            .lists
-            .iter()
-            .map(|l| quantizer.assign(&l.vectors))
-            .collect();
+        // When the sample is every vector (in list order), k-means has already assigned them.
+        let labels: Vec<Vec<u32>> = if sample_len == n {
+            let mut rest = &sample_labels[..];
+            self.lists
+                .iter()
+                .map(|l| {
+                    let (head, tail) = rest.split_at(l.len());
+                    rest = tail;
+                    head.to_vec()
+                })
+                .collect()
+        } else {
+            self.lists
+                .iter()
+                .map(|l| quantizer.assign(&l.vectors))
+                .collect()
+        };
+        drop(sample_labels);
         let mut sizes = vec![0usize; nlist];
         labels
             .iter()
@@ -700,16 +717,15 @@ impl IvfIndex {
     /// Scores every centroid and leaves in `scratch.order` all list numbers, the best `nprobe`
     /// first and sorted best first.
     fn rank_lists(&self, quantizer: &KMeans, query: &[f32], nprobe: usize, scratch: &mut Scratch) {
-        let dot = distance::kernels().dot;
         let scores = &mut scratch.centroid_scores;
-        scores.clear();
-        scores.extend(
-            quantizer
-                .centroids()
-                .chunks_exact(self.dim)
+        scores.resize(quantizer.k(), 0.0);
+        dot_rows(query, quantizer.centroids(), scores);
+        if self.metric == Metric::L2 {
+            scores
+                .iter_mut()
                 .zip(quantizer.bias())
-                .map(|(c, &b)| dot(query, c) + b),
-        );
+                .for_each(|(s, b)| *s += b);
+        }
         let order = &mut scratch.order;
         order.clear();
         order.extend(0..self.lists.len() as u32);
@@ -729,36 +745,54 @@ impl IvfIndex {
         filter: Option<Filter<'_>>,
         top: &mut TopK,
     ) -> usize {
-        let kernels = distance::kernels();
-        let (kernel, sign) = match self.metric {
-            Metric::Cosine | Metric::Dot => (kernels.dot, 1.0),
-            Metric::L2 => (kernels.l2_squared, -1.0),
-        };
-        let rows = list.vectors.chunks_exact(self.dim);
+        let dim = self.dim;
         let mut threshold = top.threshold();
         match filter {
             None => {
-                for (&id, row) in list.ids.iter().zip(rows) {
-                    let score = sign * kernel(query, row);
-                    if score >= threshold && top.push(id, score) {
-                        threshold = top.threshold();
+                let mut scores = [0.0f32; SCAN_BLOCK];
+                for (ids, rows) in list
+                    .ids
+                    .chunks(SCAN_BLOCK)
+                    .zip(list.vectors.chunks(SCAN_BLOCK * dim))
+                {
+                    let scores = &mut scores[..ids.len()];
+                    score_rows(self.metric, query, rows, scores);
+                    for (&id, &score) in ids.iter().zip(scores.iter()) {
+                        if score >= threshold && top.push(id, score) {
+                            threshold = top.threshold();
+                        }
                     }
                 }
                 list.len()
             }
             Some(accept) => {
                 let mut scored = 0;
-                for (&id, row) in list.ids.iter().zip(rows) {
+                for (&id, row) in list.ids.iter().zip(list.vectors.chunks_exact(dim)) {
                     if !accept(id) {
                         continue;
                     }
                     scored += 1;
-                    let score = sign * kernel(query, row);
+                    let score = self.metric.score(query, row);
                     if score >= threshold && top.push(id, score) {
                         threshold = top.threshold();
                     }
                 }
                 scored
+            }
+        }
+    }
+}
+
+/// `metric`'s score of `query` against each of the `out.len()` rows in `rows`: the crate's SIMD
+/// inner product (cosine, dot) or negated squared distance (L2), row by row.
+#[inline]
+fn score_rows(metric: Metric, query: &[f32], rows: &[f32], out: &mut [f32]) {
+    match metric {
+        Metric::Cosine | Metric::Dot => dot_rows(query, rows, out),
+        Metric::L2 => {
+            let l2 = distance::kernels().l2_squared;
+            for (o, row) in out.iter_mut().zip(rows.chunks_exact(query.len())) {
+                *o = -l2(query, row);
             }
         }
     }
