@@ -33,9 +33,9 @@ use super::{IndexError, IndexResult};
 use crate::distance::{self, Metric};
 
 /// Rows scored together during assignment, and centroids per group they are scored against:
-/// at 384 dimensions a block and a group fill 24 KiB each, so both stay in L1 while the block's
-/// rows run through the group.
-const ASSIGN_BLOCK: usize = 16;
+/// at 384 dimensions a block fills 12 KiB and a group 24 KiB, so both stay in L1 while the
+/// block's rows run through the group.
+const ASSIGN_BLOCK: usize = 8;
 const CENTROID_GROUP: usize = 16;
 
 /// `out[i] = dot(query, row i)` for the `out.len()` rows of `query.len()` values in `rows`:
