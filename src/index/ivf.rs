@@ -27,7 +27,8 @@
 //! chosen by partial sort and scanned in order of centroid score, exactly: every vector of a
 //! probed list is scored and offered to a bounded top-k, so within the probed lists the result
 //! is the exact top-k (ties by ascending id). Per-thread scratch buffers hold the centroid
-//! scores and the list order, so a search allocates nothing but its result.
+//! scores and the list order, so a search allocates only its result (and, under cosine, the
+//! normalised copy of the query that validation makes).
 //!
 //! `nprobe` defaults to [`default_nprobe`]`(nlist)` = ⌈√nlist⌉ (at least 16, at most `nlist`);
 //! see that function for why it scales so. [`SearchParams::nprobe`] overrides it per query; 0
@@ -900,6 +901,8 @@ impl IndexMut for IvfIndex {
         self.insert(ids, vectors, true)
     }
 
+    /// Removes ids (see the trait): each removed row is filled by its list's last row. The
+    /// lists keep their capacity; [`IvfIndex::train`] rebuilds them at their exact size.
     fn remove(&mut self, ids: &[u64]) -> IndexResult<usize> {
         let mut removed = 0;
         for id in ids {
