@@ -96,6 +96,34 @@ impl SnapshotWriter {
         self.write_with(name, |w| write_le(w, values, |x| x.to_le_bytes()))
     }
 
+    /// Writes the concatenation of `parts` as the single `f32` array `name`, without first
+    /// gathering the parts in one buffer.
+    pub fn write_f32_parts<'p>(
+        &mut self,
+        name: &str,
+        parts: impl IntoIterator<Item = &'p [f32]>,
+    ) -> IndexResult<()> {
+        self.write_with(name, |w| {
+            parts
+                .into_iter()
+                .try_for_each(|p| write_le(w, p, |x| x.to_le_bytes()))
+        })
+    }
+
+    /// Writes the concatenation of `parts` as the single `u64` array `name`, without first
+    /// gathering the parts in one buffer.
+    pub fn write_u64_parts<'p>(
+        &mut self,
+        name: &str,
+        parts: impl IntoIterator<Item = &'p [u64]>,
+    ) -> IndexResult<()> {
+        self.write_with(name, |w| {
+            parts
+                .into_iter()
+                .try_for_each(|p| write_le(w, p, |x| x.to_le_bytes()))
+        })
+    }
+
     fn write_with(
         &mut self,
         name: &str,

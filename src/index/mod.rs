@@ -19,6 +19,8 @@ use crate::distance::Metric;
 
 pub mod flat;
 pub mod io;
+pub mod ivf;
+pub mod kmeans;
 pub mod topk;
 pub mod validate;
 
