@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use crate::distance::Metric;
 
+pub mod hnsw;
 pub mod io;
 pub mod topk;
 pub mod validate;
