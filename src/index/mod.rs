@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use crate::distance::Metric;
 
 pub mod flat;
+pub mod hnsw;
 pub mod io;
 pub mod ivf;
 pub mod kmeans;
