@@ -323,6 +323,10 @@ impl VectorIndex for FlatIndex {
 
     /// Vectors and ids at their allocated capacity, plus the id map (its buckets hold a key, a
     /// row and one control byte each, at hashbrown's 7/8 maximum load).
+    fn live_ids(&self) -> Vec<u64> {
+        self.ids.to_vec()
+    }
+
     fn memory_bytes(&self) -> usize {
         let map_entry = size_of::<(u64, usize)>() + 1;
         self.vectors.capacity_bytes()

@@ -845,6 +845,10 @@ impl VectorIndex for IvfIndex {
         self.slots.contains_key(&id)
     }
 
+    fn live_ids(&self) -> Vec<u64> {
+        self.slots.keys().copied().collect()
+    }
+
     fn memory_bytes(&self) -> usize {
         let lists: usize = self.lists.iter().map(InvertedList::memory_bytes).sum();
         // A hashbrown table holds one control byte per bucket next to each entry.

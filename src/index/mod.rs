@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use crate::distance::Metric;
 
+pub mod ann;
 pub mod flat;
 pub mod hnsw;
 pub mod io;
@@ -211,6 +212,9 @@ pub trait VectorIndex: Send + Sync {
 
     /// Whether a live vector is stored under `id`.
     fn contains(&self, id: u64) -> bool;
+
+    /// The ids of every live vector, in no particular order.
+    fn live_ids(&self) -> Vec<u64>;
 
     /// Heap memory held by the index, in bytes: vectors, graph or lists, id maps.
     fn memory_bytes(&self) -> usize;

@@ -245,11 +245,11 @@ impl Collection {
         };
         (
             IndexState {
-                ann: st.ann.as_ref().map(|a| a.kind()).or_else(|| {
-                    st.building
-                        .then(|| self.config.kind.ann_kind())
-                        .flatten()
-                }),
+                ann: st
+                    .ann
+                    .as_ref()
+                    .map(|a| a.kind())
+                    .or_else(|| st.building.then(|| self.config.kind.ann_kind()).flatten()),
                 status,
                 pending: if st.ann.is_some() || st.building {
                     st.pending.len()
@@ -328,7 +328,7 @@ impl Collection {
     /// the store no longer has are removed, stored passages it lacks become pending.
     pub(crate) fn install_snapshot(&self, mut ann: AnnIndex) -> ServiceResult<()> {
         let mut st = self.state.write();
-        let in_ann: HashSet<u64> = ann.ids().into_iter().collect();
+        let in_ann: HashSet<u64> = ann.live_ids().into_iter().collect();
         let stale: Vec<u64> = in_ann
             .iter()
             .copied()
@@ -414,7 +414,11 @@ impl Collection {
             let ids = matching_passages(&st, f);
             return Ok((exact_subset(&st, self.metric, &query, k, &ids), Plan::Flat));
         }
-        let passes = |id: u64| st.passage_doc.get(&id).is_some_and(|d| f.matches(&d.metadata));
+        let passes = |id: u64| {
+            st.passage_doc
+                .get(&id)
+                .is_some_and(|d| f.matches(&d.metadata))
+        };
         let mut hits = ann.search(&query, k, params, Some(&passes))?;
         merge_pending(&st, self.metric, &query, k, &mut hits, Some(&passes));
         if hits.len() < k {

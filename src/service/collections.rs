@@ -3,15 +3,16 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::index::VectorIndex;
 use crate::index::ann::{AnnIndex, AnnParams};
 use crate::index::io::SnapshotReader;
 use crate::store::{CollectionRecord, CollectionSource, CreateOutcome, NewCollection};
 
+use super::Service;
 use super::chunk::Chunker;
 use super::collection::Collection;
 use super::error::{ServiceError, ServiceResult};
 use super::types::{Chunking, CollectionInfo, CollectionSpec, IndexConfig, IndexType};
-use super::Service;
 
 /// Rows read per round trip when loading a collection at start-up.
 const LOAD_CHUNK: usize = 4096;
@@ -53,9 +54,11 @@ fn canonical_index(mut c: IndexConfig) -> ServiceResult<IndexConfig> {
         if !(2..=128).contains(&m) {
             return Err(bad(format!("m must be between 2 and 128, got {m}")));
         }
-        let efc = *c
-            .ef_construction
-            .get_or_insert(defaults.ef_construction.expect("HNSW has a default ef_construction"));
+        let efc = *c.ef_construction.get_or_insert(
+            defaults
+                .ef_construction
+                .expect("HNSW has a default ef_construction"),
+        );
         if !(1..=4096).contains(&efc) {
             return Err(bad(format!(
                 "ef_construction must be between 1 and 4096, got {efc}"
@@ -173,8 +176,7 @@ impl Service {
 
     /// Describes every collection, by name.
     pub async fn list_collections(&self) -> ServiceResult<Vec<CollectionInfo>> {
-        let mut colls: Vec<Arc<Collection>> =
-            self.collections.read().values().cloned().collect();
+        let mut colls: Vec<Arc<Collection>> = self.collections.read().values().cloned().collect();
         colls.sort_by(|a, b| a.record.name.cmp(&b.record.name));
         let mut out = Vec::with_capacity(colls.len());
         for c in colls {
@@ -261,11 +263,7 @@ impl Service {
         let mut docs = Vec::new();
         let mut scan = self.store.scan_documents(id, LOAD_CHUNK).await?;
         while let Some(chunk) = scan.next_chunk().await? {
-            docs.extend(
-                chunk
-                    .into_iter()
-                    .map(|d| (d.id, d.metadata, d.passage_ids)),
-            );
+            docs.extend(chunk.into_iter().map(|d| (d.id, d.metadata, d.passage_ids)));
         }
         let c = coll.clone();
         Service::blocking(move || {
@@ -288,8 +286,7 @@ impl Service {
             let result = Service::blocking(move || {
                 let ann = AnnIndex::load(&d)?;
                 let expected = c.ann_params().expect("checked above");
-                if ann.kind() != expected.kind || ann.metric() != c.metric || ann.dim() != c.dim
-                {
+                if ann.kind() != expected.kind || ann.metric() != c.metric || ann.dim() != c.dim {
                     return Ok(false);
                 }
                 c.install_snapshot(ann)?;
@@ -328,7 +325,8 @@ impl Service {
 
     pub(super) async fn describe(&self, coll: &Arc<Collection>) -> ServiceResult<CollectionInfo> {
         let c = coll.clone();
-        let (index_state, memory, passages) = Service::blocking(move || Ok(c.index_state())).await?;
+        let (index_state, memory, passages) =
+            Service::blocking(move || Ok(c.index_state())).await?;
         let documents = coll.state.read().docs.len() as u64;
         let r = &coll.record;
         Ok(CollectionInfo {

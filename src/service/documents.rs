@@ -9,11 +9,11 @@ use crate::distance::Metric;
 use crate::index::validate;
 use crate::store::{DocumentRecord, NewDocument, NewPassage, PageRequest};
 
+use super::Service;
 use super::collection::{Collection, NewPassageVector};
 use super::error::{ServiceError, ServiceResult};
 use super::filter::Filter;
 use super::types::{Document, DocumentInput, DocumentPage, Selector, UpsertedDocument};
-use super::Service;
 
 /// Longest document id, in bytes.
 const MAX_ID_BYTES: usize = 512;
@@ -337,7 +337,9 @@ impl Service {
             Some(Selector::Ids(ids)) => {
                 let found: Vec<String> = {
                     let st = coll.state.read();
-                    ids.into_iter().filter(|i| st.docs.contains_key(i)).collect()
+                    ids.into_iter()
+                        .filter(|i| st.docs.contains_key(i))
+                        .collect()
                 };
                 found
             }
@@ -348,7 +350,12 @@ impl Service {
             Some(a) => ids.iter().position(|i| i == a).map_or(0, |p| p + 1),
             None => 0,
         };
-        let page: Vec<String> = ids.iter().skip(start).take(limit as usize).cloned().collect();
+        let page: Vec<String> = ids
+            .iter()
+            .skip(start)
+            .take(limit as usize)
+            .cloned()
+            .collect();
         let next_after = (start + page.len() < ids.len())
             .then(|| page.last().cloned())
             .flatten();
@@ -405,7 +412,11 @@ impl Service {
     }
 
     /// Ids of the documents whose metadata matches a filter, sorted.
-    async fn matching_ids(&self, coll: &Arc<Collection>, filter: &Value) -> ServiceResult<Vec<String>> {
+    async fn matching_ids(
+        &self,
+        coll: &Arc<Collection>,
+        filter: &Value,
+    ) -> ServiceResult<Vec<String>> {
         let filter = Filter::parse(filter)?;
         let c = coll.clone();
         Service::blocking(move || {

@@ -23,7 +23,9 @@ pub enum ServiceError {
         message: String,
     },
     /// A collection name outside `[A-Za-z0-9_-]{1,64}`.
-    #[error("invalid collection name '{name}': use 1 to 64 characters from A-Z, a-z, 0-9, '_' and '-'")]
+    #[error(
+        "invalid collection name '{name}': use 1 to 64 characters from A-Z, a-z, 0-9, '_' and '-'"
+    )]
     InvalidName {
         /// The rejected name.
         name: String,

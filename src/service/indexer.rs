@@ -8,9 +8,9 @@ use std::time::Instant;
 
 use crate::index::VectorIndex;
 
+use super::Service;
 use super::collection::Collection;
 use super::error::ServiceResult;
-use super::Service;
 
 /// The maintenance loop of one collection. Ends when the service shuts down, when the service
 /// is dropped, or when the collection is deleted.
@@ -41,7 +41,11 @@ pub(super) async fn run(
         let c = coll.clone();
         let result = tokio::task::spawn_blocking(move || -> ServiceResult<bool> {
             maintain(&c, &settings.planner)?;
-            let threshold = if due { 1 } else { settings.snapshot_every_changes };
+            let threshold = if due {
+                1
+            } else {
+                settings.snapshot_every_changes
+            };
             snapshot(&c, &dir, threshold)
         })
         .await;

@@ -34,7 +34,10 @@ mod query;
 pub mod types;
 
 pub use collection::PlannerSettings;
+pub use collections::valid_name;
+pub use documents::MAX_PAGE;
 pub use error::{ServiceError, ServiceResult};
+pub use query::Embeddings;
 pub use types::*;
 
 use collection::Collection;
@@ -158,8 +161,7 @@ impl Service {
         let _ = self.shutdown.send(true);
         let mut tasks = std::mem::take(&mut *self.indexers.lock());
         while tasks.join_next().await.is_some() {}
-        let collections: Vec<Arc<Collection>> =
-            self.collections.read().values().cloned().collect();
+        let collections: Vec<Arc<Collection>> = self.collections.read().values().cloned().collect();
         for coll in collections {
             let dir = self.snapshot_dir(&coll);
             let name = coll.record.name.clone();

@@ -10,11 +10,11 @@ use serde_json::Value;
 
 use crate::index::{Hit, SearchParams};
 
+use super::Service;
 use super::collection::Collection;
 use super::error::{ServiceError, ServiceResult};
 use super::filter::Filter;
 use super::types::{PassageSpan, Plan, Query, QueryHit, QueryInput, QueryResult};
-use super::Service;
 
 /// Embeddings of several texts with their token counts.
 #[derive(Clone, Debug)]
@@ -136,7 +136,10 @@ impl Service {
             ));
         }
         if text.trim().is_empty() {
-            return Err(ServiceError::invalid("empty_input", "the query text is empty"));
+            return Err(ServiceError::invalid(
+                "empty_input",
+                "the query text is empty",
+            ));
         }
         Ok(())
     }

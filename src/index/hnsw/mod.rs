@@ -534,6 +534,10 @@ impl VectorIndex for HnswIndex {
         self.by_id.contains_key(&id)
     }
 
+    fn live_ids(&self) -> Vec<u64> {
+        self.by_id.keys().copied().collect()
+    }
+
     fn memory_bytes(&self) -> usize {
         self.vectors.memory_bytes()
             + self.graph.memory_bytes()

@@ -1,0 +1,287 @@
+//! The approximate indexes behind one type: [`AnnIndex`] is an HNSW graph or an IVF index,
+//! built from [`AnnParams`], loaded from a snapshot of either kind, and used through
+//! [`VectorIndex`]/[`IndexMut`] like any index.
+
+use std::path::Path;
+
+use super::hnsw::{HnswBuilder, HnswIndex, HnswParams};
+use super::io::SnapshotReader;
+use super::ivf::{IvfIndex, IvfParams};
+use super::{Filter, Hit, IndexError, IndexKind, IndexMut, IndexResult, SearchParams, VectorIndex};
+use crate::distance::Metric;
+
+/// Tombstones, as a fraction of an HNSW graph's nodes, above which it is worth rebuilding.
+const COMPACT_TOMBSTONE_RATIO: f64 = 0.25;
+
+/// Which approximate index to build, with its parameters; `None` takes the index's default.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AnnParams {
+    /// [`IndexKind::Hnsw`] or [`IndexKind::Ivf`].
+    pub kind: IndexKind,
+    /// HNSW: links per node.
+    pub m: Option<usize>,
+    /// HNSW: build breadth.
+    pub ef_construction: Option<usize>,
+    /// HNSW: default search breadth.
+    pub ef: Option<usize>,
+    /// IVF: number of cells.
+    pub nlist: Option<usize>,
+    /// IVF: default cells scanned per query.
+    pub nprobe: Option<usize>,
+}
+
+impl AnnParams {
+    /// HNSW with its default parameters filled in.
+    pub fn defaults() -> AnnParams {
+        let h = HnswParams::default();
+        AnnParams {
+            kind: IndexKind::Hnsw,
+            m: Some(h.m),
+            ef_construction: Some(h.ef_construction),
+            ef: Some(h.ef_search),
+            nlist: None,
+            nprobe: None,
+        }
+    }
+
+    fn hnsw(&self) -> HnswParams {
+        let d = HnswParams::default();
+        HnswParams {
+            m: self.m.unwrap_or(d.m),
+            ef_construction: self.ef_construction.unwrap_or(d.ef_construction),
+            ef_search: self.ef.unwrap_or(d.ef_search),
+            // Compaction is the owner's decision (see `wants_compaction`): an automatic rebuild
+            // inside `remove` would stall whoever holds the index for the whole build.
+            max_tombstone_ratio: f64::INFINITY,
+            ..d
+        }
+    }
+
+    fn ivf(&self) -> IvfParams {
+        IvfParams {
+            nlist: self.nlist,
+            nprobe: self.nprobe,
+            ..IvfParams::default()
+        }
+    }
+}
+
+/// An approximate index of either kind.
+#[derive(Debug)]
+pub enum AnnIndex {
+    /// A hierarchical navigable small-world graph.
+    Hnsw(HnswIndex),
+    /// An inverted file over k-means cells.
+    Ivf(IvfIndex),
+}
+
+impl AnnIndex {
+    /// Builds an index over `vectors` (row-major, one row per id), in parallel on the current
+    /// rayon pool.
+    pub fn build(
+        params: &AnnParams,
+        metric: Metric,
+        dim: usize,
+        ids: &[u64],
+        vectors: &[f32],
+    ) -> IndexResult<AnnIndex> {
+        match params.kind {
+            IndexKind::Hnsw => Ok(AnnIndex::Hnsw(
+                HnswBuilder::new()
+                    .params(params.hnsw())
+                    .build_with(metric, dim, ids, vectors)?,
+            )),
+            IndexKind::Ivf => Ok(AnnIndex::Ivf(
+                IvfIndex::builder(metric, dim)
+                    .params(params.ivf())
+                    .build_with(ids, vectors)?,
+            )),
+            IndexKind::Flat => Err(IndexError::InvalidParameter(
+                "a flat index is not an approximate index".into(),
+            )),
+        }
+    }
+
+    /// Loads a snapshot of either kind.
+    pub fn load(dir: &Path) -> IndexResult<AnnIndex> {
+        let reader = SnapshotReader::open(dir)?;
+        match reader.manifest().kind {
+            IndexKind::Hnsw => Ok(AnnIndex::Hnsw(HnswIndex::load(dir)?)),
+            IndexKind::Ivf => Ok(AnnIndex::Ivf(IvfIndex::load(dir)?)),
+            IndexKind::Flat => Err(IndexError::corrupt(
+                dir,
+                "holds a flat index, not an approximate one",
+            )),
+        }
+    }
+
+    /// Whether rebuilding from the live vectors would pay off: an HNSW graph carrying many
+    /// tombstones, or an IVF index that has outgrown the data it was trained on.
+    pub fn wants_compaction(&self) -> bool {
+        match self {
+            AnnIndex::Hnsw(h) => {
+                let total = h.len() + h.tombstones();
+                total > 0 && h.tombstones() as f64 > COMPACT_TOMBSTONE_RATIO * total as f64
+            }
+            AnnIndex::Ivf(i) => i.needs_retrain(),
+        }
+    }
+
+    fn inner(&self) -> &dyn IndexMut {
+        match self {
+            AnnIndex::Hnsw(h) => h,
+            AnnIndex::Ivf(i) => i,
+        }
+    }
+
+    fn inner_mut(&mut self) -> &mut dyn IndexMut {
+        match self {
+            AnnIndex::Hnsw(h) => h,
+            AnnIndex::Ivf(i) => i,
+        }
+    }
+}
+
+impl VectorIndex for AnnIndex {
+    fn kind(&self) -> IndexKind {
+        self.inner().kind()
+    }
+
+    fn metric(&self) -> Metric {
+        self.inner().metric()
+    }
+
+    fn dim(&self) -> usize {
+        self.inner().dim()
+    }
+
+    fn len(&self) -> usize {
+        self.inner().len()
+    }
+
+    fn contains(&self, id: u64) -> bool {
+        self.inner().contains(id)
+    }
+
+    fn live_ids(&self) -> Vec<u64> {
+        self.inner().live_ids()
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.inner().memory_bytes()
+    }
+
+    fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        params: &SearchParams,
+        filter: Option<Filter<'_>>,
+    ) -> IndexResult<Vec<Hit>> {
+        self.inner().search(query, k, params, filter)
+    }
+
+    fn search_batch(
+        &self,
+        queries: &[f32],
+        k: usize,
+        params: &SearchParams,
+        filter: Option<Filter<'_>>,
+    ) -> IndexResult<Vec<Vec<Hit>>> {
+        self.inner().search_batch(queries, k, params, filter)
+    }
+
+    fn save(&self, dir: &Path) -> IndexResult<()> {
+        self.inner().save(dir)
+    }
+}
+
+impl IndexMut for AnnIndex {
+    fn add(&mut self, ids: &[u64], vectors: &[f32]) -> IndexResult<()> {
+        self.inner_mut().add(ids, vectors)
+    }
+
+    fn remove(&mut self, ids: &[u64]) -> IndexResult<usize> {
+        self.inner_mut().remove(ids)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::clustered_vectors;
+
+    #[test]
+    fn builds_saves_and_loads_both_kinds() {
+        let dim = 16;
+        let n = 600;
+        let data = clustered_vectors(n, dim, 8, 0.4, 7);
+        let ids: Vec<u64> = (0..n as u64).map(|i| i * 3 + 1).collect();
+        for kind in [IndexKind::Hnsw, IndexKind::Ivf] {
+            let params = AnnParams {
+                kind,
+                ..AnnParams::defaults()
+            };
+            let params = if kind == IndexKind::Ivf {
+                AnnParams {
+                    m: None,
+                    ef_construction: None,
+                    ef: None,
+                    ..params
+                }
+            } else {
+                params
+            };
+            let mut idx = AnnIndex::build(&params, Metric::Cosine, dim, &ids, &data).unwrap();
+            assert_eq!(idx.kind(), kind);
+            assert_eq!(idx.len(), n);
+            let mut live = idx.live_ids();
+            live.sort_unstable();
+            assert_eq!(live, ids);
+            let q = &data[dim * 5..dim * 6];
+            let hits = idx.search(q, 5, &SearchParams::default(), None).unwrap();
+            assert_eq!(hits[0].id, ids[5], "{kind}: a stored vector finds itself");
+            idx.remove(&[ids[5]]).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            idx.save(dir.path()).unwrap();
+            let loaded = AnnIndex::load(dir.path()).unwrap();
+            assert_eq!(loaded.kind(), kind);
+            assert_eq!(
+                loaded.search(q, 5, &SearchParams::default(), None).unwrap(),
+                idx.search(q, 5, &SearchParams::default(), None).unwrap()
+            );
+            assert!(!loaded.contains(ids[5]));
+        }
+        assert!(
+            AnnIndex::build(
+                &AnnParams {
+                    kind: IndexKind::Flat,
+                    ..AnnParams::defaults()
+                },
+                Metric::Dot,
+                dim,
+                &[],
+                &[]
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn hnsw_compaction_is_wanted_after_many_deletes() {
+        let dim = 8;
+        let n = 200;
+        let data = clustered_vectors(n, dim, 4, 0.4, 3);
+        let ids: Vec<u64> = (0..n as u64).collect();
+        let mut idx =
+            AnnIndex::build(&AnnParams::defaults(), Metric::L2, dim, &ids, &data).unwrap();
+        assert!(!idx.wants_compaction());
+        idx.remove(&ids[..n / 2]).unwrap();
+        assert!(idx.wants_compaction());
+        assert_eq!(
+            idx.len(),
+            n / 2,
+            "no automatic rebuild dropped the tombstones mid-remove"
+        );
+    }
+}
