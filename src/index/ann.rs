@@ -52,7 +52,7 @@ impl AnnParams {
             ef_search: self.ef.unwrap_or(d.ef_search),
             // Compaction is the owner's decision (see `wants_compaction`): an automatic rebuild
             // inside `remove` would stall whoever holds the index for the whole build.
-            max_tombstone_ratio: f64::INFINITY,
+            max_tombstone_ratio: 1.0,
             ..d
         }
     }
