@@ -10,7 +10,13 @@
 //! * [`dataset`]: readers for the TEXMEX (`.fvecs`/`.ivecs`) and `.npy` formats used by
 //!   benchmarks.
 //! * [`store`]: durable SQLite storage of collections, documents, passages and their vectors.
+//! * [`service`]: the use cases (collections, documents, queries, embeddings) over the layers
+//!   above, independent of HTTP.
+//! * [`api`]: the HTTP edge: axum router, JSON errors, OpenAPI document, server loop.
+//! * [`config`], [`telemetry`], [`shutdown`]: the server's configuration, logging and signals.
 
+pub mod api;
+pub mod config;
 pub mod dataset;
 pub mod distance;
 pub mod embed;
@@ -18,5 +24,7 @@ pub mod index;
 pub mod store;
 
 pub mod service;
+pub mod shutdown;
+pub mod telemetry;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -1,0 +1,184 @@
+//! The embedding endpoints: `POST /v1/embeddings` in OpenAI's shape and `POST /embed` in the
+//! shape of Hugging Face's text-embeddings-inference (TEI).
+//!
+//! Both refuse an input longer than the model reads (400 `input_too_long`), as OpenAI and TEI
+//! do, unless truncation is asked for: per request with TEI's `truncate`, or for both
+//! endpoints with the server's `--auto-truncate`. Passages for collections are never
+//! truncated; they are split instead.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use base64::Engine as _;
+
+use crate::api::dto::{
+    EmbeddingValue, EncodingFormat, OpenAiEmbedding, OpenAiEmbeddingsRequest,
+    OpenAiEmbeddingsResponse, OpenAiUsage, TeiEmbedRequest, TeiEmbedResponse, TruncationDirection,
+    texts_from_input,
+};
+use crate::api::error::{ApiError, ApiResult, responses};
+use crate::api::extract::ApiJson;
+use crate::api::state::{AppState, Ready};
+use crate::service::{Service, ServiceError};
+
+/// Create embeddings, in OpenAI's request and response shape.
+///
+/// `model` is accepted and ignored (the response names the loaded model); `dimensions`, if
+/// given, must be the model's. Token-id arrays are refused: send text.
+#[utoipa::path(
+    post,
+    path = "/v1/embeddings",
+    tag = "embeddings",
+    request_body = OpenAiEmbeddingsRequest,
+    responses(
+        (status = 200, description = "One embedding per input, in order.", body = OpenAiEmbeddingsResponse),
+        responses::Common,
+    )
+)]
+pub async fn openai_embeddings(
+    Ready(service): Ready,
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<OpenAiEmbeddingsRequest>,
+) -> ApiResult<Json<OpenAiEmbeddingsResponse>> {
+    let texts = texts_from_input("input", body.input)?;
+    let model = service.info();
+    if let Some(d) = body.dimensions
+        && d != model.dimension
+    {
+        return Err(ApiError::bad_request(
+            "invalid_parameter",
+            format!(
+                "dimensions: the model {} produces {}-dimensional embeddings and cannot shorten \
+                 them; omit \"dimensions\" or pass {}",
+                model.model, model.dimension, model.dimension
+            ),
+        ));
+    }
+    if !state.settings().auto_truncate {
+        check_lengths(&service, "input", &texts).await?;
+    }
+    let embeddings = service.embed(texts).await?;
+    let data = embeddings
+        .vectors
+        .into_iter()
+        .enumerate()
+        .map(|(index, v)| OpenAiEmbedding {
+            object: "embedding",
+            index,
+            embedding: match body.encoding_format {
+                EncodingFormat::Float => EmbeddingValue::Float(v),
+                EncodingFormat::Base64 => EmbeddingValue::Base64(base64_le(&v)),
+            },
+        })
+        .collect();
+    Ok(Json(OpenAiEmbeddingsResponse {
+        object: "list",
+        data,
+        model: model.model,
+        usage: OpenAiUsage {
+            prompt_tokens: embeddings.tokens,
+            total_tokens: embeddings.tokens,
+        },
+    }))
+}
+
+/// Embed texts, in the shape of text-embeddings-inference's `/embed`: an array of vectors,
+/// one per input (also for a single string).
+#[utoipa::path(
+    post,
+    path = "/embed",
+    tag = "embeddings",
+    request_body = TeiEmbedRequest,
+    responses(
+        (status = 200, description = "One vector per input, in order.", body = TeiEmbedResponse),
+        responses::Common,
+    )
+)]
+pub async fn tei_embed(
+    Ready(service): Ready,
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<TeiEmbedRequest>,
+) -> ApiResult<Json<TeiEmbedResponse>> {
+    if body.truncation_direction == TruncationDirection::Left {
+        return Err(ApiError::bad_request(
+            "invalid_parameter",
+            "truncation_direction: only \"Right\" (keep the beginning) is supported",
+        ));
+    }
+    let texts = texts_from_input("inputs", body.inputs)?;
+    if !body.truncate.unwrap_or(state.settings().auto_truncate) {
+        check_lengths(&service, "inputs", &texts).await?;
+    }
+    let mut vectors = service.embed(texts).await?.vectors;
+    if body.normalize {
+        vectors.iter_mut().for_each(|v| normalize(v));
+    }
+    Ok(Json(TeiEmbedResponse(vectors)))
+}
+
+/// Refuses the first input longer than the model reads.
+async fn check_lengths(service: &Arc<Service>, field: &str, texts: &[String]) -> ApiResult<()> {
+    if texts.is_empty() {
+        return Ok(());
+    }
+    let embedder = service.embedder().clone();
+    let texts = texts.to_vec();
+    let limit = embedder.max_input_tokens();
+    // Tokenizing is CPU work: off the async workers.
+    let too_long = tokio::task::spawn_blocking(move || -> Result<_, ServiceError> {
+        for (i, t) in texts.iter().enumerate() {
+            let n = embedder.count_tokens(t)?;
+            if n > limit {
+                return Ok(Some((i, n)));
+            }
+        }
+        Ok(None)
+    })
+    .await
+    .map_err(|e| ServiceError::internal("token counting task", e))??;
+    match too_long {
+        None => Ok(()),
+        Some((i, n)) => Err(ApiError::bad_request(
+            "input_too_long",
+            format!(
+                "{field}[{i}] has {n} tokens; the model reads at most {limit}: split it, or ask \
+                 for truncation (\"truncate\": true on /embed, or the server's --auto-truncate)"
+            ),
+        )),
+    }
+}
+
+/// Scales `v` to unit length, unless it already is (or is zero).
+fn normalize(v: &mut [f32]) {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 && (norm - 1.0).abs() > 1e-6 {
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+}
+
+/// Base64 of the vector's little-endian `f32` bytes, as OpenAI encodes embeddings.
+fn base64_le(v: &[f32]) -> String {
+    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_is_little_endian_f32() {
+        assert_eq!(base64_le(&[1.0]), "AACAPw==");
+    }
+
+    #[test]
+    fn normalize_leaves_unit_and_zero_vectors() {
+        let mut v = vec![3.0, 4.0];
+        normalize(&mut v);
+        assert_eq!(v, vec![0.6, 0.8]);
+        let mut z = vec![0.0, 0.0];
+        normalize(&mut z);
+        assert_eq!(z, vec![0.0, 0.0]);
+    }
+}

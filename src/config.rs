@@ -1,0 +1,322 @@
+//! The server's configuration: [`ServeConfig`], the flags and environment variables of
+//! `vicinity serve` as clap parses them, and [`Settings`], what they mean once checked.
+//!
+//! Every flag has an environment variable (`VICINITY_…`); the doc comments are the `--help`
+//! text. [`ServeConfig::validate`] checks the values once and fills in what depends on other
+//! settings (the database in the data directory), so the rest of the program takes a
+//! [`Settings`] whole and never re-checks. The model flags (`--model`, `--data-dir`, …) and
+//! the embedding worker's batching flags are shared with the other subcommands that embed and
+//! live with them in the binary.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::api::ApiSettings;
+use crate::service::{PlannerSettings, ServiceSettings};
+
+/// A configuration value that cannot work.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid setting {flag} ({env}): {reason}")]
+pub struct ConfigError {
+    /// The flag.
+    pub flag: &'static str,
+    /// Its environment variable.
+    pub env: &'static str,
+    /// What is wrong.
+    pub reason: String,
+}
+
+fn service_defaults() -> ServiceSettings {
+    ServiceSettings::new("")
+}
+
+/// Flags of `vicinity serve` other than the model's and the embedding worker's.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ServeConfig {
+    /// Address to listen on, HOST:PORT.
+    #[arg(long, env = "VICINITY_ADDR", default_value = "0.0.0.0:8080")]
+    pub addr: String,
+
+    /// Where collections are stored: a sqlite: URL (sqlite://PATH, or sqlite:///ABSOLUTE/PATH).
+    /// Default: sqlite://DATA_DIR/vicinity.db. Only SQLite is supported.
+    #[arg(long, env = "VICINITY_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+
+    /// Largest request body, in bytes; larger requests are refused with 413.
+    #[arg(long, env = "VICINITY_MAX_BODY_BYTES", default_value_t = ApiSettings::default().max_body_bytes)]
+    pub max_body_bytes: usize,
+
+    /// Longest a request may take (body upload included), e.g. 60s or 2m; slower requests are
+    /// answered 503 with code `timeout` (a write may still complete).
+    #[arg(long, env = "VICINITY_REQUEST_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+
+    /// Truncate inputs of /v1/embeddings and /embed that are longer than the model reads,
+    /// instead of refusing them with 400 `input_too_long` (/embed's `truncate` overrides it).
+    #[arg(
+        long,
+        env = "VICINITY_AUTO_TRUNCATE",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
+    pub auto_truncate: bool,
+
+    /// Largest `k` a query may ask for.
+    #[arg(long, env = "VICINITY_MAX_K", default_value_t = service_defaults().max_k)]
+    pub max_k: usize,
+
+    /// Most documents in one upsert request.
+    #[arg(long, env = "VICINITY_MAX_DOCUMENTS", default_value_t = service_defaults().max_documents_per_request)]
+    pub max_documents: usize,
+
+    /// Most queries in one batch query, and most inputs in one embeddings request.
+    #[arg(long, env = "VICINITY_MAX_CLIENT_BATCH_SIZE", default_value_t = service_defaults().max_batch)]
+    pub max_client_batch_size: usize,
+
+    /// Searches running at once; more wait up to --search-queue-timeout, then get 429.
+    /// Default: 4 per CPU, at least 8.
+    #[arg(long, env = "VICINITY_SEARCH_CONCURRENCY")]
+    pub search_concurrency: Option<usize>,
+
+    /// How long a search waits for a free slot before it is refused with 429.
+    #[arg(long, env = "VICINITY_SEARCH_QUEUE_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub search_queue_timeout: Duration,
+
+    /// Collections (and filtered candidate sets) of at most this many passages are scanned
+    /// exactly; larger collections get an approximate index (HNSW, or IVF where configured).
+    #[arg(long, env = "VICINITY_EXACT_THRESHOLD", default_value_t = PlannerSettings::default().exact_threshold)]
+    pub exact_threshold: usize,
+
+    /// Filters estimated to match at most this fraction of a collection's passages are answered
+    /// by an exact scan of the matches.
+    #[arg(long, env = "VICINITY_FILTER_EXACT_FRACTION", default_value_t = PlannerSettings::default().filter_exact_fraction)]
+    pub filter_exact_fraction: f64,
+
+    /// Snapshot an approximate index after this many changes (or --snapshot-interval).
+    #[arg(long, env = "VICINITY_SNAPSHOT_EVERY", default_value_t = service_defaults().snapshot_every_changes)]
+    pub snapshot_every: u64,
+
+    /// Snapshot an approximate index this long after its first unsaved change.
+    #[arg(long, env = "VICINITY_SNAPSHOT_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub snapshot_interval: Duration,
+
+    /// Tokens neighbouring passages share, for collections created without `chunking`.
+    #[arg(long, env = "VICINITY_CHUNK_OVERLAP", default_value_t = service_defaults().default_overlap)]
+    pub chunk_overlap: usize,
+
+    /// On SIGTERM or Ctrl-C, how long to wait for requests in flight before stopping anyway
+    /// (the indexes are snapshotted either way).
+    #[arg(long, env = "VICINITY_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+/// The server's settings, checked.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Address to listen on.
+    pub addr: String,
+    /// The SQLite database URL.
+    pub database_url: String,
+    /// The HTTP layer's limits.
+    pub api: ApiSettings,
+    /// The service's settings.
+    pub service: ServiceSettings,
+    /// How long a graceful shutdown waits for requests in flight.
+    pub shutdown_timeout: Duration,
+}
+
+impl ServeConfig {
+    /// Checks the values and resolves the defaults that depend on `data_dir`.
+    pub fn validate(self, data_dir: &Path) -> Result<Settings, ConfigError> {
+        fn at_least<T: PartialOrd + std::fmt::Display>(
+            flag: &'static str,
+            env: &'static str,
+            value: T,
+            min: T,
+        ) -> Result<T, ConfigError> {
+            if value < min {
+                return Err(ConfigError {
+                    flag,
+                    env,
+                    reason: format!("must be at least {min}, got {value}"),
+                });
+            }
+            Ok(value)
+        }
+        fn positive(
+            flag: &'static str,
+            env: &'static str,
+            value: Duration,
+        ) -> Result<Duration, ConfigError> {
+            if value.is_zero() {
+                return Err(ConfigError {
+                    flag,
+                    env,
+                    reason: "must be longer than zero".into(),
+                });
+            }
+            Ok(value)
+        }
+
+        let database_url = match self.database_url {
+            Some(url) => check_database_url(url)?,
+            None => format!("sqlite://{}", data_dir.join("vicinity.db").display()),
+        };
+        if !(0.0..=1.0).contains(&self.filter_exact_fraction) {
+            return Err(ConfigError {
+                flag: "--filter-exact-fraction",
+                env: "VICINITY_FILTER_EXACT_FRACTION",
+                reason: format!(
+                    "must be between 0 and 1, got {}",
+                    self.filter_exact_fraction
+                ),
+            });
+        }
+        let defaults = ServiceSettings::new(data_dir);
+        let service = ServiceSettings {
+            planner: PlannerSettings {
+                exact_threshold: self.exact_threshold,
+                filter_exact_fraction: self.filter_exact_fraction,
+                ..defaults.planner.clone()
+            },
+            max_k: at_least("--max-k", "VICINITY_MAX_K", self.max_k, 1)?,
+            max_documents_per_request: at_least(
+                "--max-documents",
+                "VICINITY_MAX_DOCUMENTS",
+                self.max_documents,
+                1,
+            )?,
+            max_batch: at_least(
+                "--max-client-batch-size",
+                "VICINITY_MAX_CLIENT_BATCH_SIZE",
+                self.max_client_batch_size,
+                1,
+            )?,
+            search_concurrency: match self.search_concurrency {
+                Some(n) => at_least("--search-concurrency", "VICINITY_SEARCH_CONCURRENCY", n, 1)?,
+                None => defaults.search_concurrency,
+            },
+            search_queue_timeout: self.search_queue_timeout,
+            snapshot_every_changes: at_least(
+                "--snapshot-every",
+                "VICINITY_SNAPSHOT_EVERY",
+                self.snapshot_every,
+                1,
+            )?,
+            snapshot_interval: positive(
+                "--snapshot-interval",
+                "VICINITY_SNAPSHOT_INTERVAL",
+                self.snapshot_interval,
+            )?,
+            default_overlap: self.chunk_overlap,
+            ..defaults
+        };
+        let api = ApiSettings {
+            // Below a kilobyte not even a small query fits.
+            max_body_bytes: at_least(
+                "--max-body-bytes",
+                "VICINITY_MAX_BODY_BYTES",
+                self.max_body_bytes,
+                1024,
+            )?,
+            request_timeout: positive(
+                "--request-timeout",
+                "VICINITY_REQUEST_TIMEOUT",
+                self.request_timeout,
+            )?,
+            auto_truncate: self.auto_truncate,
+        };
+        Ok(Settings {
+            addr: self.addr,
+            database_url,
+            api,
+            service,
+            shutdown_timeout: self.shutdown_timeout,
+        })
+    }
+}
+
+/// Accepts `sqlite:` URLs only, naming any other scheme in the error.
+fn check_database_url(url: String) -> Result<String, ConfigError> {
+    if url.starts_with("sqlite:") {
+        return Ok(url);
+    }
+    let reason = match url.split_once("://") {
+        Some((scheme, _)) => {
+            format!("only SQLite is supported (sqlite://PATH); '{scheme}' databases are not")
+        }
+        None => format!("expected a sqlite: URL such as sqlite://{url}"),
+    };
+    Err(ConfigError {
+        flag: "--database-url",
+        env: "VICINITY_DATABASE_URL",
+        reason,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: ServeConfig,
+    }
+
+    fn parse(args: &[&str]) -> Result<Settings, ConfigError> {
+        let mut argv = vec!["serve"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv)
+            .expect("arguments parse")
+            .config
+            .validate(Path::new("/srv/data"))
+    }
+
+    #[test]
+    fn defaults() {
+        let s = parse(&[]).unwrap();
+        assert_eq!(s.addr, "0.0.0.0:8080");
+        assert_eq!(s.database_url, "sqlite:///srv/data/vicinity.db");
+        assert_eq!(s.api, ApiSettings::default());
+        assert_eq!(s.service.data_dir, Path::new("/srv/data"));
+        assert_eq!(s.service.max_k, ServiceSettings::new("").max_k);
+        assert_eq!(s.shutdown_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn values_are_parsed_and_checked() {
+        let s = parse(&[
+            "--request-timeout",
+            "1m 30s",
+            "--max-body-bytes",
+            "2048",
+            "--exact-threshold",
+            "5",
+            "--auto-truncate",
+        ])
+        .unwrap();
+        assert_eq!(s.api.request_timeout, Duration::from_secs(90));
+        assert_eq!(s.api.max_body_bytes, 2048);
+        assert_eq!(s.service.planner.exact_threshold, 5);
+        assert!(s.api.auto_truncate);
+
+        let flag = |args: &[&str]| parse(args).unwrap_err().flag;
+        assert_eq!(flag(&["--max-k", "0"]), "--max-k");
+        assert_eq!(flag(&["--max-body-bytes", "10"]), "--max-body-bytes");
+        assert_eq!(flag(&["--request-timeout", "0s"]), "--request-timeout");
+        assert_eq!(
+            flag(&["--filter-exact-fraction", "1.5"]),
+            "--filter-exact-fraction"
+        );
+        let e = parse(&["--database-url", "postgres://db/x"]).unwrap_err();
+        assert!(e.reason.contains("'postgres'"), "{e}");
+        assert_eq!(
+            parse(&["--database-url", "sqlite:///tmp/x.db"])
+                .unwrap()
+                .database_url,
+            "sqlite:///tmp/x.db"
+        );
+    }
+}

@@ -1,0 +1,28 @@
+//! Logging: a tracing subscriber writing to stderr, filtered by `RUST_LOG` (default `info`),
+//! as human-readable text or as JSON lines for log collectors.
+//!
+//! stdout stays clean for the machine-readable output several subcommands print.
+
+use tracing_subscriber::EnvFilter;
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable text.
+    #[default]
+    Text,
+    /// One JSON object per line, with the current span's fields (request id, route…).
+    Json,
+}
+
+/// Installs the global subscriber. Call once, at the start of the program.
+pub fn init(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().with_current_span(true).init(),
+    }
+}
