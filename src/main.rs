@@ -5,6 +5,7 @@ mod cli;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use vicinity::telemetry::LogFormat;
 
 // The sentence encoder allocates and frees buffers of tens of megabytes per batch; glibc's
 // allocator hands those back to the OS every time (up to ~40 % slower on long inputs), mimalloc
@@ -16,12 +17,24 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(name = "vicinity", version, about, long_about = None)]
 struct Cli {
+    /// How log lines (on stderr, filtered by RUST_LOG) are written.
+    #[arg(
+        long,
+        global = true,
+        env = "VICINITY_LOG_FORMAT",
+        value_enum,
+        default_value_t
+    )]
+    log_format: LogFormat,
+
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the HTTP service: collections, documents, queries, embeddings.
+    Serve(Box<cli::serve::Args>),
     /// Embed texts with the sentence encoder: one JSON array per text, one per line.
     Embed(cli::embed::Args),
     /// Manage the sentence encoder's model.
@@ -48,8 +61,9 @@ enum ModelCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    cli::init_tracing();
+    vicinity::telemetry::init(cli.log_format);
     let result = match cli.command {
+        Command::Serve(args) => cli::serve::run(*args),
         Command::Embed(args) => cli::embed::run(args),
         Command::Model(ModelCommand::Fetch(args)) => cli::model::fetch(args),
         Command::Bench(BenchCommand::Ann(args)) => cli::bench_ann::run(args),

@@ -1,0 +1,178 @@
+//! `vicinity serve`: the HTTP service.
+//!
+//! Start-up binds the listener first and serves `/healthz` at once (and `/readyz` with 503),
+//! while the model loads on a thread of its own (fetching it into the data directory when
+//! missing) and the database opens; then the service restores the collections and the server
+//! turns ready. On SIGTERM or Ctrl-C it stops accepting connections, finishes the requests in
+//! flight (up to `--shutdown-timeout`), snapshots the indexes, stops the embedding worker and
+//! exits 0. A second signal exits at once.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use vicinity::api::{self, AppState};
+use vicinity::config::{ServeConfig, Settings};
+use vicinity::embed::{Embedder, EmbeddingWorker};
+use vicinity::service::Service;
+use vicinity::shutdown;
+use vicinity::store::{Store, StoreOptions};
+
+use super::model::{ModelArgs, WorkerArgs};
+
+/// How long the database may take to close (checkpointing its log) at exit.
+const STORE_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Arguments of `vicinity serve`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+
+    #[command(flatten)]
+    worker: WorkerArgs,
+
+    /// Threads the encoder runs the model on. Default: one per CPU.
+    #[arg(long, env = "VICINITY_EMBED_THREADS")]
+    threads: Option<usize>,
+
+    #[command(flatten)]
+    config: ServeConfig,
+}
+
+/// Runs the server until it is asked to stop.
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
+    let settings = args.config.validate(&args.model.data_dir)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("vicinity-http")
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = runtime.block_on(serve(args.model, args.worker, args.threads, settings));
+    // A start-up cut short by a signal may leave blocking work behind: do not wait for it.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+async fn serve(
+    model: ModelArgs,
+    worker: WorkerArgs,
+    threads: Option<usize>,
+    settings: Settings,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let listener = TcpListener::bind(&settings.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.addr))?;
+    let addr = listener
+        .local_addr()
+        .context("cannot read the listening address")?;
+    tracing::info!(%addr, "listening; loading the model and the collections");
+
+    let state = AppState::starting(settings.api.clone());
+    // Stops the server when start-up fails.
+    let (abort_tx, abort_rx) = oneshot::channel::<()>();
+    let stop = async move {
+        tokio::select! {
+            () = shutdown::signal() => {
+                tokio::spawn(async {
+                    shutdown::signal().await;
+                    tracing::warn!("second signal: exiting at once");
+                    std::process::exit(130);
+                });
+            }
+            _ = abort_rx => {}
+        }
+    };
+    let mut server = tokio::spawn(api::serve(
+        listener,
+        state.clone(),
+        stop,
+        settings.shutdown_timeout,
+    ));
+
+    let startup = start(model, worker, threads, &settings);
+    tokio::pin!(startup);
+    let outcome = tokio::select! {
+        outcome = &mut startup => outcome,
+        served = &mut server => {
+            served
+                .context("the HTTP server task failed")?
+                .context("the HTTP server failed")?;
+            tracing::info!("stopped during start-up");
+            return Ok(());
+        }
+    };
+    let (service, worker, store) = match outcome {
+        Ok(parts) => parts,
+        Err(e) => {
+            let _ = abort_tx.send(());
+            let _ = server.await;
+            return Err(e);
+        }
+    };
+    state.set_ready(service.clone());
+    tracing::info!(
+        %addr,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "ready"
+    );
+
+    let served = server.await.context("the HTTP server task failed")?;
+    // No request reaches the service any more: snapshot the indexes and let go of it.
+    service.shutdown().await;
+    drop(state);
+    drop(service);
+    if tokio::time::timeout(STORE_CLOSE_TIMEOUT, store.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the database did not close in time");
+    }
+    // The worker joins its threads when dropped: not on an async worker thread.
+    tokio::task::spawn_blocking(move || drop(worker))
+        .await
+        .context("stopping the embedding worker")?;
+    served.context("the HTTP server failed")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Loads the model (on its own thread) while the database opens, then opens the service,
+/// which restores the collections.
+async fn start(
+    model: ModelArgs,
+    worker: WorkerArgs,
+    threads: Option<usize>,
+    settings: &Settings,
+) -> anyhow::Result<(Arc<Service>, Arc<EmbeddingWorker>, Store)> {
+    let (loaded_tx, loaded_rx) = oneshot::channel();
+    // A thread rather than a blocking task: a shutdown during a long download must not wait
+    // for it.
+    std::thread::Builder::new()
+        .name("model-load".into())
+        .spawn(move || {
+            let loaded = model
+                .load(threads)
+                .and_then(|encoder| worker.start(encoder));
+            let _ = loaded_tx.send(loaded);
+        })
+        .context("cannot start the model loading thread")?;
+    let store = Store::open(&settings.database_url, &StoreOptions::default())
+        .await
+        .with_context(|| format!("cannot open the database {}", settings.database_url))?;
+    let worker = Arc::new(loaded_rx.await.context("the model loading thread died")??);
+    let max_tokens = worker.max_input_tokens();
+    anyhow::ensure!(
+        settings.service.default_overlap < max_tokens,
+        "--chunk-overlap {} must be below the model's input length of {max_tokens} tokens",
+        settings.service.default_overlap
+    );
+    let embedder: Arc<dyn Embedder> = worker.clone();
+    let service = Service::open(settings.service.clone(), store.clone(), embedder)
+        .await
+        .context("cannot restore the collections")?;
+    Ok((service, worker, store))
+}
