@@ -251,7 +251,6 @@ impl HnswBuilder {
 }
 
 /// An HNSW index; see the [module docs](self).
-#[derive(Debug)]
 pub struct HnswIndex {
     metric: Metric,
     dim: usize,
@@ -517,6 +516,20 @@ impl HnswIndex {
             hits.truncate(k);
             (hits, scored >= self.graph.len())
         })
+    }
+}
+
+impl std::fmt::Debug for HnswIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A summary: the arrays run to hundreds of megabytes.
+        f.debug_struct("HnswIndex")
+            .field("metric", &self.metric)
+            .field("dim", &self.dim)
+            .field("live", &self.by_id.len())
+            .field("tombstones", &self.tombstones)
+            .field("entry", &self.graph.entry())
+            .field("params", &self.params)
+            .finish_non_exhaustive()
     }
 }
 
