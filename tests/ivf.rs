@@ -130,6 +130,17 @@ fn exact_when_every_list_is_probed() {
                     .unwrap();
                 assert_same_hits(&found, &truth, &format!("{context}, filtered"));
             }
+            // A filter that keeps five ids sends the search past its two lists, through every
+            // other list in centroid order, and still returns exactly those five.
+            let five: HashSet<u64> = ids.iter().step_by(307).copied().collect();
+            let rare = |id: u64| five.contains(&id);
+            for q in queries.chunks_exact(dim).take(5) {
+                let pq = preprocessed(metric, dim, q);
+                let truth = exact_top_k(metric, dim, &ids, &stored, &pq, 10, Some(&rare));
+                let found = index.search(q, 10, &probe(2), Some(&rare)).unwrap();
+                assert_eq!(found.len(), five.len());
+                assert_same_hits(&found, &truth, &format!("{metric} at {dim}-d, rare filter"));
+            }
             // Without the split the same index gives the same answers.
             let whole = IvfBuilder::new(metric, dim)
                 .nlist(30)

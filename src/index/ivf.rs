@@ -77,7 +77,10 @@
 //! those of scanning every full row: an orthogonal basis change leaves inner products and
 //! distances unchanged, up to float rounding in the last bits of a score. On 100k 384-d
 //! embedding-like vectors the head is 64 coordinates and about 2 % of the probed rows need
-//! their tail, so a probe reads about a fifth of the bytes. Queries pay one basis change
+//! their tail, so a probe reads about a fifth of the bytes. The centroids are split the same
+//! way: a query scores every centroid's head, and completes the score only of centroids whose
+//! upper bound reaches the `nprobe`-th best lower bound, which selects exactly the `nprobe`
+//! best lists; k-means assignment during training works alike. Queries pay one basis change
 //! (`2·head·dim` flops); data whose energy is spread evenly (no head of a quarter of the
 //! dimensions holds half of it) or of fewer than 64 dimensions is not split.
 //!
@@ -99,7 +102,7 @@ use serde::{Deserialize, Serialize};
 use rotation::Rotation;
 
 use super::io::{SnapshotReader, SnapshotWriter};
-use super::kmeans::{KMeans, KMeansInit, KMeansParams, dot_rows};
+use super::kmeans::{BOUND_SLACK, KMeans, KMeansInit, KMeansParams, dot_rows, rounding};
 use super::topk::TopK;
 use super::{
     Filter, Hit, IndexError, IndexKind, IndexMut, IndexResult, SearchParams, VectorIndex, validate,
@@ -435,6 +438,10 @@ struct Scratch {
     /// The query in the stored basis.
     query: Vec<f32>,
     centroid_scores: Vec<f32>,
+    /// Lower bounds of centroid scores, while ranking split centroids.
+    floors: Vec<f32>,
+    /// Whether some centroids were left unscored by the last ranking.
+    partial: bool,
     order: Vec<u32>,
 }
 
@@ -450,10 +457,6 @@ fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
         Err(_) => f(&mut Scratch::default()),
     })
 }
-
-/// Relative slack on the tail bound, far above the rounding of a tail's inner product, so
-/// that a bound never skips a row whose computed score would have entered the top-k.
-const BOUND_SLACK: f32 = 1e-4;
 
 /// An IVF-Flat index. See the [module docs](self).
 #[derive(Clone, Debug)]
@@ -629,6 +632,10 @@ impl IvfIndex {
             None
         };
         Self::rotate_rows(rotation.as_ref(), dim, &mut sample);
+        let layout = Layout {
+            dim,
+            head: rotation.as_ref().map_or(dim, Rotation::head),
+        };
         let (quantizer, sample_labels) = KMeans::fit(
             self.metric,
             dim,
@@ -638,12 +645,9 @@ impl IvfIndex {
                 iterations: self.params.iterations,
                 seed: self.params.seed,
                 init: self.params.init,
+                head: Some(layout.head),
             },
         )?;
-        let layout = Layout {
-            dim,
-            head: rotation.as_ref().map_or(dim, Rotation::head),
-        };
         let mut lists = vec![InvertedList::default(); nlist];
         let old = std::mem::take(&mut self.lists);
         let ids: Vec<u64> = old.iter().flat_map(|l| l.ids.iter().copied()).collect();
@@ -742,7 +746,8 @@ impl IvfIndex {
                 )));
             }
             let quantizer = KMeans::from_centroids(metric, dim, centroids)
-                .map_err(|e| corrupt(format!("unusable centroids: {e}")))?;
+                .map_err(|e| corrupt(format!("unusable centroids: {e}")))?
+                .with_head(head);
             index.quantizer = Some(quantizer);
             index.trained_len = trained_len;
         }
@@ -902,8 +907,8 @@ impl IvfIndex {
         };
         let nlist = self.lists.len();
         let nprobe = nprobe.min(nlist);
-        self.rank_lists(quantizer, &q, nprobe, scratch);
-        let order = &mut scratch.order;
+        self.rank_lists(quantizer, &probe, nprobe, scratch);
+        let order = &scratch.order;
         // The vectors an unfiltered search scans; a filtered one works to the same budget.
         let budget: usize = order[..nprobe]
             .iter()
@@ -919,11 +924,10 @@ impl IvfIndex {
                 }
                 if i == nprobe {
                     // Rarely needed: rank the remaining lists in full, once.
-                    let scores = &scratch.centroid_scores;
-                    order[nprobe..].sort_unstable_by(|&a, &b| rank_cmp(scores, a, b));
+                    self.finish_ranking(quantizer, &probe, nprobe, scratch);
                 }
             }
-            let list = &self.lists[order[i] as usize];
+            let list = &self.lists[scratch.order[i] as usize];
             examined += list.len();
             scored += self.scan(list, &probe, filter, &mut top);
         }
@@ -931,17 +935,60 @@ impl IvfIndex {
         top.into_sorted_vec()
     }
 
-    /// Scores every centroid and leaves in `scratch.order` all list numbers, the best `nprobe`
-    /// first and sorted best first.
-    fn rank_lists(&self, quantizer: &KMeans, query: &[f32], nprobe: usize, scratch: &mut Scratch) {
+    /// Scores the centroids and leaves in `scratch.order` all list numbers, the best `nprobe`
+    /// first and sorted best first, with their exact scores in `scratch.centroid_scores`. With
+    /// split centroids only the heads are scored in full; a centroid's tail is added only when
+    /// its upper bound reaches the `nprobe`-th best lower bound, and the others are left at
+    /// −∞ (`scratch.partial` is set, and [`finish_ranking`](Self::finish_ranking) scores them
+    /// if the search goes past `nprobe` lists).
+    fn rank_lists(
+        &self,
+        quantizer: &KMeans,
+        probe: &Probe<'_>,
+        nprobe: usize,
+        scratch: &mut Scratch,
+    ) {
         let scores = &mut scratch.centroid_scores;
         scores.resize(quantizer.k(), 0.0);
-        dot_rows(query, quantizer.centroids(), scores);
-        if self.metric == Metric::L2 {
-            scores
-                .iter_mut()
-                .zip(quantizer.bias())
-                .for_each(|(s, b)| *s += b);
+        scratch.partial = false;
+        match quantizer.split_parts() {
+            None => {
+                dot_rows(probe.query, quantizer.centroids(), scores);
+                if self.metric == Metric::L2 {
+                    scores
+                        .iter_mut()
+                        .zip(quantizer.bias())
+                        .for_each(|(s, b)| *s += b);
+                }
+            }
+            Some((heads, tails, tail_norms)) => {
+                dot_rows(probe.head, heads, scores);
+                let reach = probe.tail_norm * (1.0 + BOUND_SLACK);
+                let floors = &mut scratch.floors;
+                floors.clear();
+                floors.extend(scores.iter_mut().zip(quantizer.bias()).zip(tail_norms).map(
+                    |((s, &b), &n)| {
+                        *s += b;
+                        *s - reach * n - rounding(*s)
+                    },
+                ));
+                let floor = if nprobe < floors.len() {
+                    *floors
+                        .select_nth_unstable_by(nprobe - 1, |a, b| b.total_cmp(a))
+                        .1
+                } else {
+                    f32::NEG_INFINITY
+                };
+                let t = self.dim - quantizer.head();
+                for (c, (s, &n)) in scores.iter_mut().zip(tail_norms).enumerate() {
+                    if *s + reach * n + rounding(*s) >= floor {
+                        *s += distance::dot(probe.tail, &tails[c * t..(c + 1) * t]);
+                    } else {
+                        *s = f32::NEG_INFINITY;
+                        scratch.partial = true;
+                    }
+                }
+            }
         }
         let order = &mut scratch.order;
         order.clear();
@@ -951,6 +998,35 @@ impl IvfIndex {
             order.select_nth_unstable_by(nprobe - 1, |&a, &b| rank_cmp(scores, a, b));
         }
         order[..nprobe].sort_unstable_by(|&a, &b| rank_cmp(scores, a, b));
+    }
+
+    /// Ranks the lists after the first `nprobe` in full, scoring any centroid that
+    /// [`rank_lists`](Self::rank_lists) left unscored. Runs only when a search must go past
+    /// its `nprobe` lists.
+    fn finish_ranking(
+        &self,
+        quantizer: &KMeans,
+        probe: &Probe<'_>,
+        nprobe: usize,
+        scratch: &mut Scratch,
+    ) {
+        let Scratch {
+            centroid_scores: scores,
+            order,
+            partial,
+            ..
+        } = scratch;
+        if let (true, Some((heads, tails, _))) = (*partial, quantizer.split_parts()) {
+            let (h, t) = (quantizer.head(), self.dim - quantizer.head());
+            for &c in &order[nprobe..] {
+                let c = c as usize;
+                scores[c] = distance::dot(probe.head, &heads[c * h..(c + 1) * h])
+                    + quantizer.bias()[c]
+                    + distance::dot(probe.tail, &tails[c * t..(c + 1) * t]);
+            }
+        }
+        *partial = false;
+        order[nprobe..].sort_unstable_by(|&a, &b| rank_cmp(scores, a, b));
     }
 
     /// Offers every vector of `list` (that the filter accepts) to `top`; returns how many were
@@ -1029,10 +1105,11 @@ fn reserve_lists(lists: &mut [InvertedList], layout: Layout, labels: &[u32]) {
     }
 }
 
-/// A query prepared for scanning lists: its head and tail in the stored basis, and what the
-/// tail bound needs.
+/// A query prepared for scanning lists: the whole query, its head and tail in the stored
+/// basis, and what the tail bound needs.
 struct Probe<'q> {
     metric: Metric,
+    query: &'q [f32],
     head: &'q [f32],
     tail: &'q [f32],
     tail_norm: f32,
@@ -1043,6 +1120,7 @@ impl<'q> Probe<'q> {
         let (head, tail) = query.split_at(layout.head);
         Probe {
             metric,
+            query,
             head,
             tail,
             tail_norm: distance::dot(tail, tail).sqrt(),
@@ -1066,14 +1144,14 @@ impl<'q> Probe<'q> {
     /// for distances, both loosened by [`BOUND_SLACK`] against rounding.
     #[inline]
     fn bound(&self, head_score: f32, tail_norm: f32) -> f32 {
-        let rounding = f32::EPSILON * 4.0 * head_score.abs();
+        let slack = rounding(head_score);
         match self.metric {
             Metric::Cosine | Metric::Dot => {
-                head_score + self.tail_norm * tail_norm * (1.0 + BOUND_SLACK) + rounding
+                head_score + self.tail_norm * tail_norm * (1.0 + BOUND_SLACK) + slack
             }
             Metric::L2 => {
                 let gap = self.tail_norm - tail_norm;
-                head_score - gap * gap * (1.0 - BOUND_SLACK) + rounding
+                head_score - gap * gap * (1.0 - BOUND_SLACK) + slack
             }
         }
     }
