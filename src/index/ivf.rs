@@ -590,7 +590,9 @@ impl IvfIndex {
     /// their number) and k-means on a seeded sample of at most `sample_per_list · nlist` of
     /// them; with [`IvfParams::pca_split`] the stored basis is refitted to the same sample.
     /// The old and new lists coexist while vectors move, so memory peaks at about twice the
-    /// vectors' size. Errors when the index is empty; on error the index is unchanged.
+    /// vectors' size. Retraining a split index takes the vectors back out of the old basis
+    /// into the new one, which rounds each coordinate in its last bits. Errors when the index
+    /// is empty; on error the index is unchanged.
     pub fn train(&mut self) -> IndexResult<()> {
         let n = self.len();
         if n == 0 {
