@@ -107,11 +107,11 @@ fn equals_exact_search_for_every_metric() {
 
 #[test]
 fn split_scan_equals_exact_search() {
-    // 1.5 MiB of vectors: above the threshold where one query's scan is split across threads.
-    let (n, dim) = (4096, 96);
+    // 8.6 MB of vectors: above the threshold where one query's scan is split across threads.
+    let (n, dim) = (5600, 384);
     assert!(n * dim * 4 > vicinity::index::flat::PARALLEL_MIN_BYTES);
     let data = random_vectors(n, dim, 4);
-    let queries = random_vectors(6, dim, 5);
+    let queries = random_vectors(4, dim, 5);
     let ids = ids(n, 6);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(4)
@@ -133,6 +133,12 @@ fn split_scan_equals_exact_search() {
         let split = pool.install(|| index.search(q, 25, &P, None).unwrap());
         let whole = serial.install(|| index.search(q, 25, &P, None).unwrap());
         assert_eq!(split, whole, "{m}");
+        // A filter is applied inside every part of a split scan.
+        let filter = |id: u64| id % 5 == 1;
+        let qp = prepared(m, q);
+        let truth = exact_top_k(m, dim, index.ids(), index.vectors(), &qp, 10, Some(&filter));
+        let found = pool.install(|| index.search(q, 10, &P, Some(&filter)).unwrap());
+        assert_same_ranking(&index, &qp, &found, &truth);
     }
 }
 

@@ -95,33 +95,66 @@ fn recall_at_default_nprobe_on_clustered_data() {
     assert!(mean >= 0.95, "recall@10 {mean:.4} < 0.95 (seed {SEED})");
 }
 
-/// With every list probed the search is exact, for every metric, with and without a filter.
+/// With every list probed the search is exact, for every metric, with and without a filter,
+/// whether rows are stored whole (24-d random data) or split into head and tail (96-d data
+/// with most of its energy in a few directions).
 #[test]
 fn exact_when_every_list_is_probed() {
-    let dim = 24;
-    let data = random_vectors(1500, dim, 3);
-    let queries = random_vectors(20, dim, 4);
-    let ids: Vec<u64> = (0..1500).map(|i| 10_000 - i * 2).collect();
-    let filter = |id: u64| id.is_multiple_of(3);
-    for metric in [Metric::Cosine, Metric::Dot, Metric::L2] {
-        let index = IvfBuilder::new(metric, dim)
-            .nlist(30)
-            .iterations(5)
-            .seed(1)
-            .build_with(&ids, &data)
-            .unwrap();
-        assert_eq!(index.nlist(), 30);
-        let stored = preprocessed(metric, dim, &data);
-        for q in queries.chunks_exact(dim) {
-            let pq = preprocessed(metric, dim, q);
-            let truth = exact_top_k(metric, dim, &ids, &stored, &pq, 15, None);
-            let found = index.search(q, 15, &probe(30), None).unwrap();
-            assert_same_hits(&found, &truth, &format!("{metric} unfiltered"));
-            let truth = exact_top_k(metric, dim, &ids, &stored, &pq, 15, Some(&filter));
-            let found = index
-                .search(q, 15, &probe(usize::MAX), Some(&filter))
+    let cases = [
+        (24, random_vectors(1520, 24, 3), false),
+        (96, clustered_vectors(1520, 96, 6, 0.3, 3), true),
+    ];
+    for (dim, all, split) in cases {
+        let (data, queries) = all.split_at(1500 * dim);
+        let ids: Vec<u64> = (0..1500).map(|i| 10_000 - i * 2).collect();
+        let filter = |id: u64| id.is_multiple_of(3);
+        for metric in [Metric::Cosine, Metric::Dot, Metric::L2] {
+            let index = IvfBuilder::new(metric, dim)
+                .nlist(30)
+                .iterations(5)
+                .seed(1)
+                .build_with(&ids, data)
                 .unwrap();
-            assert_same_hits(&found, &truth, &format!("{metric} filtered"));
+            assert_eq!(index.nlist(), 30);
+            assert_eq!(index.head_dim() < dim, split, "{metric} at {dim}-d");
+            let stored = preprocessed(metric, dim, data);
+            for q in queries.chunks_exact(dim) {
+                let pq = preprocessed(metric, dim, q);
+                let context = format!("{metric} at {dim}-d");
+                let truth = exact_top_k(metric, dim, &ids, &stored, &pq, 15, None);
+                let found = index.search(q, 15, &probe(30), None).unwrap();
+                assert_same_hits(&found, &truth, &format!("{context}, unfiltered"));
+                let truth = exact_top_k(metric, dim, &ids, &stored, &pq, 15, Some(&filter));
+                let found = index
+                    .search(q, 15, &probe(usize::MAX), Some(&filter))
+                    .unwrap();
+                assert_same_hits(&found, &truth, &format!("{context}, filtered"));
+            }
+            // A filter that keeps five ids sends the search past its two lists, through every
+            // other list in centroid order, and still returns exactly those five.
+            let five: HashSet<u64> = ids.iter().step_by(307).copied().collect();
+            let rare = |id: u64| five.contains(&id);
+            for q in queries.chunks_exact(dim).take(5) {
+                let pq = preprocessed(metric, dim, q);
+                let truth = exact_top_k(metric, dim, &ids, &stored, &pq, 10, Some(&rare));
+                let found = index.search(q, 10, &probe(2), Some(&rare)).unwrap();
+                assert_eq!(found.len(), five.len());
+                assert_same_hits(&found, &truth, &format!("{metric} at {dim}-d, rare filter"));
+            }
+            // Without the split the same index gives the same answers.
+            let whole = IvfBuilder::new(metric, dim)
+                .nlist(30)
+                .iterations(5)
+                .seed(1)
+                .pca_split(false)
+                .build_with(&ids, data)
+                .unwrap();
+            assert_eq!(whole.head_dim(), dim);
+            for q in queries.chunks_exact(dim) {
+                let a = index.search(q, 10, &probe(30), None).unwrap();
+                let b = whole.search(q, 10, &probe(30), None).unwrap();
+                assert_same_hits(&a, &b, &format!("{metric} at {dim}-d, split vs whole"));
+            }
         }
     }
 }
@@ -371,38 +404,43 @@ fn re_adding_an_id_replaces_its_vector() {
 
 #[test]
 fn save_and_load_answer_identically() {
-    let dim = 32;
-    let data = clustered_vectors(3000, dim, 12, 0.6, 23);
+    let dim = 96;
+    let data = clustered_vectors(3000, dim, 12, 0.4, 23);
     let ids: Vec<u64> = (0..3000).map(|i| i * 7 + u64::MAX / 2).collect();
-    let mut index = IvfBuilder::new(Metric::Dot, dim)
-        .nprobe(5)
-        .iterations(5)
-        .seed(23)
-        .build_with(&ids, &data)
-        .unwrap();
-    index.remove(&ids[..100]).unwrap();
+    // Each save replaces the snapshot left in the directory by the one before.
     let dir = tempfile::tempdir().unwrap();
-    index.save(dir.path()).unwrap();
-    let loaded = IvfIndex::load(dir.path()).unwrap();
-    assert_eq!(loaded.len(), index.len());
-    assert_eq!(loaded.nlist(), index.nlist());
-    assert_eq!(loaded.default_nprobe(), 5);
-    assert_eq!(loaded.params(), index.params());
-    assert_eq!(loaded.list_sizes(), index.list_sizes());
-    let filter = |id: u64| id % 2 == 1;
-    for q in data.chunks_exact(dim).step_by(97) {
-        for params in [SearchParams::default(), probe(1), probe(40)] {
-            assert_eq!(
-                loaded.search(q, 10, &params, None).unwrap(),
-                index.search(q, 10, &params, None).unwrap()
-            );
-            assert_eq!(
-                loaded.search(q, 10, &params, Some(&filter)).unwrap(),
-                index.search(q, 10, &params, Some(&filter)).unwrap()
-            );
+    for metric in [Metric::Dot, Metric::L2] {
+        let mut index = IvfBuilder::new(metric, dim)
+            .nprobe(5)
+            .iterations(5)
+            .seed(23)
+            .build_with(&ids, &data)
+            .unwrap();
+        assert!(index.head_dim() < dim, "the split layout is saved too");
+        index.remove(&ids[..100]).unwrap();
+        index.save(dir.path()).unwrap();
+        let loaded = IvfIndex::load(dir.path()).unwrap();
+        assert_eq!(loaded.len(), index.len());
+        assert_eq!(loaded.nlist(), index.nlist());
+        assert_eq!(loaded.head_dim(), index.head_dim());
+        assert_eq!(loaded.default_nprobe(), 5);
+        assert_eq!(loaded.params(), index.params());
+        assert_eq!(loaded.list_sizes(), index.list_sizes());
+        let filter = |id: u64| id % 2 == 1;
+        for q in data.chunks_exact(dim).step_by(97) {
+            for params in [SearchParams::default(), probe(1), probe(40)] {
+                assert_eq!(
+                    loaded.search(q, 10, &params, None).unwrap(),
+                    index.search(q, 10, &params, None).unwrap()
+                );
+                assert_eq!(
+                    loaded.search(q, 10, &params, Some(&filter)).unwrap(),
+                    index.search(q, 10, &params, Some(&filter)).unwrap()
+                );
+            }
         }
     }
-    // Saving again over the snapshot replaces it; an untrained index round-trips too.
+    // An empty and an untrained index round-trip too.
     let small = IvfBuilder::new(Metric::L2, dim)
         .build_with(&[], &[])
         .unwrap();
@@ -442,7 +480,7 @@ fn damaged_snapshots_are_detected() {
                 .unwrap()
                 .to_str()
                 .unwrap()
-                .starts_with("vectors.")
+                .starts_with("heads.")
         })
         .unwrap();
     let mut bytes = std::fs::read(&vectors).unwrap();

@@ -45,10 +45,14 @@ use super::{
 };
 use crate::distance::{self, Kernels, Metric};
 
-/// Vector bytes below which a single query is scanned on the caller's thread only. Measured on
-/// a 2-core AVX-512 machine at d = 384: splitting pays from about 1 MiB (≈ 700 rows), where the
-/// scan itself takes ~70 µs against rayon's ~10 µs hand-off.
-pub const PARALLEL_MIN_BYTES: usize = 1 << 20;
+/// Vector bytes below which a single query is scanned on the caller's thread only.
+///
+/// Handing half a scan to another rayon thread costs about 15 µs (measured at d = 384 on the
+/// 2-core development machine: 250 rows took 4.6 µs alone, 19 µs split), and a cache-resident
+/// scan runs at ~100 GB/s, so splitting loses below a few MiB. With the other core busy, as it
+/// is in a service that also runs an encoder, splitting lost 17 µs at 6 MB (4,000 rows: 67
+/// against 84 µs median), broke even at 12 MB and won 2.2× at 25 MB (438 against 197 µs).
+pub const PARALLEL_MIN_BYTES: usize = 8 << 20;
 
 /// Vector bytes scored per block: small enough that a block stays in L2 while a group of
 /// batched queries is scored against it.

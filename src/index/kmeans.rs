@@ -14,6 +14,11 @@
 //!   [`Metric::preprocess`] leaves them; under dot they are used as given, so a row's cell
 //!   depends on its direction only and centroids are norm-weighted means of their rows'
 //!   directions. Under [`Metric::L2`] a row goes to the nearest centroid in Euclidean distance.
+//! * **Head-first scoring** ([`KMeansParams::head`]): when rows hold most of their energy in
+//!   their leading coordinates (the IVF index stores them in a principal-component basis), a
+//!   row is scored against every centroid's head first; each head score brackets the full
+//!   score (Cauchy–Schwarz on the tails), and only centroids whose upper bound reaches the
+//!   best lower bound get their tail scored. The winner is the one whole-row scoring picks.
 //! * **Empty clusters** are re-seeded after each update with the row of the currently largest
 //!   cluster that lies farthest from its centre, splitting that cluster, so that no centroid is
 //!   wasted.
@@ -86,16 +91,22 @@ pub struct KMeansParams {
     pub seed: u64,
     /// How the first centroids are chosen.
     pub init: KMeansInit,
+    /// Rows hold most of their energy in this many leading coordinates (as after a
+    /// principal-component rotation): assignment then scores these first and completes a
+    /// score only where a bound says the centroid could still win. Same clusters, up to float
+    /// rounding; `None` (or the full dimension) scores whole rows.
+    pub head: Option<usize>,
 }
 
 impl KMeansParams {
-    /// `k` clusters with 15 iterations, random initialisation and seed 0.
+    /// `k` clusters with 15 iterations, random initialisation, seed 0 and whole-row scoring.
     pub fn new(k: usize) -> Self {
         KMeansParams {
             k,
             iterations: 15,
             seed: 0,
             init: KMeansInit::default(),
+            head: None,
         }
     }
 }
@@ -112,6 +123,23 @@ pub struct KMeans {
     bias: Vec<f32>,
     /// Lloyd iterations run before stopping (at most the requested number).
     iterations_run: usize,
+    /// Leading coordinates scored first (`dim`: whole rows).
+    head: usize,
+    /// With a head shorter than `dim`: the centroids' heads (`k × head`), tails
+    /// (`k × (dim − head)`) and tail norms, each contiguous.
+    heads: Vec<f32>,
+    tails: Vec<f32>,
+    tail_norms: Vec<f32>,
+}
+
+/// Relative slack on head-first bounds, far above the rounding of an inner product over a
+/// tail, so that a bound never rules out a centroid (or row) whose computed score would win.
+pub(crate) const BOUND_SLACK: f32 = 1e-4;
+
+/// How much rounding can move a score near `score` when it is summed from parts.
+#[inline]
+pub(crate) fn rounding(score: f32) -> f32 {
+    f32::EPSILON * 4.0 * score.abs()
 }
 
 impl KMeans {
@@ -150,7 +178,9 @@ impl KMeans {
             KMeansInit::Random => init_random(dim, data, params.k, &mut rng),
         };
         let mut km = KMeans::from_centroids_unchecked(metric, dim, centroids);
+        km.head = params.head.map_or(dim, |h| h.clamp(1, dim));
         km.normalise_if_spherical();
+        km.refresh_derived();
         let mut labels = vec![u32::MAX; n];
         km.assign_into(data, &mut labels);
         // Each iteration is an update then an assignment, so the labels always belong to the
@@ -189,9 +219,32 @@ impl KMeans {
             bias: Vec::new(),
             centroids,
             iterations_run: 0,
+            head: dim,
+            heads: Vec::new(),
+            tails: Vec::new(),
+            tail_norms: Vec::new(),
         };
-        km.refresh_bias();
+        km.refresh_derived();
         km
+    }
+
+    /// The same centroids, scored head-first over `head` leading coordinates (see
+    /// [`KMeansParams::head`]); `head` is clamped to `1..=dim`.
+    pub fn with_head(mut self, head: usize) -> KMeans {
+        self.head = head.clamp(1, self.dim);
+        self.refresh_derived();
+        self
+    }
+
+    /// Leading coordinates scored first (the dimension when whole rows are scored).
+    pub fn head(&self) -> usize {
+        self.head
+    }
+
+    /// With a head shorter than the dimension: the centroids' heads (`k × head`), tails
+    /// (`k × (dim − head)`) and tail norms.
+    pub(crate) fn split_parts(&self) -> Option<(&[f32], &[f32], &[f32])> {
+        (self.head < self.dim).then_some((&self.heads, &self.tails, &self.tail_norms))
     }
 
     /// Number of centroids.
@@ -232,7 +285,12 @@ impl KMeans {
 
     /// Heap bytes held.
     pub fn memory_bytes(&self) -> usize {
-        (self.centroids.capacity() + self.bias.capacity()) * size_of::<f32>()
+        (self.centroids.capacity()
+            + self.bias.capacity()
+            + self.heads.capacity()
+            + self.tails.capacity()
+            + self.tail_norms.capacity())
+            * size_of::<f32>()
     }
 
     /// The cluster `v` belongs to (ties go to the lower index). `v` must have length
@@ -241,6 +299,10 @@ impl KMeans {
     /// # Panics
     /// If `v` has the wrong length.
     pub fn nearest(&self, v: &[f32]) -> usize {
+        assert_eq!(v.len(), self.dim, "k-means nearest: wrong dimension");
+        if self.head < self.dim {
+            return self.nearest_split(v, &mut vec![0.0; self.k()]) as usize;
+        }
         let mut best = [(0u32, f32::NEG_INFINITY)];
         self.assign_block(v, &mut best);
         best[0].0 as usize
@@ -262,6 +324,21 @@ impl KMeans {
 
     /// Assigns every row, writing `labels`; returns how many labels changed.
     fn assign_into(&self, data: &[f32], labels: &mut [u32]) -> usize {
+        if self.head < self.dim {
+            return data
+                .par_chunks(self.dim)
+                .zip(labels.par_iter_mut())
+                .map_init(
+                    || vec![0.0f32; self.k()],
+                    |scores, (row, label)| {
+                        let c = self.nearest_split(row, scores);
+                        let changed = usize::from(*label != c);
+                        *label = c;
+                        changed
+                    },
+                )
+                .sum();
+        }
         data.par_chunks(self.dim * ASSIGN_BLOCK)
             .zip(labels.par_chunks_mut(ASSIGN_BLOCK))
             .map(|(rows, labels)| {
@@ -302,6 +379,34 @@ impl KMeans {
                 }
             }
         }
+    }
+
+    /// The best centroid for `row` (ties to the lower index), head-first: every centroid's
+    /// head score gives a lower and an upper bound on its full score (Cauchy–Schwarz on the
+    /// tails), and full scores are completed only for centroids whose upper bound reaches the
+    /// best lower bound. `scores` is scratch space of `k` values.
+    fn nearest_split(&self, row: &[f32], scores: &mut [f32]) -> u32 {
+        let (head, tail) = row.split_at(self.head);
+        let t = tail.len();
+        dot_rows(head, &self.heads, scores);
+        let tail_norm = distance::dot(tail, tail).sqrt() * (1.0 + BOUND_SLACK);
+        let mut floor = f32::NEG_INFINITY;
+        for ((s, &b), &n) in scores.iter_mut().zip(&self.bias).zip(&self.tail_norms) {
+            *s += b;
+            floor = floor.max(*s - tail_norm * n - rounding(*s));
+        }
+        let mut best = (0u32, f32::NEG_INFINITY);
+        for (c, (&s, &n)) in scores.iter().zip(&self.tail_norms).enumerate() {
+            if s + tail_norm * n + rounding(s) < floor {
+                continue;
+            }
+            let full = s + distance::dot(tail, &self.tails[c * t..(c + 1) * t]);
+            // Strict comparison: ties keep the lower index, and NaN never wins.
+            if full > best.1 {
+                best = (c as u32, full);
+            }
+        }
+        best.0
     }
 
     /// Moves each centroid to the mean of its rows and re-seeds empty clusters.
@@ -386,7 +491,7 @@ impl KMeans {
             sizes[c] = big_size / 2;
             sizes[big] = big_size - big_size / 2;
         }
-        self.refresh_bias();
+        self.refresh_derived();
     }
 
     /// Whether cells are cones around unit centroids (cosine and dot) rather than Euclidean.
@@ -407,11 +512,32 @@ impl KMeans {
                 // until the first update moves it.
                 Metric::Cosine.preprocess(c);
             }
-            self.refresh_bias();
+            self.refresh_derived();
         }
     }
 
-    fn refresh_bias(&mut self) {
+    /// Recomputes what is derived from the centroids: biases and the head/tail split.
+    fn refresh_derived(&mut self) {
+        if self.head < self.dim {
+            let (h, k) = (self.head, self.k());
+            self.heads.clear();
+            self.tails.clear();
+            self.heads.reserve_exact(k * h);
+            self.tails.reserve_exact(k * (self.dim - h));
+            for c in self.centroids.chunks_exact(self.dim) {
+                self.heads.extend_from_slice(&c[..h]);
+                self.tails.extend_from_slice(&c[h..]);
+            }
+            self.tail_norms = self
+                .tails
+                .chunks_exact(self.dim - h)
+                .map(|t| distance::dot(t, t).sqrt())
+                .collect();
+        } else {
+            self.heads = Vec::new();
+            self.tails = Vec::new();
+            self.tail_norms = Vec::new();
+        }
         let spherical = self.is_spherical();
         self.bias = self
             .centroids
@@ -607,6 +733,39 @@ mod tests {
             let km = KMeans::train(Metric::L2, 2, &data, &params).unwrap();
             let labels = km.assign(&data);
             assert_ne!(labels[0], labels[24], "seed {seed}");
+        }
+    }
+
+    /// Head-first assignment picks the centroid whole-row assignment picks, except where two
+    /// centroids tie to within rounding.
+    #[test]
+    fn head_first_assignment_matches_whole_rows() {
+        let dim = 48;
+        let mut data = crate::testing::random_vectors(3000, dim, 21);
+        // Most energy in the first 8 coordinates, as after a principal-component rotation.
+        data.chunks_exact_mut(dim)
+            .for_each(|r| r[8..].iter_mut().for_each(|x| *x *= 0.1));
+        for metric in [Metric::L2, Metric::Dot] {
+            let whole = KMeans::train(metric, dim, &data, &KMeansParams::new(40)).unwrap();
+            let split = whole.clone().with_head(8);
+            assert_eq!(split.head(), 8);
+            let (a, b) = (whole.assign(&data), split.assign(&data));
+            for (row, (&x, &y)) in data.chunks_exact(dim).zip(a.iter().zip(&b)) {
+                if x != y {
+                    let score = |c: u32| {
+                        distance::dot(row, whole.centroid(c as usize)) + whole.bias()[c as usize]
+                    };
+                    assert!((score(x) - score(y)).abs() < 1e-5, "{metric}: {x} vs {y}");
+                }
+                assert_eq!(split.nearest(row) as u32, y);
+            }
+            let params = KMeansParams {
+                head: Some(8),
+                ..KMeansParams::new(40)
+            };
+            let trained = KMeans::train(metric, dim, &data, &params).unwrap();
+            assert_eq!(trained.head(), 8);
+            assert!(trained.split_parts().is_some());
         }
     }
 

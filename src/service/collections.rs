@@ -123,9 +123,13 @@ impl Service {
             }
             (CollectionSource::Vector, None) => None,
             (CollectionSource::Text, given) => {
-                let c = given.unwrap_or(Chunking {
-                    max_tokens: self.embedder.max_input_tokens(),
-                    overlap: self.settings.default_overlap,
+                let c = given.unwrap_or_else(|| {
+                    let max_tokens = self.embedder.max_input_tokens();
+                    Chunking {
+                        max_tokens,
+                        // A quarter of a passage at most, for models with short inputs.
+                        overlap: self.settings.default_overlap.min(max_tokens / 4),
+                    }
                 });
                 // Canonical form: clamped to what the model takes, checked by building it.
                 let chunker = self.chunker(&c)?;
@@ -197,13 +201,16 @@ impl Service {
         coll.mark_deleted();
         self.collections.write().remove(name);
         let dir = self.snapshot_dir(&coll);
-        tokio::task::spawn_blocking(move || {
+        // The rows are gone already; a snapshot left behind is only wasted disk (a recreated
+        // collection gets a new id, so it can never be loaded), hence a warning, not an error.
+        let removed = tokio::task::spawn_blocking(move || {
             if dir.exists()
                 && let Err(e) = std::fs::remove_dir_all(&dir)
             {
                 tracing::warn!(dir = %dir.display(), error = %e, "could not remove index snapshot");
             }
         });
+        let _ = removed.await;
         Ok(())
     }
 

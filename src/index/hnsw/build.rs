@@ -137,7 +137,8 @@ impl<'a> Inserter<'a> {
             return;
         }
         let base = view.vectors.row(from);
-        let mut pool = std::mem::take(&mut scratch.pool);
+        // Separate buffers from the ones `insert` holds while it calls this.
+        let mut pool = std::mem::take(&mut scratch.link_pool);
         pool.clear();
         pool.push((score, to));
         pool.extend(
@@ -146,13 +147,16 @@ impl<'a> Inserter<'a> {
                 .map(|n| (view.score_to(base, n), n)),
         );
         pool.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
-        let mut chosen = std::mem::take(&mut scratch.chosen);
+        let mut chosen = std::mem::take(&mut scratch.link_chosen);
+        // The heuristic again, not "keep the closest": on the 100k×384 benchmark set keeping the
+        // closest (as hnsw_rs does) or refilling pruned slots gave the same queries per second at
+        // recall@10 = 0.95, and diverse lists are what keep clustered data connected.
         view.select_neighbours(&pool, graph.capacity(level), |_| false, &mut chosen);
         scratch.ids.clear();
         scratch.ids.extend(chosen.iter().map(|&(_, n)| n));
         graph.set_neighbours(from, level, &scratch.ids);
-        scratch.pool = pool;
-        scratch.chosen = chosen;
+        scratch.link_pool = pool;
+        scratch.link_chosen = chosen;
     }
 }
 

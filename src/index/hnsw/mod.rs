@@ -17,8 +17,10 @@
 //! freezes its lists into the same layout; it is slower and needs more memory while building,
 //! and is kept as a cross-check and for comparison. Later batches always go through the native
 //! insertion path. After a build, and after any batch that adds at least a sixteenth of the
-//! index, a repair pass makes every node reachable from the entry point (clustered data leaves
-//! some nodes without in-edges otherwise, and a search could never return them).
+//! index, a repair pass makes every new node findable: reachable from the entry point, and
+//! returned by a search for its own vector (on clustered data, insertion alone leaves some nodes
+//! without in-edges, and parallel insertion can leave the first node of a tight cluster linked
+//! only to distant nodes); see `build::Inserter::repair`.
 //!
 //! # Deletion
 //! Removing an id marks its node with a tombstone: searches still walk through it but never
@@ -36,16 +38,18 @@
 //! `0.5/p` times as many vectors as an unfiltered search at the same `ef` when a fraction `p` is
 //! accepted), and its recall rises with it: on the 100k×384 benchmark set at `p = 0.1`, `ef = 16`
 //! already gives recall@10 ≈ 0.96, which unfiltered needs `ef ≈ 48` for. So when a query leaves
-//! `ef` unset, a filtered query uses `ef_search·√p` (at least `k`) instead of `ef_search`.
+//! `ef` unset, a filtered query uses `ef_search·√p` (at least `k`) instead of `ef_search`; at
+//! `p = 0.1` that is `ef = 20`, recall@10 ≈ 0.97.
 //!
 //! `p` is estimated from a fixed, evenly spread sample of [`SELECTIVITY_PROBES`] nodes. Below a
 //! few percent the walk visits much of the graph and an exact scan over the accepted vectors is
-//! both faster and exact: the scan costs about `p·n` distances, the walk about
-//! `[EXACT_SCAN_COST]·ef/p` (measured), so the index scans when `p²·n ≤ EXACT_SCAN_COST·ef`
-//! (around `p ≤ 4.5 %` for 100k vectors at the default `ef`, lower for larger indexes). When the
-//! walk cannot see enough accepted vectors (possible only if part of the graph is unreachable)
-//! the query falls back to the exact scan as well, so `k` hits come back whenever `k` live
-//! vectors pass the filter.
+//! both faster and exact. The scan scores about `p·n` vectors, the walk about `10·ef/p`, and a
+//! scanned vector costs less than a walked one (sequential rather than random reads), so the
+//! index scans when `p²·n ≤ EXACT_SCAN_COST·ef` with [`EXACT_SCAN_COST`] measured: around
+//! `p ≤ 5 %` for 100k vectors at the default `ef`, less for larger indexes, more for smaller
+//! ones. When the walk cannot see enough accepted vectors (possible only if part of the graph is
+//! unreachable) the query falls back to the exact scan as well, so `k` hits come back whenever
+//! `k` live vectors pass the filter.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -73,13 +77,15 @@ use store::VectorStore;
 /// Number of nodes sampled to estimate how selective a filter is.
 pub const SELECTIVITY_PROBES: usize = 256;
 
-/// Cost of a filtered graph walk, in vectors scored per unit of `ef / p`, relative to an exact
-/// scan of the accepted vectors (measured on the 100k×384 benchmark set: an unfiltered walk
-/// scores about `20·ef` vectors and a filtered one about `0.5/p` times that).
+/// Filters accepting a fraction `p` of the `n` live vectors are answered by an exact scan when
+/// `p²·n ≤ EXACT_SCAN_COST·ef`. Measured on the 100k×384 benchmark set: a filtered walk scores
+/// about `10·ef/p` vectors, the scan `p·n`, and the scan's sequential reads make each of its
+/// vectors about twice as cheap; at 5 % the two took the same time.
 pub const EXACT_SCAN_COST: f64 = 20.0;
 
-/// Largest `M` accepted: lists are stored with fixed strides of `1 + 2·M` slots.
-pub const MAX_M: usize = 256;
+/// Largest `M` accepted. Lists are stored with fixed strides of `1 + 2·M` slots, and `hnsw_rs`
+/// stores `M` in a byte; useful values are 8 to 64.
+pub const MAX_M: usize = 128;
 
 /// Which algorithm builds the graph.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -245,7 +251,6 @@ impl HnswBuilder {
 }
 
 /// An HNSW index; see the [module docs](self).
-#[derive(Debug)]
 pub struct HnswIndex {
     metric: Metric,
     dim: usize,
@@ -296,8 +301,9 @@ impl HnswIndex {
         self.tombstones
     }
 
-    /// Rebuilds the graph from the live vectors alone, dropping every tombstone. Uses the
-    /// configured [`Engine`]; runs on the current rayon pool.
+    /// Rebuilds the graph from the live vectors alone, dropping every tombstone and the memory
+    /// it held. Uses the configured [`Engine`] and runs on the current rayon pool; takes as long
+    /// as building the live vectors afresh, and holds a second copy of them meanwhile.
     pub fn rebuild(&mut self) {
         let live: Vec<u32> = (0..self.graph.len() as u32)
             .filter(|&n| !self.is_deleted(n))
@@ -376,7 +382,7 @@ impl HnswIndex {
 
     #[inline]
     fn is_deleted(&self, node: u32) -> bool {
-        self.deleted[node as usize / 64] >> (node % 64) & 1 == 1
+        is_set(&self.deleted, node)
     }
 
     fn tombstone(&mut self, node: u32) {
@@ -422,8 +428,9 @@ impl HnswIndex {
             self.graph.push_nodes(&levels);
         }
         let new_nodes = first..nodes as u32;
+        let deleted = &self.deleted;
+        let dead = |n: u32| is_set(deleted, n);
         if !built_by_hnsw_rs {
-            let dead = |n: u32| self.deleted[n as usize / 64] >> (n % 64) & 1 == 1;
             let entry = Inserter::new(self.view(), self.params.ef_construction, &dead)
                 .insert_all(new_nodes.clone());
             self.graph.set_entry(entry);
@@ -431,7 +438,6 @@ impl HnswIndex {
         // Repair after builds and large batches; a small batch's nodes get in-edges from their
         // own reverse links, and a check per small insert would dominate its cost.
         if ids.len() * 16 >= nodes {
-            let dead = |n: u32| self.deleted[n as usize / 64] >> (n % 64) & 1 == 1;
             Inserter::new(self.view(), self.params.ef_construction, &dead).repair(new_nodes);
         }
     }
@@ -511,6 +517,26 @@ impl HnswIndex {
             (hits, scored >= self.graph.len())
         })
     }
+}
+
+impl std::fmt::Debug for HnswIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A summary: the arrays run to hundreds of megabytes.
+        f.debug_struct("HnswIndex")
+            .field("metric", &self.metric)
+            .field("dim", &self.dim)
+            .field("live", &self.by_id.len())
+            .field("tombstones", &self.tombstones)
+            .field("entry", &self.graph.entry())
+            .field("params", &self.params)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Bit `i` of a bitset stored in 64-bit words.
+#[inline]
+fn is_set(words: &[u64], i: u32) -> bool {
+    words[i as usize / 64] >> (i % 64) & 1 == 1
 }
 
 impl VectorIndex for HnswIndex {

@@ -38,11 +38,14 @@ impl Scorer {
         }
     }
 
-    /// Similarity of two preprocessed vectors, higher is closer; equal to [`Metric::score`].
+    /// Similarity of two preprocessed vectors, higher is closer; equal to [`Metric::score`],
+    /// except that NaN (an inner product of finite vectors whose terms overflow to +∞ and −∞)
+    /// becomes −∞ and so ranks last instead of first.
     #[inline(always)]
     pub(super) fn score(&self, a: &[f32], b: &[f32]) -> f32 {
         let s = (self.kernel)(a, b);
-        if self.negate { -s } else { s }
+        let s = if self.negate { -s } else { s };
+        if s.is_nan() { f32::NEG_INFINITY } else { s }
     }
 }
 
@@ -111,10 +114,14 @@ pub(super) struct Scratch {
     fresh: Vec<u32>,
     /// Results of the last search, best first.
     pub(super) found: Vec<(f32, u32)>,
-    /// Work space for neighbour selection during insertion.
+    /// Work space for neighbour selection during insertion: candidates, the selection, and the
+    /// selection's node numbers.
     pub(super) pool: Vec<(f32, u32)>,
     pub(super) chosen: Vec<(f32, u32)>,
     pub(super) ids: Vec<u32>,
+    /// The same for re-selecting the list of an existing neighbour.
+    pub(super) link_pool: Vec<(f32, u32)>,
+    pub(super) link_chosen: Vec<(f32, u32)>,
 }
 
 impl Scratch {

@@ -1,0 +1,443 @@
+//! The service layer end to end, below HTTP: planner paths, read-your-writes while the graph
+//! catches up, and restarts from snapshots that are current, stale or torn. Real store, real
+//! indexes, real encoder (the tiny fixture model) behind the real embedding worker.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use vicinity::distance::Metric;
+use vicinity::embed::{EmbeddingWorker, EncoderOptions, SentenceEncoder, WorkerOptions};
+use vicinity::service::{
+    CollectionSpec, DocumentInput, Include, IndexConfig, IndexType, Plan, Query, QueryInput,
+    Selector, Service, ServiceError, ServiceSettings,
+};
+use vicinity::store::{Store, StoreOptions};
+use vicinity::testing::clustered_vectors;
+
+const DIM: usize = 24;
+
+fn tiny_model() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-bert")
+}
+
+fn settings(dir: &Path) -> ServiceSettings {
+    let mut s = ServiceSettings::new(dir);
+    s.planner.exact_threshold = 200;
+    s.snapshot_interval = Duration::from_secs(3600);
+    s
+}
+
+async fn open(dir: &Path) -> Arc<Service> {
+    let store = Store::open(
+        dir.join("vicinity.db").to_str().unwrap(),
+        &StoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    let encoder = SentenceEncoder::load(&tiny_model(), &EncoderOptions::default()).unwrap();
+    let worker = EmbeddingWorker::new(encoder, WorkerOptions::default()).unwrap();
+    Service::open(settings(dir), store, Arc::new(worker))
+        .await
+        .unwrap()
+}
+
+fn spec(kind: IndexType) -> CollectionSpec {
+    CollectionSpec {
+        distance: Metric::Cosine,
+        index: IndexConfig {
+            kind,
+            ..Default::default()
+        },
+        dimension: Some(DIM),
+        chunking: None,
+    }
+}
+
+fn vector_docs(n: usize, seed: u64) -> (Vec<DocumentInput>, Vec<f32>) {
+    let data = clustered_vectors(n, DIM, 12, 0.5, seed);
+    let docs = data
+        .chunks_exact(DIM)
+        .enumerate()
+        .map(|(i, v)| DocumentInput {
+            id: Some(format!("d{i}")),
+            text: None,
+            vector: Some(v.to_vec()),
+            metadata: json!({"i": i, "even": i % 2 == 0, "tenth": i % 10 == 0}),
+        })
+        .collect();
+    (docs, data)
+}
+
+fn vq(v: &[f32], k: usize) -> Query {
+    Query {
+        input: QueryInput::Vector(v.to_vec()),
+        k,
+        filter: None,
+        ef: None,
+        nprobe: None,
+        exact: false,
+        include: Include::default(),
+    }
+}
+
+/// Waits until the background indexer has built the approximate index and drained pending.
+async fn wait_indexed(svc: &Service, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let info = svc.get_collection(name).await.unwrap();
+        if info.index_state.status == "ready" && info.index_state.pending == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "index never caught up: {:?}",
+            info.index_state
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn ids(r: &vicinity::service::QueryResult) -> Vec<String> {
+    r.results.iter().map(|h| h.document_id.clone()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planner_picks_each_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = open(dir.path()).await;
+    svc.create_collection("small", spec(IndexType::Auto))
+        .await
+        .unwrap();
+    let (docs, data) = vector_docs(50, 1);
+    svc.upsert_documents("small", docs).await.unwrap();
+    let r = svc.query("small", vq(&data[..DIM], 5)).await.unwrap();
+    assert_eq!(r.plan, Plan::Flat, "small collections are scanned exactly");
+    assert_eq!(r.results[0].document_id, "d0");
+
+    svc.create_collection("big", spec(IndexType::Auto))
+        .await
+        .unwrap();
+    let (docs, data) = vector_docs(1500, 2);
+    svc.upsert_documents("big", docs).await.unwrap();
+    wait_indexed(&svc, "big").await;
+    let q = &data[7 * DIM..8 * DIM];
+    let r = svc.query("big", vq(q, 10)).await.unwrap();
+    assert_eq!(r.plan, Plan::Hnsw);
+    assert_eq!(r.results[0].document_id, "d7");
+    let exact = svc
+        .query(
+            "big",
+            Query {
+                exact: true,
+                ..vq(q, 10)
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(exact.plan, Plan::Flat);
+    assert_eq!(ids(&exact)[0], "d7");
+
+    // A broad filter stays on the graph; a selective one is answered exactly.
+    let broad = svc
+        .query(
+            "big",
+            Query {
+                filter: Some(json!({"even": true})),
+                ..vq(q, 10)
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(broad.plan, Plan::Hnsw);
+    assert_eq!(broad.results.len(), 10);
+    assert!(
+        broad
+            .results
+            .iter()
+            .all(|h| h.metadata.as_ref().unwrap()["even"] == true)
+    );
+    let narrow = svc
+        .query(
+            "big",
+            Query {
+                filter: Some(json!({"i": {"$lt": 12}})),
+                ..vq(q, 10)
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(narrow.plan, Plan::Flat);
+    assert_eq!(narrow.results.len(), 10);
+    assert!(
+        narrow
+            .results
+            .iter()
+            .all(|h| h.metadata.as_ref().unwrap()["i"].as_u64().unwrap() < 12)
+    );
+
+    // k results whenever k passages match, and no more than match.
+    let few = svc
+        .query(
+            "big",
+            Query {
+                filter: Some(json!({"i": {"$in": [3, 700, 1499]}})),
+                ..vq(q, 10)
+            },
+        )
+        .await
+        .unwrap();
+    let mut got = ids(&few);
+    got.sort();
+    assert_eq!(got, vec!["d1499", "d3", "d700"]);
+
+    svc.create_collection("cells", spec(IndexType::Ivf))
+        .await
+        .unwrap();
+    let (docs, data) = vector_docs(1200, 3);
+    svc.upsert_documents("cells", docs).await.unwrap();
+    wait_indexed(&svc, "cells").await;
+    let r = svc.query("cells", vq(&data[..DIM], 5)).await.unwrap();
+    assert_eq!(r.plan, Plan::Ivf);
+    assert_eq!(r.results[0].document_id, "d0");
+
+    svc.create_collection("exact", spec(IndexType::Flat))
+        .await
+        .unwrap();
+    let (docs, data) = vector_docs(400, 4);
+    svc.upsert_documents("exact", docs).await.unwrap();
+    let r = svc.query("exact", vq(&data[..DIM], 5)).await.unwrap();
+    assert_eq!(r.plan, Plan::Flat);
+    assert_eq!(
+        svc.get_collection("exact")
+            .await
+            .unwrap()
+            .index_state
+            .status,
+        "none"
+    );
+    svc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_are_visible_before_the_graph_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = open(dir.path()).await;
+    svc.create_collection("c", spec(IndexType::Hnsw))
+        .await
+        .unwrap();
+    let (docs, _) = vector_docs(600, 5);
+    svc.upsert_documents("c", docs).await.unwrap();
+    wait_indexed(&svc, "c").await;
+    for round in 0..20 {
+        let mut v = vec![0.0f32; DIM];
+        v[round % DIM] = 1.0;
+        v[(round + 5) % DIM] = -0.5;
+        let id = format!("new{round}");
+        svc.upsert_documents(
+            "c",
+            vec![DocumentInput {
+                id: Some(id.clone()),
+                vector: Some(v.clone()),
+                ..Default::default()
+            }],
+        )
+        .await
+        .unwrap();
+        let r = svc.query("c", vq(&v, 1)).await.unwrap();
+        assert_eq!(r.results[0].document_id, id, "round {round}");
+        assert!((r.results[0].score - 1.0).abs() < 1e-5);
+        // Replacing a document retires its old vector at once.
+        let mut w = vec![0.0f32; DIM];
+        w[(round + 11) % DIM] = 1.0;
+        svc.upsert_documents(
+            "c",
+            vec![DocumentInput {
+                id: Some(id.clone()),
+                vector: Some(w),
+                ..Default::default()
+            }],
+        )
+        .await
+        .unwrap();
+        let r = svc.query("c", vq(&v, 3)).await.unwrap();
+        assert!(
+            (r.results[0].score - 1.0).abs() > 1e-3,
+            "old vector still served"
+        );
+    }
+    svc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_from_current_stale_and_torn_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let (docs, data) = vector_docs(800, 6);
+    let probes: Vec<Vec<f32>> = (0..20)
+        .map(|i| data[i * 37 * DIM..(i * 37 + 1) * DIM].to_vec())
+        .collect();
+    let before = {
+        let svc = open(dir.path()).await;
+        svc.create_collection("c", spec(IndexType::Hnsw))
+            .await
+            .unwrap();
+        svc.upsert_documents("c", docs).await.unwrap();
+        wait_indexed(&svc, "c").await;
+        let mut out = Vec::new();
+        for p in &probes {
+            out.push(ids(&svc.query("c", vq(p, 10)).await.unwrap()));
+        }
+        svc.shutdown().await;
+        out
+    };
+    let snapshot_dir = dir.path().join("indexes");
+    assert!(snapshot_dir.exists(), "shutdown writes a snapshot");
+
+    // Current snapshot: the graph is back at once, answers are identical.
+    {
+        let svc = open(dir.path()).await;
+        let info = svc.get_collection("c").await.unwrap();
+        assert_eq!(info.index_state.status, "ready");
+        assert_eq!(info.index_state.indexed, 800);
+        assert_eq!(info.index_state.pending, 0);
+        for (p, want) in probes.iter().zip(&before) {
+            assert_eq!(&ids(&svc.query("c", vq(p, 10)).await.unwrap()), want);
+        }
+        // Changes after the snapshot, then a crash (no shutdown, no new snapshot).
+        svc.delete_documents("c", Selector::Ids(vec!["d0".into(), "d37".into()]))
+            .await
+            .unwrap();
+        svc.upsert_documents(
+            "c",
+            vec![DocumentInput {
+                id: Some("late".into()),
+                vector: Some(probes[3].clone()),
+                ..Default::default()
+            }],
+        )
+        .await
+        .unwrap();
+    }
+
+    // Stale snapshot: reconciled with the store.
+    {
+        let svc = open(dir.path()).await;
+        wait_indexed(&svc, "c").await;
+        let info = svc.get_collection("c").await.unwrap();
+        assert_eq!(info.passages, 799);
+        assert_eq!(info.index_state.indexed, 799);
+        let r = svc.query("c", vq(&probes[0], 10)).await.unwrap();
+        assert!(
+            !ids(&r).contains(&"d0".to_string()),
+            "deleted document came back"
+        );
+        let r = svc.query("c", vq(&probes[3], 2)).await.unwrap();
+        assert!(ids(&r).contains(&"late".to_string()));
+    }
+
+    // Torn snapshot: detected by its checksum, rebuilt from the stored vectors.
+    let coll_dir = std::fs::read_dir(&snapshot_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let bin = std::fs::read_dir(&coll_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "bin"))
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&bin).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&bin, &bytes).unwrap();
+    {
+        let svc = open(dir.path()).await;
+        wait_indexed(&svc, "c").await;
+        let info = svc.get_collection("c").await.unwrap();
+        assert_eq!(info.index_state.indexed, 799);
+        let r = svc.query("c", vq(&probes[5], 10)).await.unwrap();
+        assert_eq!(r.plan, Plan::Hnsw);
+        assert_eq!(ids(&r)[0], before[5][0]);
+        svc.delete_collection("c").await.unwrap();
+        assert!(!coll_dir.exists(), "snapshot removed with its collection");
+        assert!(matches!(
+            svc.query("c", vq(&probes[5], 1)).await,
+            Err(ServiceError::CollectionNotFound(_))
+        ));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_documents_are_split_embedded_and_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = open(dir.path()).await;
+    let text_spec = CollectionSpec {
+        dimension: None,
+        ..spec(IndexType::Auto)
+    };
+    let (info, created) = svc.create_collection("t", text_spec.clone()).await.unwrap();
+    assert!(created);
+    assert_eq!(info.source, "text");
+    let (_, created) = svc.create_collection("t", text_spec).await.unwrap();
+    assert!(!created, "identical settings are not a conflict");
+    let long: String = (0..200)
+        .map(|i| format!("Sentence number {i} talks about topic {}. ", i % 7))
+        .collect();
+    let done = svc
+        .upsert_documents(
+            "t",
+            vec![
+                DocumentInput {
+                    id: Some("long".into()),
+                    text: Some(long.clone()),
+                    ..Default::default()
+                },
+                DocumentInput {
+                    id: Some("short".into()),
+                    text: Some("hello world".into()),
+                    metadata: json!({"lang": "en"}),
+                    ..Default::default()
+                },
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(done[0].passages > 1, "a long text is split");
+    assert_eq!(done[1].passages, 1);
+    let r = svc
+        .query(
+            "t",
+            Query {
+                input: QueryInput::Text("hello world".into()),
+                ..vq(&[], 3)
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.results[0].document_id, "short");
+    assert!(
+        (r.results[0].score - 1.0).abs() < 1e-4,
+        "same text, same embedding"
+    );
+    let chars: Vec<char> = long.chars().collect();
+    let all = svc
+        .query(
+            "t",
+            Query {
+                input: QueryInput::Text("topic".into()),
+                filter: Some(json!({"lang": {"$ne": "en"}})),
+                ..vq(&[], 1000)
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(all.results.len(), done[0].passages);
+    for h in &all.results {
+        let span: String = chars[h.passage.start..h.passage.end].iter().collect();
+        assert_eq!(Some(span), h.text, "offsets point at the passage text");
+    }
+    svc.shutdown().await;
+}
