@@ -202,7 +202,8 @@ impl Service {
         Ok(QueryResult {
             results,
             plan,
-            time_ms: started.elapsed().as_secs_f64() * 1e3,
+            // Microsecond resolution: more digits are noise, and bloat every response.
+            time_ms: (started.elapsed().as_micros() as f64) / 1e3,
         })
     }
 
