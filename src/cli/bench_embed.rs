@@ -73,6 +73,12 @@ pub(crate) struct Args {
     /// Print one JSON object per line instead of a table.
     #[arg(long)]
     json: bool,
+
+    /// Load no model: print each point's sentence pool as one JSON object per line
+    /// (`{"words","batch","texts"}`), so that another implementation can be measured on exactly
+    /// the same text (`scripts/bench_embed_pytorch.py` reads it).
+    #[arg(long)]
+    print_texts: bool,
 }
 
 /// One measured point.
@@ -100,6 +106,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         args.duration.is_finite() && args.duration >= 0.0,
         "--duration must be a number of seconds"
     );
+    if args.print_texts {
+        return print_texts(&args);
+    }
     let encoder = args.model.load(args.threads)?;
     let threads = encoder.threads();
     let max_seq = encoder.max_seq_length();
@@ -127,10 +136,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     for &words in &args.words {
         let mut generator = SentenceGenerator::new(args.seed ^ words as u64);
         for &batch in &args.batch {
-            // Different sentences for each batch, cycling through a pool.
-            let pool: Vec<String> = (0..batch.max(256))
-                .map(|_| generator.sentence(words))
-                .collect();
+            let pool = generator.pool(words, batch);
             let tokens = runner.mean_tokens(&pool[..batch.min(pool.len())], max_seq)?;
             let mut next = 0;
             let mut take = || {
@@ -161,6 +167,20 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
                 runs: latencies.len(),
             };
             print_point(&point, args.json)?;
+        }
+    }
+    Ok(())
+}
+
+/// The `--print-texts` mode: the same pools, in the same order, as the measurement uses.
+fn print_texts(args: &Args) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    for &words in &args.words {
+        let mut generator = SentenceGenerator::new(args.seed ^ words as u64);
+        for &batch in &args.batch {
+            let texts = generator.pool(words, batch);
+            let line = serde_json::json!({ "words": words, "batch": batch, "texts": texts });
+            writeln!(out, "{line}")?;
         }
     }
     Ok(())
@@ -312,6 +332,12 @@ impl SentenceGenerator {
     }
 
     /// A text of exactly `words` words.
+    /// The sentences one point cycles through: different sentences for each batch, at least
+    /// 256 of them.
+    fn pool(&mut self, words: usize, batch: usize) -> Vec<String> {
+        (0..batch.max(256)).map(|_| self.sentence(words)).collect()
+    }
+
     fn sentence(&mut self, words: usize) -> String {
         let mut text = String::new();
         let mut until_stop = self.rng.random_range(8..=20);
