@@ -1,0 +1,261 @@
+//! Helpers shared by the HTTP tests: the tiny fixture model behind the real embedding worker,
+//! a service over a temporary data directory, requests through the router, and embedder
+//! wrappers that count or hold calls to the real worker.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tokenizers::Tokenizer;
+use tower::ServiceExt;
+use vicinity::api::{self, ApiSettings, AppState};
+use vicinity::embed::{
+    EmbedResult, Embedder, EmbeddingWorker, EncoderOptions, SentenceEncoder, WorkerOptions,
+};
+use vicinity::service::{Service, ServiceSettings};
+use vicinity::store::{Store, StoreOptions};
+
+/// The tiny BERT fixture: 32-dimensional, 32 tokens of input.
+pub(crate) fn tiny_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-bert")
+}
+
+/// The real embedding worker around a model directory.
+pub(crate) fn worker(dir: &Path, options: WorkerOptions) -> Arc<EmbeddingWorker> {
+    let encoder = SentenceEncoder::load(dir, &EncoderOptions::default()).expect("model loads");
+    Arc::new(EmbeddingWorker::new(encoder, options).expect("worker starts"))
+}
+
+/// The tiny model's worker with default options.
+pub(crate) fn tiny_worker() -> Arc<EmbeddingWorker> {
+    worker(&tiny_dir(), WorkerOptions::default())
+}
+
+/// Service settings for a data directory; the overlap fits the tiny model's 32 tokens.
+pub(crate) fn service_settings(data: &Path) -> ServiceSettings {
+    ServiceSettings {
+        default_overlap: 4,
+        ..ServiceSettings::new(data)
+    }
+}
+
+/// A service and its router over a data directory.
+pub(crate) struct App {
+    pub(crate) router: Router,
+    pub(crate) service: Arc<Service>,
+    pub(crate) store: Store,
+}
+
+impl App {
+    /// Opens the store and the service in `data` and builds the router.
+    pub(crate) async fn open(
+        data: &Path,
+        embedder: Arc<dyn Embedder>,
+        settings: ServiceSettings,
+        api: ApiSettings,
+    ) -> App {
+        let url = format!("sqlite://{}", data.join("vicinity.db").display());
+        let store = Store::open(&url, &StoreOptions::default())
+            .await
+            .expect("store opens");
+        let service = Service::open(settings, store.clone(), embedder)
+            .await
+            .expect("service opens");
+        let router = api::router(AppState::ready(api, service.clone()));
+        App {
+            router,
+            service,
+            store,
+        }
+    }
+
+    /// The tiny model's service with default settings.
+    pub(crate) async fn tiny(data: &Path) -> App {
+        App::open(
+            data,
+            tiny_worker(),
+            service_settings(data),
+            ApiSettings::default(),
+        )
+        .await
+    }
+
+    /// Shuts the service down as the server does, and closes the store.
+    pub(crate) async fn close(self) {
+        self.service.shutdown().await;
+        drop(self.router);
+        self.store.close().await;
+    }
+
+    /// Sends a JSON request (or none) and returns the status and the JSON body.
+    pub(crate) async fn send(
+        &self,
+        method: Method,
+        uri: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        send(&self.router, method, uri, body).await
+    }
+}
+
+/// Sends a JSON request through `router`.
+pub(crate) async fn send(
+    router: &Router,
+    method: Method,
+    uri: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder().method(method).uri(uri);
+    let body = match body {
+        Some(v) => {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+            Body::from(v.to_string())
+        }
+        None => Body::empty(),
+    };
+    let (status, _, body) = call(router, req.body(body).unwrap()).await;
+    (status, body)
+}
+
+/// Sends any request through `router`; the body is parsed as JSON (`Null` when empty).
+pub(crate) async fn call(router: &Router, req: Request<Body>) -> (StatusCode, HeaderMap, Value) {
+    let response = router.clone().oneshot(req).await.expect("infallible");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            panic!(
+                "response to a request is not JSON ({e}): {}",
+                String::from_utf8_lossy(&bytes)
+            )
+        })
+    };
+    (status, headers, body)
+}
+
+/// Asserts an error response's status and code.
+#[track_caller]
+pub(crate) fn assert_error(got: &(StatusCode, Value), status: StatusCode, code: &str) {
+    assert_eq!(got.0, status, "{}", got.1);
+    assert_eq!(got.1["error"]["code"], code, "{}", got.1);
+    assert!(got.1["error"]["message"].is_string(), "{}", got.1);
+}
+
+/// An [`Embedder`] that counts the calls to the real one it wraps.
+pub(crate) struct Counting {
+    inner: Arc<dyn Embedder>,
+    calls: AtomicUsize,
+}
+
+impl Counting {
+    pub(crate) fn new(inner: Arc<dyn Embedder>) -> Arc<Counting> {
+        Arc::new(Counting {
+            inner,
+            calls: AtomicUsize::new(0),
+        })
+    }
+
+    /// Calls to `embed` so far.
+    pub(crate) fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait::async_trait]
+impl Embedder for Counting {
+    async fn embed(&self, texts: Vec<String>) -> EmbedResult<Vec<Vec<f32>>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.embed(texts).await
+    }
+    fn model_id(&self) -> &str {
+        self.inner.model_id()
+    }
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+    fn max_input_tokens(&self) -> usize {
+        self.inner.max_input_tokens()
+    }
+    fn tokenizer(&self) -> Option<&Tokenizer> {
+        self.inner.tokenizer()
+    }
+    fn count_tokens(&self, text: &str) -> EmbedResult<usize> {
+        self.inner.count_tokens(text)
+    }
+}
+
+/// An [`Embedder`] that holds each call to the real one it wraps until the test releases it,
+/// so that a request can be caught in flight.
+pub(crate) struct Gate {
+    inner: Arc<dyn Embedder>,
+    /// Notified when a call arrives at the gate.
+    pub(crate) entered: tokio::sync::Notify,
+    release: tokio::sync::Semaphore,
+}
+
+impl Gate {
+    pub(crate) fn new(inner: Arc<dyn Embedder>) -> Arc<Gate> {
+        Arc::new(Gate {
+            inner,
+            entered: tokio::sync::Notify::new(),
+            release: tokio::sync::Semaphore::new(0),
+        })
+    }
+
+    /// Lets `n` held (or future) calls through.
+    pub(crate) fn release(&self, n: usize) {
+        self.release.add_permits(n);
+    }
+}
+
+#[async_trait::async_trait]
+impl Embedder for Gate {
+    async fn embed(&self, texts: Vec<String>) -> EmbedResult<Vec<Vec<f32>>> {
+        self.entered.notify_one();
+        self.release
+            .acquire()
+            .await
+            .expect("the gate is never closed")
+            .forget();
+        self.inner.embed(texts).await
+    }
+    fn model_id(&self) -> &str {
+        self.inner.model_id()
+    }
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+    fn max_input_tokens(&self) -> usize {
+        self.inner.max_input_tokens()
+    }
+    fn tokenizer(&self) -> Option<&Tokenizer> {
+        self.inner.tokenizer()
+    }
+    fn count_tokens(&self, text: &str) -> EmbedResult<usize> {
+        self.inner.count_tokens(text)
+    }
+}
+
+/// Where the real all-MiniLM-L6-v2 would be: `VICINITY_MODEL` or the default hub id, looked
+/// up in `VICINITY_DATA_DIR` or the repository's `data/` (what `vicinity model fetch` fills).
+pub(crate) fn real_model_dir() -> PathBuf {
+    use vicinity::embed::fetch;
+    let spec = std::env::var("VICINITY_MODEL").unwrap_or_else(|_| fetch::DEFAULT_MODEL.to_owned());
+    let data_dir = std::env::var_os("VICINITY_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("data"));
+    fetch::lookup(&spec, &data_dir)
+        .map(|model| model.dir)
+        .or_else(|| fetch::cache_dir(&data_dir, &spec))
+        .unwrap_or_else(|| PathBuf::from(spec))
+}
