@@ -1414,6 +1414,61 @@ async fn bad_input_gets_its_status_and_code() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dot_and_l2_scores_stay_finite() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::tiny(dir.path()).await;
+    // 1e18 per component is allowed; 3e38 is a finite f32 whose products are not.
+    let long = [1e18, -1e18, 1e18, 1e18];
+    let huge = [3e38, 3e38, -3e38, 3e38];
+    for distance in ["dot", "l2"] {
+        let uri = format!("/collections/{distance}");
+        let r = app
+            .send(
+                PUT,
+                &uri,
+                Some(json!({"dimension": 4, "distance": distance})),
+            )
+            .await;
+        assert_eq!(r.0, StatusCode::CREATED, "{}", r.1);
+        let docs = format!("{uri}/documents");
+        let query = format!("{uri}/query");
+        let r = app
+            .send(
+                POST,
+                &docs,
+                Some(json!({"documents": [{"id": "huge", "vector": huge}]})),
+            )
+            .await;
+        assert_error(&r, StatusCode::BAD_REQUEST, "invalid_vector");
+        let r = app
+            .send(
+                POST,
+                &docs,
+                Some(json!({"documents": [
+                    {"id": "long", "vector": long},
+                    {"id": "unit", "vector": [0, 1, 0, 0]},
+                ]})),
+            )
+            .await;
+        assert_ok(&r);
+        let r = app.send(POST, &query, Some(json!({"vector": huge}))).await;
+        assert_error(&r, StatusCode::BAD_REQUEST, "invalid_vector");
+        let r = app
+            .send(POST, &query, Some(json!({"vector": long, "k": 2})))
+            .await;
+        assert_ok(&r);
+        assert_eq!(doc_ids(&r.1)[0], "long", "{distance}");
+        for h in hits(&r.1) {
+            assert!(
+                h["score"].is_f64() && h["distance"].is_f64(),
+                "{distance}: {h}"
+            );
+        }
+    }
+    app.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_over_the_limit_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let api = ApiSettings {

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::distance::Metric;
 use crate::index::validate;
 use crate::store::{DocumentRecord, NewDocument, NewPassage, PageRequest};
 
@@ -45,18 +44,17 @@ struct Prepared {
     vector: Option<Vec<f32>>,
 }
 
-fn check_vector(metric: Metric, dim: usize, v: &[f32], doc: &str) -> ServiceResult<()> {
-    validate::prepare_batch(metric, dim, &[0], v).map_err(|e| {
-        let e = ServiceError::from(e);
-        match e {
+fn check_vector(coll: &Collection, v: &[f32], doc: &str) -> ServiceResult<()> {
+    validate::prepare_batch(coll.metric, coll.dim, &[0], v)
+        .map_err(ServiceError::from)
+        .and_then(|_| coll.check_length(v))
+        .map_err(|e| match e {
             ServiceError::InvalidInput { code, message } => ServiceError::InvalidInput {
                 code,
                 message: format!("document '{doc}': {message}"),
             },
             other => other,
-        }
-    })?;
-    Ok(())
+        })
 }
 
 fn check_id(id: &str) -> ServiceResult<()> {
@@ -176,7 +174,7 @@ impl Service {
             let chars = doc.text.as_ref().map_or(0, |t| t.chars().count());
             let (spans, vector) = match (doc.vector, &doc.text) {
                 (Some(v), _) => {
-                    check_vector(coll.metric, coll.dim, &v, &id)?;
+                    check_vector(coll, &v, &id)?;
                     (vec![(0, chars, doc.text.clone())], Some(v))
                 }
                 (None, Some(t)) if !t.trim().is_empty() => {
