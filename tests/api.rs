@@ -522,6 +522,84 @@ async fn collection_and_document_lifecycle() {
     app.close().await;
 }
 
+/// The ids of a `documents/get` page and its cursor.
+async fn page(app: &App, body: Value) -> (Vec<String>, Value) {
+    let r = app
+        .send(POST, "/collections/pages/documents/get", Some(body))
+        .await;
+    assert_ok(&r);
+    let ids = r.1["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_owned())
+        .collect();
+    (ids, r.1["next_after"].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paging_continues_after_a_deleted_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::tiny(dir.path()).await;
+    let r = app
+        .send(PUT, "/collections/pages", Some(json!({"dimension": 2})))
+        .await;
+    assert_eq!(r.0, StatusCode::CREATED);
+    let docs: Vec<Value> = (0..10)
+        .map(|i| json!({"id": format!("p{i}"), "vector": [1, i], "metadata": {"even": i % 2 == 0}}))
+        .collect();
+    let r = app
+        .send(
+            POST,
+            "/collections/pages/documents",
+            Some(json!({ "documents": docs })),
+        )
+        .await;
+    assert_ok(&r);
+    let delete = |id: &str| {
+        app.send(
+            POST,
+            "/collections/pages/documents/delete",
+            Some(json!({ "ids": [id] })),
+        )
+    };
+    let strings = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+
+    // Every document, by a filter and without one: the cursor is a position in id order,
+    // which outlives the document it names.
+    for filter in [json!({"even": {"$in": [true, false]}}), Value::Null] {
+        let (ids, after) = page(&app, json!({"filter": filter, "limit": 3})).await;
+        assert_eq!(ids, strings(&["p0", "p1", "p2"]));
+        assert_eq!(after, "p2");
+        assert_ok(&delete("p2").await);
+        let (ids, after) = page(&app, json!({"filter": filter, "limit": 3, "after": after})).await;
+        assert_eq!(ids, strings(&["p3", "p4", "p5"]), "filter {filter}");
+        assert_eq!(after, "p5");
+        let r = app
+            .send(
+                POST,
+                "/collections/pages/documents",
+                Some(json!({"documents": [{"id": "p2", "vector": [1, 2], "metadata": {"even": true}}]})),
+            )
+            .await;
+        assert_ok(&r);
+    }
+
+    // By ids: the cursor is a position in the request's order.
+    let ids: Vec<String> = (0..10).rev().map(|i| format!("p{i}")).collect();
+    let (got, after) = page(&app, json!({"ids": ids, "limit": 3})).await;
+    assert_eq!(got, strings(&["p9", "p8", "p7"]));
+    assert_eq!(after, "p7");
+    assert_ok(&delete("p7").await);
+    let (got, after) = page(&app, json!({"ids": ids, "limit": 3, "after": after})).await;
+    assert_eq!(got, strings(&["p6", "p5", "p4"]));
+    let (got, after) = page(&app, json!({"ids": ids, "limit": 3, "after": after})).await;
+    assert_eq!(got, strings(&["p3", "p2", "p1"]));
+    let (got, after) = page(&app, json!({"ids": ids, "limit": 3, "after": after})).await;
+    assert_eq!((got, after), (strings(&["p0"]), Value::Null));
+    app.close().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Filters
 
