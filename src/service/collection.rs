@@ -25,12 +25,18 @@ use crate::index::{Hit, IndexKind, IndexMut, SearchParams, VectorIndex, validate
 use crate::store::{CollectionRecord, PassageId};
 
 use super::chunk::Chunker;
-use super::error::ServiceResult;
+use super::error::{ServiceError, ServiceResult};
 use super::filter::Filter;
 use super::types::{IndexConfig, IndexState, Plan};
 
 /// How many sampled passages estimate a filter's selectivity.
 const FILTER_SAMPLE: usize = 256;
+
+/// Largest squared length of a vector under dot or L2. Finite components are not enough: the
+/// score of two vectors of 3e38s overflows to infinity (or NaN), which ranks arbitrarily and
+/// reaches JSON as `null`. Within this bound every score is finite, since |a·b| ≤ |a||b| and
+/// |a − b|² ≤ 2(|a|² + |b|²), with room to spare for rounding. Cosine vectors are normalised.
+const MAX_SQUARED_LENGTH: f64 = f32::MAX as f64 / 8.0;
 
 /// Tuning of the planner and of background indexing, shared by all collections.
 #[derive(Clone, Debug)]
@@ -149,6 +155,29 @@ impl Collection {
     pub(crate) fn mark_deleted(&self) {
         self.deleted.store(true, Ordering::Release);
         self.indexer.notify_one();
+    }
+
+    /// Refuses a vector whose scores against this collection's vectors could overflow `f32`
+    /// (see [`MAX_SQUARED_LENGTH`]). Non-finite components are left to the index's own checks,
+    /// which name the position.
+    pub(crate) fn check_length(&self, v: &[f32]) -> ServiceResult<()> {
+        if self.metric.normalizes() || v.iter().any(|x| !x.is_finite()) {
+            return Ok(());
+        }
+        let squared: f64 = v.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+        if squared > MAX_SQUARED_LENGTH {
+            return Err(ServiceError::invalid(
+                "invalid_vector",
+                format!(
+                    "the vector's length {:.3e} is too large for {} scores to stay finite; \
+                     the limit is {:.3e}",
+                    squared.sqrt(),
+                    self.metric,
+                    MAX_SQUARED_LENGTH.sqrt()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The approximate index parameters this collection builds with.

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::distance::Metric;
 use crate::index::validate;
 use crate::store::{DocumentRecord, NewDocument, NewPassage, PageRequest};
 
@@ -45,18 +44,17 @@ struct Prepared {
     vector: Option<Vec<f32>>,
 }
 
-fn check_vector(metric: Metric, dim: usize, v: &[f32], doc: &str) -> ServiceResult<()> {
-    validate::prepare_batch(metric, dim, &[0], v).map_err(|e| {
-        let e = ServiceError::from(e);
-        match e {
+fn check_vector(coll: &Collection, v: &[f32], doc: &str) -> ServiceResult<()> {
+    validate::prepare_batch(coll.metric, coll.dim, &[0], v)
+        .map_err(ServiceError::from)
+        .and_then(|_| coll.check_length(v))
+        .map_err(|e| match e {
             ServiceError::InvalidInput { code, message } => ServiceError::InvalidInput {
                 code,
                 message: format!("document '{doc}': {message}"),
             },
             other => other,
-        }
-    })?;
-    Ok(())
+        })
 }
 
 fn check_id(id: &str) -> ServiceResult<()> {
@@ -176,7 +174,7 @@ impl Service {
             let chars = doc.text.as_ref().map_or(0, |t| t.chars().count());
             let (spans, vector) = match (doc.vector, &doc.text) {
                 (Some(v), _) => {
-                    check_vector(coll.metric, coll.dim, &v, &id)?;
+                    check_vector(coll, &v, &id)?;
                     (vec![(0, chars, doc.text.clone())], Some(v))
                 }
                 (None, Some(t)) if !t.trim().is_empty() => {
@@ -315,7 +313,8 @@ impl Service {
                 format!("limit must be between 1 and {MAX_PAGE}"),
             ));
         }
-        let ids = match selector {
+        // The ids of the selection, and how many of them the cursor has passed.
+        let (ids, start) = match selector {
             None => {
                 let page = self
                     .store
@@ -335,21 +334,28 @@ impl Service {
                 });
             }
             Some(Selector::Ids(ids)) => {
-                let found: Vec<String> = {
-                    let st = coll.state.read();
-                    ids.into_iter()
-                        .filter(|i| st.docs.contains_key(i))
-                        .collect()
-                };
-                found
+                // The cursor is found among the ids asked for, not just the existing ones, so
+                // that deleting the document it names does not send paging back to the start.
+                let passed = after
+                    .as_ref()
+                    .and_then(|a| ids.iter().position(|i| i == a))
+                    .map_or(0, |p| p + 1);
+                let st = coll.state.read();
+                let found = |i: &String| st.docs.contains_key(i);
+                let start = ids[..passed].iter().filter(|i| found(i)).count();
+                (ids.into_iter().filter(found).collect::<Vec<_>>(), start)
             }
-            Some(Selector::Filter(f)) => self.matching_ids(&coll, &f).await?,
+            Some(Selector::Filter(f)) => {
+                // In id order, like the unfiltered listing: the cursor is a position in that
+                // order, whether or not its document still exists or still matches.
+                let ids = self.matching_ids(&coll, &f).await?;
+                let start = after
+                    .as_ref()
+                    .map_or(0, |a| ids.partition_point(|i| i <= a));
+                (ids, start)
+            }
         };
         let total = ids.len() as u64;
-        let start = match &after {
-            Some(a) => ids.iter().position(|i| i == a).map_or(0, |p| p + 1),
-            None => 0,
-        };
         let page: Vec<String> = ids
             .iter()
             .skip(start)

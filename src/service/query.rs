@@ -163,6 +163,7 @@ impl Service {
                 "ef and nprobe must be at least 1",
             ));
         }
+        coll.check_length(&vector)?;
         let filter = match &query.filter {
             Some(Value::Null) | None => None,
             Some(f) => Some(Filter::parse(f)?),

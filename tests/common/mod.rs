@@ -23,23 +23,23 @@ use vicinity::service::{Service, ServiceSettings};
 use vicinity::store::{Store, StoreOptions};
 
 /// The tiny BERT fixture: 32-dimensional, 32 tokens of input.
-pub fn tiny_dir() -> PathBuf {
+pub(crate) fn tiny_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-bert")
 }
 
 /// The real embedding worker around a model directory.
-pub fn worker(dir: &Path, options: WorkerOptions) -> Arc<EmbeddingWorker> {
+pub(crate) fn worker(dir: &Path, options: WorkerOptions) -> Arc<EmbeddingWorker> {
     let encoder = SentenceEncoder::load(dir, &EncoderOptions::default()).expect("model loads");
     Arc::new(EmbeddingWorker::new(encoder, options).expect("worker starts"))
 }
 
 /// The tiny model's worker with default options.
-pub fn tiny_worker() -> Arc<EmbeddingWorker> {
+pub(crate) fn tiny_worker() -> Arc<EmbeddingWorker> {
     worker(&tiny_dir(), WorkerOptions::default())
 }
 
 /// Service settings for a data directory; the overlap fits the tiny model's 32 tokens.
-pub fn service_settings(data: &Path) -> ServiceSettings {
+pub(crate) fn service_settings(data: &Path) -> ServiceSettings {
     ServiceSettings {
         default_overlap: 4,
         ..ServiceSettings::new(data)
@@ -47,15 +47,15 @@ pub fn service_settings(data: &Path) -> ServiceSettings {
 }
 
 /// A service and its router over a data directory.
-pub struct App {
-    pub router: Router,
-    pub service: Arc<Service>,
-    pub store: Store,
+pub(crate) struct App {
+    pub(crate) router: Router,
+    pub(crate) service: Arc<Service>,
+    pub(crate) store: Store,
 }
 
 impl App {
     /// Opens the store and the service in `data` and builds the router.
-    pub async fn open(
+    pub(crate) async fn open(
         data: &Path,
         embedder: Arc<dyn Embedder>,
         settings: ServiceSettings,
@@ -77,7 +77,7 @@ impl App {
     }
 
     /// The tiny model's service with default settings.
-    pub async fn tiny(data: &Path) -> App {
+    pub(crate) async fn tiny(data: &Path) -> App {
         App::open(
             data,
             tiny_worker(),
@@ -88,14 +88,14 @@ impl App {
     }
 
     /// Shuts the service down as the server does, and closes the store.
-    pub async fn close(self) {
+    pub(crate) async fn close(self) {
         self.service.shutdown().await;
         drop(self.router);
         self.store.close().await;
     }
 
     /// Sends a JSON request (or none) and returns the status and the JSON body.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         method: Method,
         uri: &str,
@@ -106,7 +106,7 @@ impl App {
 }
 
 /// Sends a JSON request through `router`.
-pub async fn send(
+pub(crate) async fn send(
     router: &Router,
     method: Method,
     uri: &str,
@@ -125,7 +125,7 @@ pub async fn send(
 }
 
 /// Sends any request through `router`; the body is parsed as JSON (`Null` when empty).
-pub async fn call(router: &Router, req: Request<Body>) -> (StatusCode, HeaderMap, Value) {
+pub(crate) async fn call(router: &Router, req: Request<Body>) -> (StatusCode, HeaderMap, Value) {
     let response = router.clone().oneshot(req).await.expect("infallible");
     let status = response.status();
     let headers = response.headers().clone();
@@ -145,20 +145,20 @@ pub async fn call(router: &Router, req: Request<Body>) -> (StatusCode, HeaderMap
 
 /// Asserts an error response's status and code.
 #[track_caller]
-pub fn assert_error(got: &(StatusCode, Value), status: StatusCode, code: &str) {
+pub(crate) fn assert_error(got: &(StatusCode, Value), status: StatusCode, code: &str) {
     assert_eq!(got.0, status, "{}", got.1);
     assert_eq!(got.1["error"]["code"], code, "{}", got.1);
     assert!(got.1["error"]["message"].is_string(), "{}", got.1);
 }
 
 /// An [`Embedder`] that counts the calls to the real one it wraps.
-pub struct Counting {
+pub(crate) struct Counting {
     inner: Arc<dyn Embedder>,
     calls: AtomicUsize,
 }
 
 impl Counting {
-    pub fn new(inner: Arc<dyn Embedder>) -> Arc<Counting> {
+    pub(crate) fn new(inner: Arc<dyn Embedder>) -> Arc<Counting> {
         Arc::new(Counting {
             inner,
             calls: AtomicUsize::new(0),
@@ -166,7 +166,7 @@ impl Counting {
     }
 
     /// Calls to `embed` so far.
-    pub fn calls(&self) -> usize {
+    pub(crate) fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
     }
 }
@@ -196,15 +196,15 @@ impl Embedder for Counting {
 
 /// An [`Embedder`] that holds each call to the real one it wraps until the test releases it,
 /// so that a request can be caught in flight.
-pub struct Gate {
+pub(crate) struct Gate {
     inner: Arc<dyn Embedder>,
     /// Notified when a call arrives at the gate.
-    pub entered: tokio::sync::Notify,
+    pub(crate) entered: tokio::sync::Notify,
     release: tokio::sync::Semaphore,
 }
 
 impl Gate {
-    pub fn new(inner: Arc<dyn Embedder>) -> Arc<Gate> {
+    pub(crate) fn new(inner: Arc<dyn Embedder>) -> Arc<Gate> {
         Arc::new(Gate {
             inner,
             entered: tokio::sync::Notify::new(),
@@ -213,7 +213,7 @@ impl Gate {
     }
 
     /// Lets `n` held (or future) calls through.
-    pub fn release(&self, n: usize) {
+    pub(crate) fn release(&self, n: usize) {
         self.release.add_permits(n);
     }
 }
@@ -248,7 +248,7 @@ impl Embedder for Gate {
 
 /// Where the real all-MiniLM-L6-v2 would be: `VICINITY_MODEL` or the default hub id, looked
 /// up in `VICINITY_DATA_DIR` or the repository's `data/` (what `vicinity model fetch` fills).
-pub fn real_model_dir() -> PathBuf {
+pub(crate) fn real_model_dir() -> PathBuf {
     use vicinity::embed::fetch;
     let spec = std::env::var("VICINITY_MODEL").unwrap_or_else(|_| fetch::DEFAULT_MODEL.to_owned());
     let data_dir = std::env::var_os("VICINITY_DATA_DIR")
