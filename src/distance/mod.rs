@@ -17,8 +17,9 @@
 //! holds the reference implementations; tests compare every vectorised kernel with it.
 //!
 //! The vectorised kernels live in per-architecture files (`x86.rs`, `aarch64.rs`) as
-//! `#[target_feature]` `unsafe fn`s; the only `unsafe` in the crate is there and in the safe
-//! wrappers that those files hand out after checking the CPU.
+//! `#[target_feature]` `unsafe fn`s; the only `unsafe` in the index and distance code is there
+//! and in the safe wrappers that those files hand out after checking the CPU. [`prefetch_read`],
+//! the cache hint graph searches issue ahead of scoring, is one of those wrappers.
 //!
 //! There is no minimum dimension below which the scalar kernels take over: the vector kernels
 //! finish short inputs with masked or scalar tails, and `benches/distance.rs` (`dot_small`)
@@ -287,6 +288,20 @@ pub fn dot_batch(query: &[f32], rows: &[f32], out: &mut [f32]) {
 #[inline]
 pub fn l2_squared_batch(query: &[f32], rows: &[f32], out: &mut [f32]) {
     (kernels().l2_squared_batch)(query, rows, out)
+}
+
+/// Asks the CPU to start loading `data` into cache, one request per 64-byte line, so that a
+/// later read finds it there. A hint only: it never faults, changes no value, and compiles to
+/// nothing on targets other than x86-64.
+///
+/// Worth calling where the next rows to score are known before the current one is done, as in
+/// a graph walk, whose reads are random and so missed by the hardware prefetcher.
+#[inline(always)]
+pub fn prefetch_read<T>(data: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    x86::prefetch_read(data.as_ptr().cast(), std::mem::size_of_val(data));
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = data;
 }
 
 /// The shape check every batch kernel makes before it touches memory.

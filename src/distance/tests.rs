@@ -281,3 +281,16 @@ fn metric_score_and_batch_agree() {
     }
     assert!((Metric::L2.score(&q, &rows[3..]) + 2.0).abs() < 1e-6);
 }
+
+#[test]
+fn prefetch_accepts_any_slice() {
+    // A hint has no result to check; this only shows that no shape of slice panics or faults:
+    // empty, unaligned, ragged, zero-sized and wider-than-a-line elements.
+    let v: Vec<f32> = (0..100).map(|i| i as f32).collect();
+    prefetch_read::<f32>(&[]);
+    prefetch_read(&v[1..]);
+    prefetch_read(&v[3..20]);
+    prefetch_read(&[(); 8]);
+    prefetch_read(&[[0u8; 200]; 3]);
+    assert_eq!(v[99], 99.0, "prefetching changes no value");
+}

@@ -11,6 +11,9 @@
 //! multiply-adds do not wait on each other's latency; AVX-512 finishes a ragged tail with one
 //! masked load (masked-off lanes are never read, so no fault past the end), AVX2 with a short
 //! scalar loop.
+//!
+//! [`prefetch_read`] is here too, for the same reason: it is the one other intrinsic the crate
+//! calls, and this file is where `unsafe` lives.
 
 use std::arch::x86_64::*;
 
@@ -102,6 +105,26 @@ fn avx2_l2_batch_entry(query: &[f32], rows: &[f32], out: &mut [f32]) {
     super::check_batch(query, rows, out);
     // SAFETY: reachable only through `avx2_fma_kernels`, which checked for AVX2 and FMA.
     unsafe { l2_squared_batch_avx2(query, rows, out) }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Prefetch
+// ---------------------------------------------------------------------------------------------
+
+/// Requests the cache lines of the `bytes` bytes at `start`, one `prefetcht0` per 64 bytes.
+/// Needs no feature check: SSE is part of the x86-64 baseline.
+#[inline(always)]
+pub(super) fn prefetch_read(start: *const u8, bytes: usize) {
+    #[target_feature(enable = "sse")]
+    fn lines(start: *const u8, bytes: usize) {
+        for offset in (0..bytes).step_by(64) {
+            _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(offset).cast());
+        }
+    }
+    // SAFETY: SSE is part of the x86-64 baseline, so every x86-64 CPU has it. A prefetch never
+    // faults, whatever the address, and reads nothing the program can observe; the addresses
+    // are formed with wrapping arithmetic, so forming them is not undefined behaviour either.
+    unsafe { lines(start, bytes) }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -80,26 +80,6 @@ fn unpack(entry: u64) -> (f32, u32) {
     (key_score((entry >> 32) as u32), entry as u32)
 }
 
-/// Asks the CPU to start loading `data` into cache, one request per cache line.
-#[inline(always)]
-fn prefetch(data: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "sse")]
-        fn lines(data: &[f32]) {
-            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            for line in data.chunks(16) {
-                _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast());
-            }
-        }
-        // SAFETY: SSE is part of the x86-64 baseline, so the CPU has it; a prefetch never
-        // faults and reads nothing the program sees.
-        unsafe { lines(data) }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = data;
-}
-
 /// Reusable per-thread search state.
 #[derive(Debug, Default)]
 pub(super) struct Scratch {
@@ -264,12 +244,12 @@ impl View<'_> {
                 }
             }
             for &n in scratch.fresh.iter().take(PREFETCH_AHEAD) {
-                prefetch(self.vectors.row(n));
+                distance::prefetch_read(self.vectors.row(n));
             }
             scored += scratch.fresh.len();
             for i in 0..scratch.fresh.len() {
                 if let Some(&ahead) = scratch.fresh.get(i + PREFETCH_AHEAD) {
-                    prefetch(self.vectors.row(ahead));
+                    distance::prefetch_read(self.vectors.row(ahead));
                 }
                 let n = scratch.fresh[i];
                 let s = self.score_to(query, n);
@@ -331,22 +311,7 @@ impl View<'_> {
 /// 132 bytes).
 #[inline(always)]
 fn prefetch_slots(slots: &[std::sync::atomic::AtomicU32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "sse")]
-        fn lines(p: *const std::sync::atomic::AtomicU32, len: usize) {
-            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            _mm_prefetch::<_MM_HINT_T0>(p.cast());
-            if len > 16 {
-                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(16).cast());
-            }
-        }
-        // SAFETY: SSE is part of the x86-64 baseline; a prefetch never faults, and the address
-        // is computed with wrapping arithmetic inside (or one line past) the slice.
-        unsafe { lines(slots.as_ptr(), slots.len()) }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = slots;
+    distance::prefetch_read(&slots[..slots.len().min(32)]);
 }
 
 #[cfg(test)]
