@@ -93,6 +93,34 @@ def ingest(base, name, args):
     }
 
 
+def raw_embed(base, args):
+    """The same texts, batches and concurrency through /v1/embeddings: embedding alone, no
+    splitting, storage or indexing; the ceiling the ingest is compared with."""
+    rng = random.Random(args.seed)
+    texts = [sentence(rng, args.words) for _ in range(args.docs)]
+    batches = [texts[i : i + args.batch] for i in range(0, len(texts), args.batch)]
+
+    def post(batch):
+        status, body = call(base, "POST", "/v1/embeddings", {"input": batch})
+        if status != 200:
+            raise RuntimeError(f"/v1/embeddings answered {status}: {body}")
+        return len(batch)
+
+    started = time.perf_counter()
+    with cf.ThreadPoolExecutor(args.concurrency) as pool:
+        done = sum(pool.map(post, batches))
+    elapsed = time.perf_counter() - started
+    return {
+        "measure": "embed_only",
+        "documents": done,
+        "words": args.words,
+        "batch": args.batch,
+        "concurrency": args.concurrency,
+        "seconds": round(elapsed, 2),
+        "documents_per_s": round(done / elapsed, 1),
+    }
+
+
 def wait_for_index(base, name, limit_s=900):
     started = time.perf_counter()
     while time.perf_counter() - started < limit_s:
@@ -158,18 +186,28 @@ def main():
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--wrk", default="wrk")
     ap.add_argument("--skip-ingest", action="store_true", help="reuse the collection as it is")
+    ap.add_argument("--raw-embed", action="store_true",
+                    help="first embed the same texts through /v1/embeddings (no storage, no index)")
+    ap.add_argument("--skip-queries", action="store_true", help="measure the ingest only")
+    ap.add_argument("--index", default="auto", help="the collection's index type")
     args = ap.parse_args()
 
     base = f"http://{args.addr}"
     name = args.collection
     results = []
+    if args.raw_embed:
+        results.append(raw_embed(base, args))
+        print(json.dumps(results[-1]), flush=True)
     if not args.skip_ingest:
         call(base, "DELETE", f"/collections/{name}")
-        status, body = call(base, "PUT", f"/collections/{name}", {"distance": "cosine"})
+        status, body = call(base, "PUT", f"/collections/{name}", {"distance": "cosine", "index": {"type": args.index}})
         if status != 201:
             sys.exit(f"cannot create the collection: {status} {body}")
         results.append(ingest(base, name, args))
+        results[-1]["index"] = args.index
         print(json.dumps(results[-1]), flush=True)
+    if args.skip_queries:
+        return
     info = wait_for_index(base, name)
     print(f"  collection ready: {info['passages']} passages, index {info['index_state']}",
           file=sys.stderr)
