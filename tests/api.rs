@@ -597,6 +597,15 @@ async fn paging_continues_after_a_deleted_cursor() {
     assert_eq!(got, strings(&["p3", "p2", "p1"]));
     let (got, after) = page(&app, json!({"ids": ids, "limit": 3, "after": after})).await;
     assert_eq!((got, after), (strings(&["p0"]), Value::Null));
+    // A cursor that is not among the ids asked for cannot be placed: refused, not restarted.
+    let r = app
+        .send(
+            Method::POST,
+            "/collections/pages/documents/get",
+            Some(json!({"ids": ["p1", "p2"], "limit": 1, "after": "p9"})),
+        )
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_parameter");
     app.close().await;
 }
 

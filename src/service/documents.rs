@@ -336,10 +336,22 @@ impl Service {
             Some(Selector::Ids(ids)) => {
                 // The cursor is found among the ids asked for, not just the existing ones, so
                 // that deleting the document it names does not send paging back to the start.
-                let passed = after
-                    .as_ref()
-                    .and_then(|a| ids.iter().position(|i| i == a))
-                    .map_or(0, |p| p + 1);
+                let passed = match &after {
+                    None => 0,
+                    Some(a) => match ids.iter().position(|i| i == a) {
+                        Some(p) => p + 1,
+                        // Restarting from the first page would hand the client pages it has
+                        // already seen; a cursor from another request is a client error.
+                        None => {
+                            return Err(ServiceError::invalid(
+                                "invalid_parameter",
+                                format!(
+                                    "\"after\" names '{a}', which is not among the requested ids"
+                                ),
+                            ));
+                        }
+                    },
+                };
                 let st = coll.state.read();
                 let found = |i: &String| st.docs.contains_key(i);
                 let start = ids[..passed].iter().filter(|i| found(i)).count();
