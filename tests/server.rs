@@ -95,29 +95,31 @@ impl Server {
             }
         });
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        loop {
+        let ready = loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let line = match rx.recv_timeout(left) {
-                Ok(line) => line,
-                Err(e) => {
-                    let _ = child.kill();
-                    panic!("the server never said it was ready: {e}");
-                }
+            let Ok(line) = rx.recv_timeout(left) else {
+                break Err("the server never said it was ready".to_owned());
             };
             let Ok(entry) = serde_json::from_str::<Value>(&line) else {
-                panic!("a log line is not JSON: {line}");
+                break Err(format!("a log line is not JSON: {line}"));
             };
             if entry["fields"]["message"] == "ready" {
-                let addr = entry["fields"]["addr"]
+                break entry["fields"]["addr"]
                     .as_str()
-                    .expect("the ready line names the address")
-                    .parse()
-                    .expect("a socket address");
-                return Server {
-                    child,
-                    addr,
-                    log: rx,
-                };
+                    .and_then(|a| a.parse::<SocketAddr>().ok())
+                    .ok_or_else(|| format!("the ready line names no address: {line}"));
+            }
+        };
+        match ready {
+            Ok(addr) => Server {
+                child,
+                addr,
+                log: rx,
+            },
+            Err(why) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{why}");
             }
         }
     }
@@ -225,7 +227,7 @@ async fn binary_serves_stops_on_sigterm_and_restarts_with_its_data() {
         assert_eq!(results.len(), 5, "{body}");
         assert!(results.iter().all(|r| {
             let n: u32 = r["document_id"].as_str().unwrap()[1..].parse().unwrap();
-            n % 2 == 0
+            n.is_multiple_of(2)
         }));
     }
 
