@@ -662,6 +662,8 @@ struct Client {
 enum Failure {
     /// The server refused it (an error status that retrying does not fix).
     Status { status: u16, message: String },
+    /// The request ran into the server's request timeout (503 `timeout`).
+    TooSlow { message: String },
     /// Retries ran out: the server stayed overloaded or unreachable.
     GaveUp {
         status: Option<u16>,
@@ -674,12 +676,15 @@ impl Failure {
         match self {
             Failure::Status { status, .. } => Some(*status),
             Failure::GaveUp { status, .. } => *status,
+            Failure::TooSlow { .. } => Some(503),
         }
     }
 
     fn message(&self) -> &str {
         match self {
-            Failure::Status { message, .. } | Failure::GaveUp { message, .. } => message,
+            Failure::Status { message, .. }
+            | Failure::GaveUp { message, .. }
+            | Failure::TooSlow { message } => message,
         }
     }
 
@@ -708,6 +713,19 @@ impl Client {
     /// Sends a request, retrying overload (429, 503), other server errors and transport
     /// errors with exponential backoff; a `Retry-After` from the server sets the wait instead.
     fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, Failure> {
+        self.call_with(method, path, body, false)
+    }
+
+    /// [`Client::call`]; with `split_timeouts`, a request that ran into the server's request
+    /// timeout is not retried but returned as [`Failure::TooSlow`], for the caller to send in
+    /// smaller parts: the same request would only time out again.
+    fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        split_timeouts: bool,
+    ) -> Result<Value, Failure> {
         let url = format!("{}{path}", self.base);
         let body = body.map(Value::to_string);
         let mut backoff = Duration::from_millis(250);
@@ -740,9 +758,12 @@ impl Client {
                         .header("retry-after")
                         .and_then(|s| s.trim().parse::<u64>().ok())
                         .map(Duration::from_secs);
-                    let message = error_message(response);
+                    let (code, message) = error_message(response);
                     if status < 500 && status != 429 {
                         return Err(Failure::Status { status, message });
+                    }
+                    if split_timeouts && status == 503 && code.as_deref() == Some("timeout") {
+                        return Err(Failure::TooSlow { message });
                     }
                     (Some(status), message, wait)
                 }
@@ -779,10 +800,12 @@ impl Client {
     /// Upserts documents; returns the total of their passages.
     fn upsert(&self, docs: &[&Doc]) -> Result<u64, Failure> {
         let body = json!({"documents": docs.iter().map(|d| &d.body).collect::<Vec<_>>()});
-        let done = self.call(
+        // A single document that times out is retried: it cannot be split further.
+        let done = self.call_with(
             "POST",
             &format!("{}/documents", self.collection_path),
             Some(&body),
+            docs.len() > 1,
         )?;
         Ok(done["documents"]
             .as_array()
@@ -793,13 +816,16 @@ impl Client {
     }
 }
 
-/// The message of an API error body (`{"error": {"message"}}`), or the raw body.
-fn error_message(response: ureq::Response) -> String {
+/// The code and message of an API error body (`{"error": {"message"}}`), or the raw body.
+fn error_message(response: ureq::Response) -> (Option<String>, String) {
     let text = response.into_string().unwrap_or_default();
-    serde_json::from_str::<Value>(&text)
-        .ok()
-        .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
-        .unwrap_or(text)
+    match serde_json::from_str::<Value>(&text) {
+        Ok(v) => (
+            v["error"]["code"].as_str().map(str::to_owned),
+            v["error"]["message"].as_str().map_or(text, str::to_owned),
+        ),
+        Err(_) => (None, text),
+    }
 }
 
 /// Checks that the collection exists, creating it with default settings when asked (with the
@@ -824,6 +850,11 @@ fn ensure_collection(
             status: None,
             message,
         } => ImportError::Transport { what, message },
+        Failure::TooSlow { message } => ImportError::Server {
+            what,
+            status: 503,
+            message,
+        },
     };
     match client.call("GET", &client.collection_path, None) {
         Ok(_) => Ok(()),
@@ -880,7 +911,7 @@ fn send_batch(client: &Client, state: &State<'_>, batch: Batch) {
 }
 
 /// Upserts documents; when the server refuses the request as a whole (a bad document, a body
-/// too large), halves it until the documents at fault are isolated, so that one bad document
+/// too large) or it takes longer than the server's request timeout, halves it until the documents at fault are isolated, so that one bad document
 /// does not fail its whole batch. Returns false when a failure stops the import, so that
 /// nothing after it in the batch is sent either.
 fn upsert_split(client: &Client, state: &State<'_>, seq: u64, docs: &[&Doc]) -> bool {
@@ -895,10 +926,13 @@ fn upsert_split(client: &Client, state: &State<'_>, seq: u64, docs: &[&Doc]) -> 
             });
             true
         }
-        Err(Failure::Status {
-            status: 400 | 413 | 422,
-            ..
-        }) if docs.len() > 1 => {
+        Err(
+            Failure::Status {
+                status: 400 | 413 | 422,
+                ..
+            }
+            | Failure::TooSlow { .. },
+        ) if docs.len() > 1 => {
             let (a, b) = docs.split_at(docs.len() / 2);
             upsert_split(client, state, seq, a) && upsert_split(client, state, seq, b)
         }
