@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use vicinity::import::{self, Counts, ImportOptions, MAX_BATCH, OnError, Problem, Progress};
 
 /// How often the progress is logged when stderr is not a terminal.
@@ -115,9 +115,16 @@ impl Bar {
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
         bar.set_style(
             ProgressStyle::with_template(
-                "{bar:30.cyan/blue} {pos}/{len} ({per_sec}, ETA {eta}) {msg}",
+                "{bar:30.cyan/blue} {pos}/{len} ({rate}, ETA {eta}) {msg}",
             )
-            .expect("the template is valid"),
+            .expect("the template is valid")
+            // indicatif's own `per_sec` prints four decimals.
+            .with_key(
+                "rate",
+                |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.1}/s", state.per_sec());
+                },
+            ),
         );
         Bar(bar)
     }
