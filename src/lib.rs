@@ -13,6 +13,7 @@
 //! * [`service`]: the use cases (collections, documents, queries, embeddings) over the layers
 //!   above, independent of HTTP.
 //! * [`api`]: the HTTP edge: axum router, JSON errors, OpenAPI document, server loop.
+//! * [`import`]: the bulk importer, a client of the HTTP API (`vicinity import`).
 //! * [`config`], [`telemetry`], [`shutdown`]: the server's configuration, logging and signals.
 
 pub mod api;
@@ -20,6 +21,7 @@ pub mod config;
 pub mod dataset;
 pub mod distance;
 pub mod embed;
+pub mod import;
 pub mod index;
 pub mod store;
 

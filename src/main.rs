@@ -37,6 +37,8 @@ enum Command {
     Serve(Box<cli::serve::Args>),
     /// Embed texts with the sentence encoder: one JSON array per text, one per line.
     Embed(cli::embed::Args),
+    /// Load a JSONL file or a folder of .txt/.md files into a collection of a running server.
+    Import(cli::import::Args),
     /// Manage the sentence encoder's model.
     #[command(subcommand)]
     Model(ModelCommand),
@@ -65,6 +67,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => cli::serve::run(*args),
         Command::Embed(args) => cli::embed::run(args),
+        Command::Import(args) => cli::import::run(args),
         Command::Model(ModelCommand::Fetch(args)) => cli::model::fetch(args),
         Command::Bench(BenchCommand::Ann(args)) => cli::bench_ann::run(args),
         Command::Bench(BenchCommand::Embed(args)) => cli::bench_embed::run(args),
