@@ -17,6 +17,11 @@ Each run:
    document absent from the index;
 6. stops the server with SIGTERM and expects exit status 0.
 
+With the defaults 10,000 documents stay under the server's exact-search threshold and the kill
+lands on SQLite writes; `--server-arg=--exact-threshold=1000 --server-arg=--snapshot-every=500`
+also builds the HNSW index and snapshots it many times during the import, so the kill can land
+on an index build or a snapshot write as well.
+
 Prints one line per run and a summary; exits 1 if any acknowledged document was lost, not
 searchable, or the count was short. Standard library only.
 
@@ -108,6 +113,7 @@ class Server:
             "--model", self.args.model,
             "--data-dir", self.data_dir,
             "--addr", f"127.0.0.1:{self.port}",
+            *self.args.server_arg,
         ]
         self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         client = Client(self.port, timeout=5)
@@ -299,6 +305,9 @@ def main():
     p.add_argument("--k", type=int, default=5, help="results per verification query")
     p.add_argument("--seed", type=int, default=None, help="random seed (printed when not given)")
     p.add_argument("--start-timeout", type=float, default=300, help="seconds to wait for /readyz")
+    p.add_argument("--server-arg", action="append", default=[], metavar="ARG",
+                   help="an extra argument of `vicinity serve`, e.g. --server-arg=--exact-threshold=1000 "
+                        "(repeatable)")
     p.add_argument("--keep", action="store_true", help="keep the data directories of passing runs")
     args = p.parse_args()
     seed = args.seed if args.seed is not None else random.randrange(2**32)
