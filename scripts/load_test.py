@@ -2,12 +2,13 @@
 """Load test of a running vicinity server over loopback.
 
 Seeds a text collection with --seed-docs generated documents, then runs --concurrency clients
-(keep-alive connections) for --duration seconds, each sending, at random, a text query (90 %,
-`--write-ratio` sets the rest) or an upsert of one document (10 %: new ids and replacements of
-earlier ones). Reports requests/s, the count of errors (any non-2xx answer or failed request,
-by status), p50/p99/max latency per kind, and the server's resident memory (VmRSS from
-/proc/PID/status, sampled every --rss-interval seconds): a table over time, and the growth over
-the second half of the run.
+(keep-alive connections) for --duration seconds, each sending, at random, a text query (90 %;
+--write-ratio sets the rest) or an upsert of one document (10 %: --replace-ratio of them, a
+quarter by default, replace a seed document, the others add one; 1 keeps the collection's size
+constant). Reports requests/s, the count of errors (any non-2xx answer or failed request, by
+status), p50/p99/max latency per kind, the collection's size before and after, and the server's
+resident memory (VmRSS from /proc/PID/status, sampled every --rss-interval seconds): a table
+over time, and the growth over the second half of the run.
 
 The server's PID is --pid, or found by the port it listens on (/proc/net/tcp and the
 processes' open sockets; the server must run as the same user, or as root). Standard library
@@ -119,6 +120,9 @@ def main():
     p.add_argument("--write-ratio", type=float, default=0.10)
     p.add_argument("--collection", default="loadtest")
     p.add_argument("--seed-docs", type=int, default=2000, help="documents stored before the load")
+    p.add_argument("--replace-ratio", type=float, default=0.25,
+                   help="share of the writes that replace a seed document instead of adding one "
+                        "(1 keeps the collection's size constant)")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--pid", type=int, help="the server's PID (default: found by port)")
     p.add_argument("--rss-interval", type=float, default=5, help="seconds between RSS samples")
@@ -150,6 +154,16 @@ def main():
         if status != 200:
             sys.exit(f"seeding answered {status}: {body[:300]!r}")
 
+    def describe():
+        status, body = setup.call("GET", coll)
+        if status != 200:
+            return "?"
+        info = json.loads(body)
+        return (f"{info['documents']} documents, {info['passages']} passages, index "
+                f"{(info.get('index_state') or {}).get('status')}, "
+                f"{info.get('memory_bytes', 0) / 2**20:.1f} MiB of index memory")
+
+    before = describe()
     latencies = {"query": [], "write": []}
     errors = collections.Counter()
     lock = threading.Lock()
@@ -165,8 +179,11 @@ def main():
                 with lock:
                     next_id[0] += 1
                     i = next_id[0]
-                # One write in four replaces an earlier document.
-                doc_id = f"load-{wrng.randrange(i)}" if wrng.random() < 0.25 else f"load-{i}"
+                # --replace-ratio of the writes replace a seed document, the others add one.
+                if wrng.random() < args.replace_ratio and args.seed_docs:
+                    doc_id = f"seed-{wrng.randrange(args.seed_docs)}"
+                else:
+                    doc_id = f"load-{i}"
                 req = ("POST", f"{coll}/documents",
                        {"documents": [{"id": doc_id, "text": sentence(wrng, 40)}]})
             else:
@@ -208,6 +225,8 @@ def main():
         t.join()
     elapsed = time.monotonic() - started
 
+    print(f"collection before: {before}")
+    print(f"collection after:  {describe()}")
     total_ok = sum(len(v) for v in latencies.values())
     total_err = sum(errors.values())
     print(f"{args.duration:.0f} s, concurrency {args.concurrency}, "
