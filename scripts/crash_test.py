@@ -30,10 +30,12 @@ searchable, or the count was short. Standard library only.
 """
 
 import argparse
+import collections
 import http.client
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -206,11 +208,35 @@ def import_until_killed(args, rng, server, client, docs):
     return acked, target, extra_ms, failures[0]
 
 
+def restore_line(log_path):
+    """The restart's "collection restored" log line: snapshot loaded, missing or unusable, and
+    the passages left to index."""
+    with open(log_path, errors="replace") as f:
+        for line in f:
+            if "collection restored" in line:
+                line = re.sub(r"\x1b\[[0-9;]*m", "", line)
+                fields = dict(re.findall(r"(\w+)=(\S+)", line))
+                snapshot = fields.get("snapshot", "?").strip('"')
+                return f"snapshot {snapshot}, {fields.get('pending', '?')} pending"
+    return "no collection restored"
+
+
 def verify(args, client, docs_by_id, acked):
-    status, info = client.call("GET", f"/collections/{COLLECTION}")
-    if status != 200:
-        return {"error": f"GET collection answered {status}: {info}"}
+    # Wait for an approximate index rebuilt or caught up at start, so that the queries below
+    # run on it rather than on the exact scan used meanwhile.
+    deadline = time.monotonic() + args.start_timeout
+    while True:
+        status, info = client.call("GET", f"/collections/{COLLECTION}")
+        if status != 200:
+            return {"error": f"GET collection answered {status}: {info}"}
+        state = info.get("index_state") or {}
+        if state.get("status") != "building" and not state.get("pending"):
+            break
+        if time.monotonic() > deadline:
+            return {"error": f"index still not ready: {state}"}
+        time.sleep(0.2)
     count = info["documents"]
+    plans = collections.Counter()
 
     def check(doc_id):
         status, body = client.call("GET", f"/collections/{COLLECTION}/documents/{doc_id}")
@@ -227,6 +253,8 @@ def verify(args, client, docs_by_id, acked):
         if status != 200:
             raise RuntimeError(f"batch query answered {status}: {body}")
         misses = []
+        for res in body["results"]:
+            plans[res.get("plan")] += 1
         for doc_id, res in zip(chunk, body["results"]):
             if doc_id not in {r["document_id"] for r in res["results"]}:
                 misses.append(doc_id)
@@ -250,6 +278,8 @@ def verify(args, client, docs_by_id, acked):
         "changed": [i for i, p in problems if p == "changed"],
         "approx_misses": len(misses) - len(unsearchable),
         "unsearchable": unsearchable,
+        "index": state.get("ann") or "flat only",
+        "plans": dict(plans),
     }
 
 
@@ -272,7 +302,9 @@ def one_run(args, run, rng):
         started = time.monotonic()
         server.start("restart")
         restart_s = time.monotonic() - started
+        restored = restore_line(server.log.name)
         result = verify(args, client, {d["id"]: d for d in docs}, acked)
+        result["restored"] = restored
         code = server.stop()
     except BaseException:
         if server.proc and server.proc.poll() is None:
@@ -321,7 +353,8 @@ def main():
         print(
             f"run {run}: killed after {r['kill_after']} acks + {r['extra_ms']} ms; "
             f"acknowledged {r['acked']} in {r['import_s']} s ({r['failed_requests']} requests cut "
-            f"by the kill); restart ready in {r['restart_s']} s; count {r.get('count')}; "
+            f"by the kill); restart ready in {r['restart_s']} s ({r.get('restored')}); "
+            f"count {r.get('count')}; queries by plan {r.get('plans')}; "
             f"missing {len(r.get('missing', []))}, changed {len(r.get('changed', []))}, "
             f"not searchable {len(r.get('unsearchable', []))} "
             f"(approximate-index misses {r.get('approx_misses')}); "
