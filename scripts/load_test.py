@@ -225,13 +225,14 @@ def main():
         t.join()
     elapsed = time.monotonic() - started
 
-    print(f"collection before: {before}")
-    print(f"collection after:  {describe()}")
+    after = describe()
     total_ok = sum(len(v) for v in latencies.values())
     total_err = sum(errors.values())
     print(f"{args.duration:.0f} s, concurrency {args.concurrency}, "
           f"{100 * (1 - args.write_ratio):.0f} % queries / {100 * args.write_ratio:.0f} % writes, "
           f"{args.seed_docs} seed documents")
+    print(f"collection before: {before}")
+    print(f"collection after:  {after}")
     print(f"requests: {total_ok + total_err} in {elapsed:.1f} s = "
           f"{(total_ok + total_err) / elapsed:.1f}/s; errors: {total_err}"
           + (f" ({dict(errors)})" if errors else ""))
