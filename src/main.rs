@@ -45,6 +45,8 @@ enum Command {
     /// Measure index and model performance.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Exit 0 if the server at VICINITY_ADDR answers 200 on /readyz (container health checks).
+    Healthcheck(cli::healthcheck::Args),
 }
 
 #[derive(Debug, Subcommand)]
@@ -71,6 +73,7 @@ fn main() -> ExitCode {
         Command::Model(ModelCommand::Fetch(args)) => cli::model::fetch(args),
         Command::Bench(BenchCommand::Ann(args)) => cli::bench_ann::run(args),
         Command::Bench(BenchCommand::Embed(args)) => cli::bench_embed::run(args),
+        Command::Healthcheck(args) => cli::healthcheck::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,6 +3,7 @@
 pub(crate) mod bench_ann;
 pub(crate) mod bench_embed;
 pub(crate) mod embed;
+pub(crate) mod healthcheck;
 pub(crate) mod import;
 pub(crate) mod model;
 pub(crate) mod serve;
