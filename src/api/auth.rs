@@ -68,7 +68,9 @@ impl FromStr for ApiKey {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        ApiKey::new(s).ok_or_else(|| "an API key cannot be empty".to_owned())
+        ApiKey::new(s).ok_or_else(|| {
+            "an API key cannot be empty (leave the variable unset to run without keys)".to_owned()
+        })
     }
 }
 
