@@ -12,6 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::api::ApiSettings;
+use crate::api::auth::{ApiKey, ApiKeys};
 use crate::service::{PlannerSettings, ServiceSettings};
 
 /// A configuration value that cannot work.
@@ -108,6 +109,29 @@ pub struct ServeConfig {
     /// (the indexes are snapshotted either way).
     #[arg(long, env = "VICINITY_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
+
+    /// API keys with full access, comma-separated. When this or --read-only-api-key is set,
+    /// every route but /healthz and /readyz needs a key, as 'Authorization: Bearer KEY' or
+    /// 'api-key: KEY'.
+    #[arg(
+        long,
+        env = "VICINITY_API_KEY",
+        value_name = "KEY",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_key: Vec<ApiKey>,
+
+    /// API keys that may only read (queries, embeddings, listings, metrics), comma-separated;
+    /// writes with them are refused with 403.
+    #[arg(
+        long,
+        env = "VICINITY_READ_ONLY_API_KEY",
+        value_name = "KEY",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub read_only_api_key: Vec<ApiKey>,
 }
 
 /// The server's settings, checked.
@@ -172,6 +196,19 @@ impl ServeConfig {
                 ),
             });
         }
+        if self
+            .read_only_api_key
+            .iter()
+            .any(|k| self.api_key.contains(k))
+        {
+            return Err(ConfigError {
+                flag: "--read-only-api-key",
+                env: "VICINITY_READ_ONLY_API_KEY",
+                reason: "a key is also given as a read-write key (--api-key); give each key \
+                         one access"
+                    .into(),
+            });
+        }
         let defaults = ServiceSettings::new(data_dir);
         let service = ServiceSettings {
             planner: PlannerSettings {
@@ -225,6 +262,7 @@ impl ServeConfig {
                 self.request_timeout,
             )?,
             auto_truncate: self.auto_truncate,
+            api_keys: ApiKeys::new(self.api_key, self.read_only_api_key),
         };
         Ok(Settings {
             addr: self.addr,
@@ -283,6 +321,22 @@ mod tests {
         assert_eq!(s.service.data_dir, Path::new("/srv/data"));
         assert_eq!(s.service.max_k, ServiceSettings::new("").max_k);
         assert_eq!(s.shutdown_timeout, Duration::from_secs(30));
+        assert!(!s.api.api_keys.enabled());
+    }
+
+    #[test]
+    fn api_keys_are_split_and_redacted() {
+        let s = parse(&[
+            "--api-key",
+            "first-secret, second-secret",
+            "--read-only-api-key",
+            "reader-secret",
+        ])
+        .unwrap();
+        assert_eq!(s.api.api_keys.read_write_count(), 2);
+        assert_eq!(s.api.api_keys.read_only_count(), 1);
+        let printed = format!("{s:?}");
+        assert!(!printed.contains("secret"), "{printed}");
     }
 
     #[test]
@@ -310,6 +364,8 @@ mod tests {
             flag(&["--filter-exact-fraction", "1.5"]),
             "--filter-exact-fraction"
         );
+        let e = parse(&["--api-key", "a", "--read-only-api-key", "b,a"]).unwrap_err();
+        assert_eq!(e.flag, "--read-only-api-key");
         let e = parse(&["--database-url", "postgres://db/x"]).unwrap_err();
         assert!(e.reason.contains("'postgres'"), "{e}");
         assert_eq!(

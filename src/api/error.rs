@@ -64,6 +64,21 @@ pub enum ApiError {
         /// The request path.
         path: String,
     },
+    /// The request carries no API key, or one the server does not know, while keys are
+    /// configured.
+    #[error("{reason}")]
+    Unauthorized {
+        /// What is wrong with the credentials, without quoting them.
+        reason: &'static str,
+    },
+    /// The request's API key is read-only and the route changes data.
+    #[error("this API key is read-only and {method} {route} changes data: use a read-write key")]
+    Forbidden {
+        /// The request method.
+        method: String,
+        /// The route template, or the path where no route matched.
+        route: String,
+    },
     /// The server is still loading the model or restoring collections.
     #[error("the server is starting: the model or the collections are still loading")]
     NotReady,
@@ -150,6 +165,8 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => {
                 (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
             }
+            ApiError::Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
             ApiError::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
@@ -189,6 +206,12 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            // RFC 9110 requires a challenge on every 401.
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         if status.is_server_error() {
             response
@@ -232,6 +255,18 @@ pub mod responses {
         /// `timeout` (the request took longer than the server's request timeout).
         #[response(status = 503)]
         Unavailable(ErrorResponse),
+    }
+
+    /// Errors of every route but the health checks when the server has API keys.
+    #[derive(IntoResponses)]
+    #[allow(dead_code)]
+    pub enum Auth {
+        /// `unauthorized`: no API key, or an unknown one; see `WWW-Authenticate`.
+        #[response(status = 401)]
+        Unauthorized(ErrorResponse),
+        /// `forbidden`: a read-only key on a route that changes data.
+        #[response(status = 403)]
+        Forbidden(ErrorResponse),
     }
 
     /// Errors of routes under `/collections/{name}`.

@@ -10,7 +10,11 @@
 //! `x-request-id` (the client's, or a new UUID), echoed in the response, and a tracing span
 //! with its method, path, route, status and latency.
 //!
-//! To extend the router (metrics, authentication), add routes to [`routes`] and layers in
+//! When API keys are configured, [`auth`] refuses requests without a valid one (all but the
+//! health checks); [`metrics`] counts and times every request, refused ones included, and
+//! serves `/metrics`.
+//!
+//! To extend the router, add routes to [`routes`] and layers in
 //! [`router`]; handlers stay thin and call the service.
 
 use std::future::Future;
@@ -29,10 +33,12 @@ use tracing::Span;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+pub mod auth;
 pub mod dto;
 pub mod error;
 pub mod extract;
 pub mod handlers;
+pub mod metrics;
 pub mod openapi;
 pub mod state;
 
@@ -49,6 +55,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(health::readyz))
         .routes(routes!(health::info))
         .routes(routes!(openapi::openapi_json))
+        .routes(routes!(metrics::metrics))
         .routes(routes!(collections::list_collections))
         .routes(routes!(
             collections::create_collection,
@@ -66,7 +73,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 }
 
 /// The application: routes, JSON fallbacks for unknown routes and methods, and middleware
-/// (request ids, tracing, panics, the request timeout, the body limit).
+/// (request ids, tracing, metrics, panics, API keys, the request timeout, the body limit).
 pub fn router(state: AppState) -> Router {
     let settings = state.settings().clone();
     let (router, _) = routes().split_for_parts();
@@ -79,7 +86,17 @@ pub fn router(state: AppState) -> Router {
             settings.request_timeout,
             request_timeout,
         ))
+        // Outside the timeout: a refused request costs no timer.
+        .layer(middleware::from_fn_with_state(
+            settings.api_keys.clone(),
+            auth::require_key,
+        ))
         .layer(CatchPanicLayer::custom(panic_response))
+        // Outside the panic handler, so that a panic is counted as the 500 it becomes.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(
             TraceLayer::new_for_http()

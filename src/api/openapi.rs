@@ -3,12 +3,14 @@
 
 use std::sync::LazyLock;
 
-use axum::http::header;
+use axum::http::{Method, header};
 use axum::response::IntoResponse;
-use utoipa::OpenApi;
 use utoipa::openapi::OpenApi as OpenApiDoc;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoResponses, Modify, OpenApi};
 
-use super::error::ErrorResponse;
+use super::auth;
+use super::error::{ErrorResponse, responses};
 
 /// The document's fixed parts: title, description, tags, shared schemas.
 #[derive(OpenApi)]
@@ -31,9 +33,39 @@ use super::error::ErrorResponse;
         (name = "query", description = "k-nearest-neighbour queries."),
         (name = "embeddings", description = "Raw embeddings, OpenAI- and TEI-shaped."),
     ),
-    components(schemas(ErrorResponse))
+    components(schemas(ErrorResponse)),
+    modifiers(&ApiKeySchemes),
+    security(("bearer" = []), ("api_key" = []))
 )]
 struct ApiDoc;
+
+/// The two ways to send an API key.
+struct ApiKeySchemes;
+
+impl Modify for ApiKeySchemes {
+    fn modify(&self, doc: &mut OpenApiDoc) {
+        let when = "Needed on every route but /healthz and /readyz when the server has API \
+            keys (VICINITY_API_KEY, VICINITY_READ_ONLY_API_KEY); a read-only key is refused \
+            with 403 on routes that change data.";
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(format!("`Authorization: Bearer <key>`. {when}")))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "api-key".to_owned(),
+                format!("`api-key: <key>`. {when}"),
+            ))),
+        );
+    }
+}
 
 /// The fixed parts of the document; the routes add their paths and schemas.
 pub fn base() -> OpenApiDoc {
@@ -44,7 +76,30 @@ pub fn base() -> OpenApiDoc {
 
 /// The complete document.
 pub fn document() -> OpenApiDoc {
-    super::routes().into_openapi()
+    let mut doc = super::routes().into_openapi();
+    let auth_errors = responses::Auth::responses();
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let operations = [
+            (Method::GET, &mut item.get),
+            (Method::PUT, &mut item.put),
+            (Method::POST, &mut item.post),
+            (Method::DELETE, &mut item.delete),
+        ];
+        for (method, operation) in operations {
+            let Some(operation) = operation else { continue };
+            // The open routes declare an empty security requirement.
+            if operation.security.is_some() {
+                continue;
+            }
+            let responses = &mut operation.responses.responses;
+            for (status, response) in &auth_errors {
+                if status == "401" || auth::is_write(&method, Some(path)) {
+                    responses.insert(status.clone(), response.clone());
+                }
+            }
+        }
+    }
+    doc
 }
 
 /// Rendered once, on first request.

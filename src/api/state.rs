@@ -1,5 +1,5 @@
-//! The state every handler shares: the service once it is ready, the HTTP limits, and whether
-//! the server is draining for shutdown.
+//! The state every handler shares: the service once it is ready, the HTTP limits and keys, the
+//! request metrics, and whether the server is draining for shutdown.
 //!
 //! The server starts answering before the model is loaded and the collections are restored
 //! (`/healthz` at once, `/readyz` with 503 until then), so the service is not known when the
@@ -15,7 +15,9 @@ use axum::http::request::Parts;
 
 use crate::service::Service;
 
+use super::auth::ApiKeys;
 use super::error::ApiError;
+use super::metrics::Metrics;
 
 /// Limits and policies of the HTTP layer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,6 +30,8 @@ pub struct ApiSettings {
     /// (otherwise they refuse them with 400 `input_too_long`). `/embed`'s `truncate` field
     /// overrides it per request.
     pub auto_truncate: bool,
+    /// The API keys; none (the default) leaves every route open. Printed redacted.
+    pub api_keys: ApiKeys,
 }
 
 impl Default for ApiSettings {
@@ -36,6 +40,7 @@ impl Default for ApiSettings {
             max_body_bytes: 32 * 1024 * 1024,
             request_timeout: Duration::from_secs(60),
             auto_truncate: false,
+            api_keys: ApiKeys::default(),
         }
     }
 }
@@ -51,6 +56,7 @@ struct Shared {
     settings: ApiSettings,
     service: OnceLock<Arc<Service>>,
     draining: AtomicBool,
+    metrics: Metrics,
 }
 
 impl AppState {
@@ -62,6 +68,7 @@ impl AppState {
                 settings,
                 service: OnceLock::new(),
                 draining: AtomicBool::new(false),
+                metrics: Metrics::new(),
             }),
         }
     }
@@ -89,6 +96,11 @@ impl AppState {
     /// The HTTP limits.
     pub fn settings(&self) -> &ApiSettings {
         &self.inner.settings
+    }
+
+    /// The series the HTTP layer records.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     /// Marks the server as shutting down: `/readyz` answers 503 from now on, so that load

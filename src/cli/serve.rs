@@ -70,6 +70,17 @@ async fn serve(
         .local_addr()
         .context("cannot read the listening address")?;
     tracing::info!(%addr, "listening; loading the model and the collections");
+    let keys = &settings.api.api_keys;
+    if keys.enabled() {
+        tracing::info!(
+            read_write_keys = keys.read_write_count(),
+            read_only_keys = keys.read_only_count(),
+            "API keys required on every route but /healthz and /readyz"
+        );
+    } else {
+        // An empty VICINITY_API_KEY also lands here, so say it loudly.
+        tracing::warn!("no API key configured: every route is open to anyone who can reach it");
+    }
 
     let state = AppState::starting(settings.api.clone());
     // Stops the server when start-up fails.

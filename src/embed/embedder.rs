@@ -13,7 +13,7 @@
 
 use tokenizers::Tokenizer;
 
-use super::EmbedResult;
+use super::{EmbedResult, WorkerStats};
 
 /// Turns texts into embedding vectors.
 ///
@@ -47,4 +47,10 @@ pub trait Embedder: Send + Sync {
     /// Number of tokens `text` has for the model, special tokens included, before truncation:
     /// it is embedded whole when this is at most [`max_input_tokens`](Self::max_input_tokens).
     fn count_tokens(&self, text: &str) -> EmbedResult<usize>;
+
+    /// The queue and batch statistics of an embedder that batches requests on a worker (for
+    /// the server's metrics); `None`, the default, for one that does not.
+    fn stats(&self) -> Option<WorkerStats> {
+        None
+    }
 }

@@ -94,7 +94,7 @@ pub struct BatchHistogram {
 }
 
 impl BatchHistogram {
-    fn record(&mut self, value: usize) {
+    pub(crate) fn record(&mut self, value: usize) {
         let bucket = value.max(1).next_power_of_two().trailing_zeros() as usize;
         if self.counts.len() <= bucket {
             self.counts.resize(bucket + 1, 0);
@@ -447,6 +447,10 @@ impl Embedder for EmbeddingWorker {
 
     fn count_tokens(&self, text: &str) -> EmbedResult<usize> {
         self.encoder.count_tokens(text)
+    }
+
+    fn stats(&self) -> Option<WorkerStats> {
+        Some(EmbeddingWorker::stats(self))
     }
 }
 

@@ -143,6 +143,20 @@ pub(crate) async fn call(router: &Router, req: Request<Body>) -> (StatusCode, He
     (status, headers, body)
 }
 
+/// Sends any request through `router`; the body is returned as text, for the responses that
+/// are not JSON (`/metrics`).
+pub(crate) async fn call_text(
+    router: &Router,
+    req: Request<Body>,
+) -> (StatusCode, HeaderMap, String) {
+    let response = router.clone().oneshot(req).await.expect("infallible");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body = String::from_utf8(bytes.to_vec()).expect("the body is UTF-8");
+    (status, headers, body)
+}
+
 /// Asserts an error response's status and code.
 #[track_caller]
 pub(crate) fn assert_error(got: &(StatusCode, Value), status: StatusCode, code: &str) {

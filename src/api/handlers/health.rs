@@ -14,6 +14,7 @@ use crate::service::ServiceError;
     get,
     path = "/healthz",
     tag = "health",
+    security(()),
     responses((status = 200, description = "Up.", body = StatusResponse))
 )]
 pub async fn healthz() -> Json<StatusResponse> {
@@ -26,6 +27,7 @@ pub async fn healthz() -> Json<StatusResponse> {
     get,
     path = "/readyz",
     tag = "health",
+    security(()),
     responses(
         (status = 200, description = "Ready.", body = StatusResponse),
         (status = 503, description = "`not_ready` while starting, `unavailable` while shutting down.", body = ErrorResponse),
