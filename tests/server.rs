@@ -68,9 +68,6 @@ struct Server {
 impl Server {
     /// Starts the binary on an ephemeral port with the tiny model, and waits until it logs
     /// that it is ready (JSON logs carry the bound address).
-    // The child is waited for by `terminate`; on the paths that panic, the test process ends
-    // and the orphan is reaped with it.
-    #[allow(clippy::zombie_processes)]
     fn start(data: &std::path::Path) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_vicinity"))
             .args(["serve", "--addr", "127.0.0.1:0", "--log-format", "json"])
