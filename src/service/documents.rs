@@ -229,20 +229,15 @@ impl Service {
         .await
     }
 
-    /// Commits documents and applies them to the in-memory indexes. Runs as its own task so
-    /// that a caller who goes away mid-write cannot leave the store and the indexes apart.
+    /// Commits documents and applies them to the in-memory indexes, as one
+    /// [`serialized_write`].
     async fn commit(
         &self,
         coll: Arc<Collection>,
         docs: Vec<NewDocument>,
     ) -> ServiceResult<Vec<UpsertedDocument>> {
         let store = self.store.clone();
-        let name = coll.record.name.clone();
-        let task = tokio::spawn(async move {
-            let _write = coll.write_lock.lock().await;
-            if coll.is_deleted() {
-                return Err(ServiceError::CollectionNotFound(name));
-            }
+        serialized_write(coll, "write task", move |coll| async move {
             let done = store.upsert_documents(coll.record.id, &docs).await?;
             let c = coll.clone();
             let result = done.clone();
@@ -270,7 +265,6 @@ impl Service {
                 c.apply_write(&[], &removed, added)
             })
             .await?;
-            coll.indexer.notify_one();
             Ok(result
                 .into_iter()
                 .map(|d| UpsertedDocument {
@@ -279,9 +273,8 @@ impl Service {
                     replaced: d.replaced,
                 })
                 .collect())
-        });
-        task.await
-            .map_err(|e| ServiceError::internal("write task", e))?
+        })
+        .await
     }
 
     /// One document.
@@ -407,12 +400,7 @@ impl Service {
             return Ok(Vec::new());
         }
         let store = self.store.clone();
-        let name = coll.record.name.clone();
-        let task = tokio::spawn(async move {
-            let _write = coll.write_lock.lock().await;
-            if coll.is_deleted() {
-                return Err(ServiceError::CollectionNotFound(name));
-            }
+        serialized_write(coll, "delete task", move |coll| async move {
             let deleted = store.delete_documents(coll.record.id, &ids).await?;
             let doc_ids: Vec<String> = deleted.iter().map(|d| d.id.clone()).collect();
             let passages: Vec<u64> = deleted
@@ -422,11 +410,9 @@ impl Service {
             let c = coll.clone();
             let ids = doc_ids.clone();
             Service::blocking(move || c.apply_write(&ids, &passages, Vec::new())).await?;
-            coll.indexer.notify_one();
             Ok(doc_ids)
-        });
-        task.await
-            .map_err(|e| ServiceError::internal("delete task", e))?
+        })
+        .await
     }
 
     /// Ids of the documents whose metadata matches a filter, sorted.
@@ -450,4 +436,31 @@ impl Service {
         })
         .await
     }
+}
+
+/// Runs a write to `coll` as a task of its own, so that a caller who goes away mid-write cannot
+/// leave the store and the indexes apart: under the collection's write lock (writes to one
+/// collection are serialised), refused once the collection is deleted, and waking the
+/// collection's indexer when it has changed the indexes.
+async fn serialized_write<T, F, Fut>(
+    coll: Arc<Collection>,
+    what: &'static str,
+    write: F,
+) -> ServiceResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce(Arc<Collection>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ServiceResult<T>> + Send,
+{
+    tokio::spawn(async move {
+        let _write = coll.write_lock.lock().await;
+        if coll.is_deleted() {
+            return Err(ServiceError::CollectionNotFound(coll.record.name.clone()));
+        }
+        let out = write(coll.clone()).await?;
+        coll.indexer.notify_one();
+        Ok(out)
+    })
+    .await
+    .map_err(|e| ServiceError::internal(what, e))?
 }
