@@ -88,6 +88,12 @@ pub struct ServeConfig {
     #[arg(long, env = "VICINITY_EXACT_THRESHOLD", default_value_t = PlannerSettings::default().exact_threshold)]
     pub exact_threshold: usize,
 
+    /// While requests wait for the encoder, background indexing waits too, until this many
+    /// passages are left out of the approximate index (queries scan them exactly meanwhile).
+    /// 0: index at once, alongside the encoder.
+    #[arg(long, env = "VICINITY_INDEX_DEFER_MAX", default_value_t = PlannerSettings::default().defer_max_unindexed)]
+    pub index_defer_max: usize,
+
     /// Filters estimated to match at most this fraction of a collection's passages are answered
     /// by an exact scan of the matches.
     #[arg(long, env = "VICINITY_FILTER_EXACT_FRACTION", default_value_t = PlannerSettings::default().filter_exact_fraction)]
@@ -214,6 +220,7 @@ impl ServeConfig {
             planner: PlannerSettings {
                 exact_threshold: self.exact_threshold,
                 filter_exact_fraction: self.filter_exact_fraction,
+                defer_max_unindexed: self.index_defer_max,
                 ..defaults.planner.clone()
             },
             max_k: at_least("--max-k", "VICINITY_MAX_K", self.max_k, 1)?,

@@ -2,6 +2,8 @@
 //! catches up, and restarts from snapshots that are current, stale or torn. Real store, real
 //! indexes, real encoder (the tiny fixture model) behind the real embedding worker.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -439,5 +441,76 @@ async fn text_documents_are_split_embedded_and_found() {
         let span: String = chars[h.passage.start..h.passage.end].iter().collect();
         assert_eq!(Some(span), h.text, "offsets point at the passage text");
     }
+    svc.shutdown().await;
+}
+
+/// Index state of a collection: (status, pending, plan of a vector query).
+async fn state_and_plan(svc: &Service, name: &str, probe: &[f32]) -> (&'static str, usize, Plan) {
+    let info = svc.get_collection(name).await.unwrap();
+    let r = svc.query(name, vq(probe, 5)).await.unwrap();
+    assert_eq!(r.results.len(), 5);
+    (info.index_state.status, info.index_state.pending, r.plan)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn indexing_gives_way_to_the_encoder_within_a_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        dir.path().join("vicinity.db").to_str().unwrap(),
+        &StoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    let gate = common::Gate::new(common::tiny_worker());
+    let mut s = settings(dir.path());
+    s.planner.defer_max_unindexed = 500;
+    s.planner.defer_quiet = Duration::from_millis(50);
+    let svc = Service::open(s, store, gate.clone()).await.unwrap();
+    svc.create_collection("c", spec(IndexType::Hnsw))
+        .await
+        .unwrap();
+    let (docs, data) = vector_docs(900, 21);
+    let probe = data[..DIM].to_vec();
+    let mut docs = docs.into_iter();
+
+    // An embedding request held in flight: the encoder is busy.
+    let held = tokio::spawn({
+        let svc = svc.clone();
+        async move { svc.embed(vec!["a question".into()]).await }
+    });
+    gate.entered.notified().await;
+
+    // Past the exact threshold but within the bound: the first build waits, queries scan.
+    svc.upsert_documents("c", docs.by_ref().take(300).collect())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        state_and_plan(&svc, "c", &probe).await,
+        ("scheduled", 300, Plan::Flat)
+    );
+
+    // Past the bound: the index is built although the encoder is still busy.
+    svc.upsert_documents("c", docs.by_ref().take(300).collect())
+        .await
+        .unwrap();
+    wait_indexed(&svc, "c").await;
+    assert_eq!(state_and_plan(&svc, "c", &probe).await.2, Plan::Hnsw);
+
+    // New passages within the bound wait for the encoder, and are found meanwhile.
+    let late: Vec<DocumentInput> = docs.by_ref().take(100).collect();
+    let late_vector = late[0].vector.clone().unwrap();
+    svc.upsert_documents("c", late).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (status, pending, _) = state_and_plan(&svc, "c", &probe).await;
+    assert_eq!((status, pending), ("ready", 100));
+    let r = svc.query("c", vq(&late_vector, 1)).await.unwrap();
+    assert_eq!(r.results[0].document_id, "d600");
+
+    // Once the encoder is idle, the index catches up.
+    assert!(!held.is_finished());
+    gate.release(1);
+    assert_eq!(held.await.unwrap().unwrap().vectors.len(), 1);
+    wait_indexed(&svc, "c").await;
     svc.shutdown().await;
 }

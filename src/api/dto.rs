@@ -349,7 +349,8 @@ impl From<IndexKind> for IndexKindName {
 pub struct IndexStateResponse {
     /// The approximate index in use, if any.
     pub ann: Option<IndexKindName>,
-    /// `ready`, `building` (queries scan exactly meanwhile) or `none` (exact scans only).
+    /// `ready`, `building` (queries scan exactly meanwhile), `scheduled` (the first build waits
+    /// for the encoder to be idle; queries scan exactly meanwhile) or `none` (exact scans only).
     #[schema(example = "ready")]
     pub status: String,
     /// Passages stored but not yet in the approximate index (queries scan them exactly).

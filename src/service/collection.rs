@@ -13,6 +13,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use parking_lot::RwLock;
 use serde_json::Value;
@@ -53,6 +54,12 @@ pub struct PlannerSettings {
     /// Rebuild an IVF index once the collection has grown this many times past the size it was
     /// trained on (its cells no longer fit the data).
     pub ivf_regrow_factor: f64,
+    /// While requests wait for the encoder, background indexing waits too, until this many
+    /// passages are left out of the approximate index (queries scan those exactly, so this
+    /// bounds what that costs them). 0: never wait.
+    pub defer_max_unindexed: usize,
+    /// How long the encoder must have been idle before background indexing resumes.
+    pub defer_quiet: Duration,
 }
 
 impl Default for PlannerSettings {
@@ -62,6 +69,8 @@ impl Default for PlannerSettings {
             filter_exact_fraction: 0.02,
             insert_step: 64,
             ivf_regrow_factor: 4.0,
+            defer_max_unindexed: 100_000,
+            defer_quiet: Duration::from_millis(250),
         }
     }
 }
@@ -262,26 +271,31 @@ impl Collection {
     }
 
     /// A summary of the index state, for collection info.
-    pub(crate) fn index_state(&self) -> (IndexState, u64, usize) {
+    pub(crate) fn index_state(&self, settings: &PlannerSettings) -> (IndexState, u64, usize) {
+        let scheduled = self.wants_first_build(settings);
         let st = self.state.read();
         let memory = st.flat.memory_bytes() + st.ann.as_ref().map_or(0, |a| a.memory_bytes());
         let status = if st.building {
             "building"
         } else if st.ann.is_some() {
             "ready"
+        } else if scheduled {
+            "scheduled"
         } else {
             "none"
         };
         (
             IndexState {
-                ann: st
-                    .ann
-                    .as_ref()
-                    .map(|a| a.kind())
-                    .or_else(|| st.building.then(|| self.config.kind.ann_kind()).flatten()),
+                ann: st.ann.as_ref().map(|a| a.kind()).or_else(|| {
+                    (st.building || scheduled)
+                        .then(|| self.config.kind.ann_kind())
+                        .flatten()
+                }),
                 status,
                 pending: if st.ann.is_some() || st.building {
                     st.pending.len()
+                } else if scheduled {
+                    st.flat.len()
                 } else {
                     0
                 },
@@ -290,6 +304,30 @@ impl Collection {
             memory as u64,
             st.flat.len(),
         )
+    }
+
+    /// Whether the collection has outgrown exact scans and has no approximate index yet, nor
+    /// one being built.
+    fn wants_first_build(&self, settings: &PlannerSettings) -> bool {
+        if self.config.kind.ann_kind().is_none() {
+            return false;
+        }
+        let st = self.state.read();
+        !st.building && st.ann.is_none() && st.flat.len() > settings.exact_threshold
+    }
+
+    /// Passages that queries scan exactly because the approximate index does not hold them:
+    /// those pending insertion, or all of them while the collection waits for its first build.
+    pub(crate) fn unindexed(&self, settings: &PlannerSettings) -> usize {
+        if self.wants_first_build(settings) {
+            return self.state.read().flat.len();
+        }
+        let st = self.state.read();
+        if st.ann.is_some() || st.building {
+            st.pending.len()
+        } else {
+            0
+        }
     }
 
     /// Whether the approximate index should be (re)built now: the collection has outgrown

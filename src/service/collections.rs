@@ -315,7 +315,7 @@ impl Service {
         } else {
             "none"
         };
-        let (state, _, passages) = coll.index_state();
+        let (state, _, passages) = coll.index_state(&self.settings.planner);
         tracing::info!(
             collection = %coll.record.name,
             passages,
@@ -332,8 +332,9 @@ impl Service {
 
     pub(super) async fn describe(&self, coll: &Arc<Collection>) -> ServiceResult<CollectionInfo> {
         let c = coll.clone();
+        let planner = self.settings.planner.clone();
         let (index_state, memory, passages) =
-            Service::blocking(move || Ok(c.index_state())).await?;
+            Service::blocking(move || Ok(c.index_state(&planner))).await?;
         let documents = coll.state.read().docs.len() as u64;
         let r = &coll.record;
         Ok(CollectionInfo {

@@ -107,7 +107,7 @@ impl Service {
         let mut embedded = if texts.is_empty() {
             Vec::new()
         } else {
-            self.embedder.embed(texts).await?
+            self.embed_texts(texts).await?
         }
         .into_iter();
         let mut new_docs = Vec::with_capacity(prepared.len());

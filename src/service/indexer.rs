@@ -1,16 +1,25 @@
 //! Background index maintenance, one task per collection: builds the approximate index when the
 //! collection outgrows exact scans, moves pending passages into it in small steps, and writes
 //! snapshots so that restarts need no rebuild.
+//!
+//! It gives way to the encoder: while requests wait for embeddings (and for a short quiet period
+//! after), it starts no build and inserts nothing, unless more than
+//! [`PlannerSettings::defer_max_unindexed`](super::collection::PlannerSettings) passages are
+//! left out of the approximate index. Queries scan those passages exactly, so they are found
+//! all the same; a bulk load then runs at the encoder's speed and the index catches up after.
 
 use std::path::Path;
 use std::sync::{Arc, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::index::VectorIndex;
 
 use super::Service;
-use super::collection::Collection;
+use super::collection::{Collection, PlannerSettings};
 use super::error::ServiceResult;
+
+/// How often a maintenance loop that is giving way looks again.
+const YIELD_POLL: Duration = Duration::from_millis(100);
 
 /// The maintenance loop of one collection. Ends when the service shuts down, when the service
 /// is dropped, or when the collection is deleted.
@@ -20,14 +29,17 @@ pub(super) async fn run(
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut last_snapshot = Instant::now();
+    // Set while work is left that the loop gave way on: it looks again soon.
+    let mut unfinished = false;
     loop {
         let interval = match service.upgrade() {
             Some(s) => s.settings.snapshot_interval,
             None => return,
         };
+        let wait = if unfinished { YIELD_POLL } else { interval };
         tokio::select! {
             _ = coll.indexer.notified() => {}
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => return,
         }
         if *shutdown.borrow() || coll.is_deleted() {
@@ -36,22 +48,36 @@ pub(super) async fn run(
         let Some(svc) = service.upgrade() else { return };
         let settings = svc.settings.clone();
         let dir = svc.snapshot_dir(&coll);
+        let foreground = svc.foreground.clone();
         drop(svc);
         let due = last_snapshot.elapsed() >= settings.snapshot_interval;
         let c = coll.clone();
-        let result = tokio::task::spawn_blocking(move || -> ServiceResult<bool> {
-            maintain(&c, &settings.planner)?;
+        let result = tokio::task::spawn_blocking(move || -> ServiceResult<(bool, bool)> {
+            let planner = &settings.planner;
+            let give_way = || {
+                foreground.busy(planner.defer_quiet)
+                    && c.unindexed(planner) <= planner.defer_max_unindexed
+            };
+            let finished = maintain(&c, planner, &give_way)?;
+            if !finished {
+                return Ok((false, false));
+            }
             let threshold = if due {
                 1
             } else {
                 settings.snapshot_every_changes
             };
-            snapshot(&c, &dir, threshold)
+            Ok((true, snapshot(&c, &dir, threshold)?))
         })
         .await;
+        unfinished = false;
         match result {
-            Ok(Ok(true)) => last_snapshot = Instant::now(),
-            Ok(Ok(false)) => {}
+            Ok(Ok((finished, snapshotted))) => {
+                unfinished = !finished;
+                if snapshotted {
+                    last_snapshot = Instant::now();
+                }
+            }
             Ok(Err(e)) => {
                 tracing::error!(collection = %coll.record.name, error = %e, "index maintenance failed")
             }
@@ -62,12 +88,18 @@ pub(super) async fn run(
     }
 }
 
-/// Builds the approximate index if it is due, then drains pending passages into it.
+/// Builds the approximate index if it is due, then drains pending passages into it, checking
+/// `give_way` before the build and between steps. Returns `false` when it stopped to give way
+/// with work left.
 pub(super) fn maintain(
     coll: &Collection,
-    settings: &super::collection::PlannerSettings,
-) -> ServiceResult<()> {
+    settings: &PlannerSettings,
+    give_way: &dyn Fn() -> bool,
+) -> ServiceResult<bool> {
     if coll.wants_build(settings) {
+        if give_way() {
+            return Ok(false);
+        }
         let started = Instant::now();
         let n = coll.state.read().flat.len();
         tracing::info!(collection = %coll.record.name, passages = n, "building approximate index");
@@ -79,8 +111,15 @@ pub(super) fn maintain(
             "approximate index built"
         );
     }
-    while !coll.is_deleted() && coll.drain_pending_step(settings.insert_step)? > 0 {}
-    Ok(())
+    while !coll.is_deleted() && coll.unindexed(settings) > 0 {
+        if give_way() {
+            return Ok(false);
+        }
+        if coll.drain_pending_step(settings.insert_step)? == 0 {
+            break;
+        }
+    }
+    Ok(true)
 }
 
 /// Writes a snapshot of the approximate index when at least `min_changes` changes are not in

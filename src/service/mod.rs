@@ -29,6 +29,7 @@ mod collections;
 mod documents;
 pub mod error;
 pub mod filter;
+mod foreground;
 mod indexer;
 mod query;
 pub mod types;
@@ -41,6 +42,7 @@ pub use query::Embeddings;
 pub use types::*;
 
 use collection::Collection;
+use foreground::Foreground;
 
 /// Settings of the service layer.
 #[derive(Clone, Debug)]
@@ -96,6 +98,8 @@ pub struct Service {
     search_slots: Arc<Semaphore>,
     shutdown: tokio::sync::watch::Sender<bool>,
     indexers: parking_lot::Mutex<tokio::task::JoinSet<()>>,
+    /// Embeddings that requests wait for; background indexing gives way to them.
+    foreground: Arc<Foreground>,
 }
 
 impl std::fmt::Debug for Service {
@@ -125,6 +129,7 @@ impl Service {
             collections: RwLock::new(HashMap::new()),
             shutdown,
             indexers: parking_lot::Mutex::new(tokio::task::JoinSet::new()),
+            foreground: Foreground::new(),
         });
         let summaries = service.store.list_collections().await?;
         let count = summaries.len();
@@ -153,6 +158,12 @@ impl Service {
     /// The embedder, for callers that need its tokenizer or statistics.
     pub fn embedder(&self) -> &Arc<dyn Embedder> {
         &self.embedder
+    }
+
+    /// Embeds texts for a request. Background indexing gives way while this runs.
+    async fn embed_texts(&self, texts: Vec<String>) -> ServiceResult<Vec<Vec<f32>>> {
+        let _foreground = self.foreground.enter();
+        Ok(self.embedder.embed(texts).await?)
     }
 
     /// Stops background indexing and writes a snapshot of every index that changed since its

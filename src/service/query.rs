@@ -34,8 +34,7 @@ impl Service {
             QueryInput::Vector(v) => v.clone(),
             QueryInput::Text(t) => {
                 self.check_text_query(&coll, t)?;
-                self.embedder
-                    .embed(vec![t.clone()])
+                self.embed_texts(vec![t.clone()])
                     .await?
                     .pop()
                     .expect("one embedding per text")
@@ -75,7 +74,7 @@ impl Service {
         let mut embedded = if texts.is_empty() {
             Vec::new()
         } else {
-            self.embedder.embed(texts).await?
+            self.embed_texts(texts).await?
         }
         .into_iter();
         let runs = queries.into_iter().map(|q| {
@@ -120,7 +119,7 @@ impl Service {
             Ok(total)
         })
         .await?;
-        let vectors = self.embedder.embed(texts).await?;
+        let vectors = self.embed_texts(texts).await?;
         Ok(Embeddings { vectors, tokens })
     }
 

@@ -115,7 +115,9 @@ pub struct CollectionInfo {
 pub struct IndexState {
     /// The approximate index in use, if any (`hnsw` or `ivf`).
     pub ann: Option<IndexKind>,
-    /// `ready`, `building` (queries scan exactly meanwhile) or `none` (exact scan only).
+    /// `ready`, `building` (queries scan exactly meanwhile), `scheduled` (the collection has
+    /// outgrown exact scans and its first build waits for the encoder to be idle; queries scan
+    /// exactly meanwhile) or `none` (exact scan only).
     pub status: &'static str,
     /// Passages stored but not yet in the approximate index (queries scan them exactly).
     pub pending: usize,
