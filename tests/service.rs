@@ -514,3 +514,49 @@ async fn indexing_gives_way_to_the_encoder_within_a_bound() {
     wait_indexed(&svc, "c").await;
     svc.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steady_queries_end_the_wait_once_they_have_paid_for_the_indexing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        dir.path().join("vicinity.db").to_str().unwrap(),
+        &StoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    let gate = common::Gate::new(common::tiny_worker());
+    let mut s = settings(dir.path());
+    s.planner.defer_quiet = Duration::from_millis(50);
+    // Indexing a passage is worth 3 distance computations: three full scans pay for it.
+    s.planner.defer_insert_cost = 3;
+    let svc = Service::open(s, store, gate.clone()).await.unwrap();
+    svc.create_collection("c", spec(IndexType::Hnsw))
+        .await
+        .unwrap();
+    let (docs, data) = vector_docs(300, 22);
+    let probe = data[..DIM].to_vec();
+
+    let held = tokio::spawn({
+        let svc = svc.clone();
+        async move { svc.embed(vec!["a question".into()]).await }
+    });
+    gate.entered.notified().await;
+    svc.upsert_documents("c", docs).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Each of these scans all 300 passages; the third one has paid for indexing them.
+    for _ in 0..2 {
+        assert_eq!(
+            state_and_plan(&svc, "c", &probe).await,
+            ("scheduled", 300, Plan::Flat)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (_, _, plan) = state_and_plan(&svc, "c", &probe).await;
+    assert_eq!(plan, Plan::Flat);
+    wait_indexed(&svc, "c").await;
+    assert_eq!(state_and_plan(&svc, "c", &probe).await.2, Plan::Hnsw);
+    assert!(!held.is_finished(), "the encoder was busy throughout");
+    gate.release(1);
+    held.await.unwrap().unwrap();
+    svc.shutdown().await;
+}

@@ -3,10 +3,13 @@
 //! snapshots so that restarts need no rebuild.
 //!
 //! It gives way to the encoder: while requests wait for embeddings (and for a short quiet period
-//! after), it starts no build and inserts nothing, unless more than
-//! [`PlannerSettings::defer_max_unindexed`](super::collection::PlannerSettings) passages are
-//! left out of the approximate index. Queries scan those passages exactly, so they are found
-//! all the same; a bulk load then runs at the encoder's speed and the index catches up after.
+//! after), it starts no build and inserts nothing. Queries scan the passages left out exactly,
+//! so they are found all the same, and a bulk load runs at the encoder's speed while the index
+//! catches up after. Two bounds keep the wait from costing more than it saves (see
+//! [`PlannerSettings`]): at most `defer_max_unindexed` passages wait, and once queries have
+//! spent on scanning them what indexing them would cost (`defer_insert_cost` each, in distance
+//! computations), indexing proceeds: under steady queries and writes, deferring would otherwise
+//! make every query pay for the insertions.
 
 use std::path::Path;
 use std::sync::{Arc, Weak};
@@ -54,10 +57,7 @@ pub(super) async fn run(
         let c = coll.clone();
         let result = tokio::task::spawn_blocking(move || -> ServiceResult<(bool, bool)> {
             let planner = &settings.planner;
-            let give_way = || {
-                foreground.busy(planner.defer_quiet)
-                    && c.unindexed(planner) <= planner.defer_max_unindexed
-            };
+            let give_way = || foreground.busy(planner.defer_quiet) && c.may_defer(planner);
             let finished = maintain(&c, planner, &give_way)?;
             if !finished {
                 return Ok((false, false));
@@ -118,6 +118,9 @@ pub(super) fn maintain(
         if coll.drain_pending_step(settings.insert_step)? == 0 {
             break;
         }
+    }
+    if coll.unindexed(settings) == 0 {
+        coll.clear_exact_debt();
     }
     Ok(true)
 }
