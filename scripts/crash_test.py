@@ -19,9 +19,10 @@ Each run:
 6. stops the server with SIGTERM and expects exit status 0.
 
 With the defaults 10,000 documents stay under the server's exact-search threshold and the kill
-lands on SQLite writes; `--server-arg=--exact-threshold=1000 --server-arg=--snapshot-every=500`
-also builds the HNSW index and snapshots it many times during the import, so the kill can land
-on an index build or a snapshot write as well.
+lands on SQLite writes; `--server-arg=--exact-threshold=1000 --server-arg=--snapshot-every=500
+--server-arg=--index-defer-max=0` also builds the HNSW index and snapshots it many times during
+the import, so the kill can land on an index build or a snapshot write as well (without
+--index-defer-max=0 the server defers graph work while the import keeps its encoder busy).
 
 Prints one line per run and a summary; exits 1 if any acknowledged document was lost, not
 searchable, or the count was short. Standard library only.
