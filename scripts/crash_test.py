@@ -48,20 +48,10 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from words import words
+
 COLLECTION = "crash"
 
-WORDS = (
-    "river mountain harbour lantern engine garden winter market signal bridge library orchard "
-    "copper forest desert island village castle canal meadow glacier volcano comet planet "
-    "telescope compass anchor sail ship storm thunder rain snow summer autumn spring harvest "
-    "bread cheese honey apple pepper salt coffee tea kettle oven stone brick timber glass paper "
-    "ink pencil letter poem story song drum violin piano choir dance painter sculptor weaver "
-    "potter baker farmer sailor miner doctor nurse teacher student judge soldier merchant "
-    "clock wheel gear lever pulley rope chain hammer chisel saw needle thread cloth wool silk "
-    "cotton leather dye red blue green amber silver golden dark bright quiet loud slow fast "
-    "ancient modern small large narrow wide deep shallow warm cold wet dry builds carries "
-    "watches guides repairs grows bakes paints writes reads sings measures crosses climbs"
-).split()
 
 
 def free_port():
@@ -152,8 +142,8 @@ class Server:
 def make_docs(rng, run, n):
     docs = []
     for i in range(n):
-        words = " ".join(rng.choice(WORDS) for _ in range(10))
-        docs.append({"id": f"r{run}-{i}", "text": f"Note {i}: {words}.", "metadata": {"n": i}})
+        text = f"Note {i}: {words(rng, 10)}."
+        docs.append({"id": f"r{run}-{i}", "text": text, "metadata": {"n": i}})
     return docs
 
 

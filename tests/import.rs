@@ -11,20 +11,19 @@ use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
-use vicinity::api::{self, ApiSettings, AppState};
+use vicinity::api::ApiSettings;
 use vicinity::import::{
     self, ImportError, ImportOptions, ImportSummary, NoProgress, OnError, Problem,
 };
 
-use common::{App, Counting, service_settings, tiny_worker};
+use common::{App, Counting, Listening, service_settings, tiny_worker};
 
 /// The service behind a real listener, with an embedder that counts its calls.
 struct Server {
     app: App,
     embedder: Arc<Counting>,
+    listening: Listening,
     addr: SocketAddr,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 impl Server {
@@ -37,24 +36,12 @@ impl Server {
             ApiSettings::default(),
         )
         .await;
-        let state = AppState::ready(ApiSettings::default(), app.service.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(api::serve(
-            listener,
-            state,
-            async move {
-                let _ = stopped.await;
-            },
-            Duration::from_secs(10),
-        ));
+        let listening = Listening::start(&app, Duration::from_secs(10)).await;
         Server {
+            addr: listening.addr,
             app,
             embedder,
-            addr,
-            stop,
-            task,
+            listening,
         }
     }
 
@@ -107,9 +94,9 @@ impl Server {
         body["documents"].as_u64().unwrap()
     }
 
-    async fn close(self) {
-        let _ = self.stop.send(());
-        self.task.await.unwrap().unwrap();
+    async fn close(mut self) {
+        self.listening.begin_shutdown();
+        self.listening.task.await.unwrap().unwrap();
         self.app.close().await;
     }
 }

@@ -16,9 +16,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
-use vicinity::api::{self, ApiSettings, AppState};
+use vicinity::api::ApiSettings;
 
-use common::{App, Gate, service_settings, tiny_dir, tiny_worker};
+use common::{App, Gate, Listening, service_settings, tiny_dir, tiny_worker};
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
@@ -282,18 +282,8 @@ async fn shutdown_finishes_a_write_in_flight() {
         ApiSettings::default(),
     )
     .await;
-    let state = AppState::ready(ApiSettings::default(), app.service.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(api::serve(
-        listener,
-        state,
-        async move {
-            let _ = stop_rx.await;
-        },
-        Duration::from_secs(30),
-    ));
+    let mut server = Listening::start(&app, Duration::from_secs(30)).await;
+    let addr = server.addr;
 
     let http = client();
     let (status, _) = request(
@@ -323,13 +313,13 @@ async fn shutdown_finishes_a_write_in_flight() {
     tokio::time::timeout(Duration::from_secs(20), gate.entered.notified())
         .await
         .expect("the write reaches the embedder");
-    stop_tx.send(()).unwrap();
+    server.begin_shutdown();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(!server.is_finished(), "the server waits for the write");
+    assert!(!server.task.is_finished(), "the server waits for the write");
     gate.release(1000);
     let (status, body) = write.await.unwrap();
     assert_eq!(status, StatusCode::OK, "{body}");
-    tokio::time::timeout(Duration::from_secs(20), server)
+    tokio::time::timeout(Duration::from_secs(20), server.task)
         .await
         .expect("the server stops once the write is done")
         .unwrap()

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use vicinity::distance::Metric;
-use vicinity::embed::{EmbeddingWorker, EncoderOptions, SentenceEncoder, WorkerOptions};
+use vicinity::embed::{Embedder, EmbeddingWorker, EncoderOptions, SentenceEncoder, WorkerOptions};
 use vicinity::service::{
     CollectionSpec, DocumentInput, Include, IndexConfig, IndexType, Plan, Query, QueryInput,
     Selector, Service, ServiceError, ServiceSettings,
@@ -32,17 +32,23 @@ fn settings(dir: &Path) -> ServiceSettings {
 }
 
 async fn open(dir: &Path) -> Arc<Service> {
+    let encoder = SentenceEncoder::load(&tiny_model(), &EncoderOptions::default()).unwrap();
+    let worker = EmbeddingWorker::new(encoder, WorkerOptions::default()).unwrap();
+    open_with(dir, settings(dir), Arc::new(worker)).await
+}
+
+async fn open_with(
+    dir: &Path,
+    settings: ServiceSettings,
+    embedder: Arc<dyn Embedder>,
+) -> Arc<Service> {
     let store = Store::open(
         dir.join("vicinity.db").to_str().unwrap(),
         &StoreOptions::default(),
     )
     .await
     .unwrap();
-    let encoder = SentenceEncoder::load(&tiny_model(), &EncoderOptions::default()).unwrap();
-    let worker = EmbeddingWorker::new(encoder, WorkerOptions::default()).unwrap();
-    Service::open(settings(dir), store, Arc::new(worker))
-        .await
-        .unwrap()
+    Service::open(settings, store, embedder).await.unwrap()
 }
 
 fn spec(kind: IndexType) -> CollectionSpec {
@@ -455,17 +461,11 @@ async fn state_and_plan(svc: &Service, name: &str, probe: &[f32]) -> (&'static s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn indexing_gives_way_to_the_encoder_within_a_bound() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(
-        dir.path().join("vicinity.db").to_str().unwrap(),
-        &StoreOptions::default(),
-    )
-    .await
-    .unwrap();
     let gate = common::Gate::new(common::tiny_worker());
     let mut s = settings(dir.path());
     s.planner.defer_max_unindexed = 500;
     s.planner.defer_quiet = Duration::from_millis(50);
-    let svc = Service::open(s, store, gate.clone()).await.unwrap();
+    let svc = open_with(dir.path(), s, gate.clone()).await;
     svc.create_collection("c", spec(IndexType::Hnsw))
         .await
         .unwrap();
@@ -518,18 +518,12 @@ async fn indexing_gives_way_to_the_encoder_within_a_bound() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steady_queries_end_the_wait_once_they_have_paid_for_the_indexing() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(
-        dir.path().join("vicinity.db").to_str().unwrap(),
-        &StoreOptions::default(),
-    )
-    .await
-    .unwrap();
     let gate = common::Gate::new(common::tiny_worker());
     let mut s = settings(dir.path());
     s.planner.defer_quiet = Duration::from_millis(50);
     // Indexing a passage is worth 3 distance computations: three full scans pay for it.
     s.planner.defer_insert_cost = 3;
-    let svc = Service::open(s, store, gate.clone()).await.unwrap();
+    let svc = open_with(dir.path(), s, gate.clone()).await;
     svc.create_collection("c", spec(IndexType::Hnsw))
         .await
         .unwrap();

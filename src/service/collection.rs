@@ -284,8 +284,8 @@ impl Collection {
 
     /// A summary of the index state, for collection info.
     pub(crate) fn index_state(&self, settings: &PlannerSettings) -> (IndexState, u64, usize) {
-        let scheduled = self.wants_first_build(settings);
         let st = self.state.read();
+        let scheduled = self.first_build_due(&st, settings);
         let memory = st.flat.memory_bytes() + st.ann.as_ref().map_or(0, |a| a.memory_bytes());
         let status = if st.building {
             "building"
@@ -304,13 +304,7 @@ impl Collection {
                         .flatten()
                 }),
                 status,
-                pending: if st.ann.is_some() || st.building {
-                    st.pending.len()
-                } else if scheduled {
-                    st.flat.len()
-                } else {
-                    0
-                },
+                pending: self.unindexed_in(&st, settings),
                 indexed: st.ann.as_ref().map_or(0, |a| a.len()),
             },
             memory as u64,
@@ -320,12 +314,11 @@ impl Collection {
 
     /// Whether the collection has outgrown exact scans and has no approximate index yet, nor
     /// one being built.
-    fn wants_first_build(&self, settings: &PlannerSettings) -> bool {
-        if self.config.kind.ann_kind().is_none() {
-            return false;
-        }
-        let st = self.state.read();
-        !st.building && st.ann.is_none() && st.flat.len() > settings.exact_threshold
+    fn first_build_due(&self, st: &State, settings: &PlannerSettings) -> bool {
+        self.config.kind.ann_kind().is_some()
+            && !st.building
+            && st.ann.is_none()
+            && st.flat.len() > settings.exact_threshold
     }
 
     /// Whether background indexing may keep waiting for the encoder: the unindexed passages
@@ -353,11 +346,13 @@ impl Collection {
     /// Passages that queries scan exactly because the approximate index does not hold them:
     /// those pending insertion, or all of them while the collection waits for its first build.
     pub(crate) fn unindexed(&self, settings: &PlannerSettings) -> usize {
-        if self.wants_first_build(settings) {
-            return self.state.read().flat.len();
-        }
-        let st = self.state.read();
-        if st.ann.is_some() || st.building {
+        self.unindexed_in(&self.state.read(), settings)
+    }
+
+    fn unindexed_in(&self, st: &State, settings: &PlannerSettings) -> usize {
+        if self.first_build_due(st, settings) {
+            st.flat.len()
+        } else if st.ann.is_some() || st.building {
             st.pending.len()
         } else {
             0
@@ -497,11 +492,7 @@ impl Collection {
             .filter(|_| !exact && !st.building && n > settings.exact_threshold);
         let Some(ann) = ann else {
             // An exact scan that an approximate index, had it been built, would have spared.
-            let unbuilt = !exact
-                && st.ann.is_none()
-                && !st.building
-                && n > settings.exact_threshold
-                && self.config.kind.ann_kind().is_some();
+            let unbuilt = !exact && self.first_build_due(&st, settings);
             let hits = match filter {
                 None => {
                     if unbuilt {

@@ -4,9 +4,11 @@
 
 #![allow(dead_code)]
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -51,6 +53,47 @@ pub(crate) struct App {
     pub(crate) router: Router,
     pub(crate) service: Arc<Service>,
     pub(crate) store: Store,
+}
+
+/// An app served by [`api::serve`] on a loopback port, as `vicinity serve` serves it.
+pub(crate) struct Listening {
+    pub(crate) addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The server; it ends once shutdown has begun and the requests in flight are answered.
+    pub(crate) task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Listening {
+    /// Serves `app`'s service (default API settings); `grace` bounds the wait for requests in
+    /// flight at shutdown.
+    pub(crate) async fn start(app: &App, grace: Duration) -> Listening {
+        let state = AppState::ready(ApiSettings::default(), app.service.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let addr = listener.local_addr().expect("a bound address");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(api::serve(
+            listener,
+            state,
+            async move {
+                let _ = stopped.await;
+            },
+            grace,
+        ));
+        Listening {
+            addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Begins the graceful shutdown: no new connections, requests in flight finish.
+    pub(crate) fn begin_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            stop.send(()).expect("the server is running");
+        }
+    }
 }
 
 impl App {
