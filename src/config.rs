@@ -14,6 +14,7 @@ use std::time::Duration;
 use crate::api::ApiSettings;
 use crate::api::auth::{ApiKey, ApiKeys};
 use crate::service::{PlannerSettings, ServiceSettings};
+use crate::store::StoreOptions;
 
 /// A configuration value that cannot work.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +43,11 @@ pub struct ServeConfig {
     /// Default: sqlite://DATA_DIR/vicinity.db. Only SQLite is supported.
     #[arg(long, env = "VICINITY_DATABASE_URL", value_name = "URL")]
     pub database_url: Option<String>,
+
+    /// Memory for passage rows kept to answer queries without reading the database, in MiB
+    /// (0: read every result from the database).
+    #[arg(long, env = "VICINITY_PASSAGE_CACHE_MB", default_value_t = StoreOptions::default().passage_cache_bytes >> 20)]
+    pub passage_cache_mb: u64,
 
     /// Largest request body, in bytes; larger requests are refused with 413.
     #[arg(long, env = "VICINITY_MAX_BODY_BYTES", default_value_t = ApiSettings::default().max_body_bytes)]
@@ -151,6 +157,8 @@ pub struct Settings {
     pub api: ApiSettings,
     /// The service's settings.
     pub service: ServiceSettings,
+    /// How the database is opened.
+    pub store: StoreOptions,
     /// How long a graceful shutdown waits for requests in flight.
     pub shutdown_timeout: Duration,
 }
@@ -276,6 +284,10 @@ impl ServeConfig {
             database_url,
             api,
             service,
+            store: StoreOptions {
+                passage_cache_bytes: self.passage_cache_mb.saturating_mul(1 << 20),
+                ..StoreOptions::default()
+            },
             shutdown_timeout: self.shutdown_timeout,
         })
     }

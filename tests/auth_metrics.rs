@@ -488,6 +488,12 @@ async fn metrics_follow_requests_collections_and_the_embedder() {
     let tokens = value(&after, "vicinity_embed_tokens_total", &[]);
     assert!(tokens >= texts * 3.0, "{tokens} tokens for {texts} texts");
 
+    // The passage cache: the first query read its 2 passages from the database, the two
+    // repeats found them in memory.
+    assert_eq!(value(&after, "vicinity_passage_cache_misses_total", &[]), 2.0);
+    assert_eq!(value(&after, "vicinity_passage_cache_hits_total", &[]), 4.0);
+    assert!(value(&after, "vicinity_passage_cache_bytes", &[]) > 0.0);
+
     // The process.
     if cfg!(target_os = "linux") {
         let rss = value(&after, "process_resident_memory_bytes", &[]);

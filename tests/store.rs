@@ -880,3 +880,86 @@ async fn unicode_text_and_metadata_round_trip() {
     assert_eq!(metadata, document.metadata);
     store.close().await;
 }
+
+/// The passage cache answers repeated reads, and never answers with a passage that a
+/// replacement, a deletion or a dropped collection removed. Run with the cache on and off: the
+/// answers must be the same.
+#[tokio::test]
+async fn cached_passage_reads_follow_replacements_and_deletions() {
+    for cache_bytes in [1 << 20, 0] {
+        let dir = TempDir::new().unwrap();
+        let store = Store::open(
+            &format!("sqlite://{}", dir.path().join("v.db").display()),
+            &StoreOptions {
+                passage_cache_bytes: cache_bytes,
+                ..StoreOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        let id = create(&store, "c").await;
+        let first = store
+            .upsert_documents(id, &[doc("a", 2, 1), doc("b", 2, 2)])
+            .await
+            .unwrap();
+        let (a_old, b) = (first[0].passage_ids.clone(), first[1].passage_ids.clone());
+        let all: Vec<PassageId> = a_old.iter().chain(&b).copied().collect();
+        let read = store.get_passages(id, &all, false).await.unwrap();
+        assert_eq!(read.len(), 4);
+        assert_eq!(store.get_passages(id, &all, false).await.unwrap(), read);
+        let stats = store.passage_cache_stats();
+        if cache_bytes > 0 {
+            assert_eq!((stats.hits, stats.misses), (4, 4), "{stats:?}");
+        } else {
+            assert_eq!((stats.hits, stats.bytes), (0, 0), "{stats:?}");
+        }
+
+        // Replacing `a` removes its cached passages; its new ones read through.
+        let second = store.upsert_documents(id, &[doc("a", 3, 9)]).await.unwrap();
+        let a_new = second[0].passage_ids.clone();
+        assert!(
+            store
+                .get_passages(id, &a_old, false)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // Cached and uncached ids mixed keep the order asked.
+        let mixed = [a_new[2], b[1], a_old[0], a_new[0], b[0]];
+        let got = store.get_passages(id, &mixed, false).await.unwrap();
+        assert_eq!(
+            got.iter()
+                .map(|p| (p.doc_id.as_str(), p.index))
+                .collect::<Vec<_>>(),
+            [("a", 2), ("b", 1), ("a", 0), ("b", 0)]
+        );
+        assert_eq!(got[0].text.as_deref(), Some("part 2. "));
+
+        // Deleting `b` removes its cached passages.
+        store.delete_documents(id, &["b".into()]).await.unwrap();
+        assert!(store.get_passages(id, &b, false).await.unwrap().is_empty());
+        // Reads with vectors see the same rows, and keep their vectors.
+        let with_vectors = store.get_passages(id, &a_new, true).await.unwrap();
+        assert_eq!(with_vectors.len(), 3);
+        assert!(with_vectors.iter().all(|p| p.vector.is_some()));
+        assert!(
+            store
+                .get_passages(id, &a_new, false)
+                .await
+                .unwrap()
+                .iter()
+                .all(|p| p.vector.is_none())
+        );
+
+        // A dropped collection's passages are gone from the cache too.
+        assert!(store.delete_collection(id).await.unwrap());
+        assert!(
+            store
+                .get_passages(id, &a_new, false)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        store.close().await;
+    }
+}

@@ -27,6 +27,7 @@ use prometheus::proto::{
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
 use crate::embed::{BatchHistogram, WorkerStats};
+use crate::service::PassageCacheStats;
 
 use super::error::ApiError;
 use super::state::AppState;
@@ -162,6 +163,7 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
         if let Some(stats) = service.embedder().stats() {
             families.extend(embedder_families(&stats));
         }
+        families.extend(passage_cache_families(&service.passage_cache_stats()));
         let collections = service.list_collections().await?;
         let per_collection = |name: &str, help: &str, value: fn(&_) -> u64| {
             gauge_family(
@@ -205,21 +207,47 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
     Ok(([(header::CONTENT_TYPE, TEXT_FORMAT)], body).into_response())
 }
 
+/// A family of one unlabelled counter or gauge.
+fn one(name: &str, help: &str, kind: MetricType, value: f64) -> MetricFamily {
+    let mut metric = Metric::default();
+    if kind == MetricType::COUNTER {
+        let mut counter = Counter::default();
+        counter.set_value(value);
+        metric.set_counter(counter);
+    } else {
+        let mut gauge = Gauge::default();
+        gauge.set_value(value);
+        metric.set_gauge(gauge);
+    }
+    family(name, help, kind, vec![metric])
+}
+
+/// The passage cache's series.
+fn passage_cache_families(stats: &PassageCacheStats) -> Vec<MetricFamily> {
+    vec![
+        one(
+            "vicinity_passage_cache_hits_total",
+            "Search results whose passage was read from memory.",
+            MetricType::COUNTER,
+            stats.hits as f64,
+        ),
+        one(
+            "vicinity_passage_cache_misses_total",
+            "Search results whose passage was read from the database.",
+            MetricType::COUNTER,
+            stats.misses as f64,
+        ),
+        one(
+            "vicinity_passage_cache_bytes",
+            "Estimated memory held by cached passages.",
+            MetricType::GAUGE,
+            stats.bytes as f64,
+        ),
+    ]
+}
+
 /// The embedding worker's series.
 fn embedder_families(stats: &WorkerStats) -> Vec<MetricFamily> {
-    let one = |name: &str, help: &str, kind: MetricType, value: f64| {
-        let mut metric = Metric::default();
-        if kind == MetricType::COUNTER {
-            let mut counter = Counter::default();
-            counter.set_value(value);
-            metric.set_counter(counter);
-        } else {
-            let mut gauge = Gauge::default();
-            gauge.set_value(value);
-            metric.set_gauge(gauge);
-        }
-        family(name, help, kind, vec![metric])
-    };
     vec![
         one(
             "vicinity_embed_queue_texts",

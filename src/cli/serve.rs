@@ -18,7 +18,7 @@ use vicinity::config::{ServeConfig, Settings};
 use vicinity::embed::{Embedder, EmbeddingWorker};
 use vicinity::service::Service;
 use vicinity::shutdown;
-use vicinity::store::{Store, StoreOptions};
+use vicinity::store::Store;
 
 use super::model::{ModelArgs, WorkerArgs};
 
@@ -171,7 +171,7 @@ async fn start(
             let _ = loaded_tx.send(loaded);
         })
         .context("cannot start the model loading thread")?;
-    let store = Store::open(&settings.database_url, &StoreOptions::default())
+    let store = Store::open(&settings.database_url, &settings.store)
         .await
         .with_context(|| format!("cannot open the database {}", settings.database_url))?;
     let worker = Arc::new(loaded_rx.await.context("the model loading thread died")??);

@@ -21,6 +21,7 @@ use parking_lot::RwLock;
 use tokio::sync::Semaphore;
 
 use crate::embed::Embedder;
+pub use crate::store::PassageCacheStats;
 use crate::store::Store;
 
 pub mod chunk;
@@ -153,6 +154,11 @@ impl Service {
             dimension: self.embedder.dim(),
             max_input_tokens: self.embedder.max_input_tokens(),
         }
+    }
+
+    /// Hits, misses and size of the store's passage cache.
+    pub fn passage_cache_stats(&self) -> PassageCacheStats {
+        self.store.passage_cache_stats()
     }
 
     /// The embedder, for callers that need its tokenizer or statistics.

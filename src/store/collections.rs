@@ -260,6 +260,7 @@ impl Store {
             .await?
             .rows_affected();
         tx.commit().await?;
+        self.passage_cache.remove_collection(id);
         Ok(deleted > 0)
     }
 }

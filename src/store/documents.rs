@@ -237,6 +237,10 @@ impl Store {
             upsert_batch(&mut tx, collection, batch, &now, &mut out).await?;
         }
         tx.commit().await?;
+        self.passage_cache.remove(
+            out.iter()
+                .flat_map(|d| d.removed_passage_ids.iter().copied()),
+        );
         Ok(out)
     }
 
@@ -276,6 +280,8 @@ impl Store {
             let id = to_u64(id, || format!("passage id of document '{doc_id}'"))?;
             passages.entry(doc_id).or_default().push(id);
         }
+        self.passage_cache
+            .remove(passages.values().flatten().copied());
         let deleted: HashSet<String> = deleted.into_iter().collect();
         let mut out = Vec::with_capacity(deleted.len());
         let mut reported = HashSet::with_capacity(deleted.len());
@@ -436,7 +442,37 @@ impl Store {
 
     /// The passages with these ids, in the order asked, with their vectors if `with_vectors`;
     /// ids not in the collection are skipped. This is how search results get their text.
+    ///
+    /// Rows without vectors come from the passage cache where they can
+    /// ([`StoreOptions::passage_cache_bytes`](super::StoreOptions)); only the others are read
+    /// from the database, and then cached.
     pub async fn get_passages(
+        &self,
+        collection: CollectionId,
+        ids: &[PassageId],
+        with_vectors: bool,
+    ) -> StoreResult<Vec<PassageRecord>> {
+        if with_vectors {
+            let rows = self.read_passages(collection, ids, true).await?;
+            self.passage_cache.insert(collection, &rows);
+            return Ok(rows);
+        }
+        let (cached, missing) = self.passage_cache.lookup(collection, ids);
+        if missing.is_empty() {
+            return Ok(cached.into_iter().flatten().collect());
+        }
+        let read = self.read_passages(collection, &missing, false).await?;
+        self.passage_cache.insert(collection, &read);
+        let read: HashMap<PassageId, PassageRecord> = read.into_iter().map(|r| (r.id, r)).collect();
+        Ok(ids
+            .iter()
+            .zip(cached)
+            .filter_map(|(id, c)| c.or_else(|| read.get(id).cloned()))
+            .collect())
+    }
+
+    /// [`Store::get_passages`] from the database.
+    async fn read_passages(
         &self,
         collection: CollectionId,
         ids: &[PassageId],

@@ -28,6 +28,7 @@
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{
@@ -35,6 +36,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Sqlite, Transaction};
 
+mod cache;
 mod codec;
 mod collections;
 mod documents;
@@ -42,6 +44,7 @@ mod error;
 mod rows;
 mod scan;
 
+pub use cache::PassageCacheStats;
 pub use error::{StoreError, StoreResult};
 pub use rows::{
     CollectionId, CollectionRecord, CollectionSource, CollectionSummary, CreateOutcome,
@@ -71,6 +74,9 @@ pub struct StoreOptions {
     pub write_wait: Duration,
     /// How long a read waits for a free read connection.
     pub read_wait: Duration,
+    /// Most bytes of passage rows kept in memory for search results (0: none); see
+    /// [`Store::get_passages`].
+    pub passage_cache_bytes: u64,
 }
 
 impl Default for StoreOptions {
@@ -81,6 +87,7 @@ impl Default for StoreOptions {
             busy_timeout: Duration::from_secs(30),
             write_wait: Duration::from_secs(300),
             read_wait: Duration::from_secs(30),
+            passage_cache_bytes: 64 << 20,
         }
     }
 }
@@ -94,6 +101,8 @@ pub struct Store {
     readers: SqlitePool,
     /// The database file.
     path: PathBuf,
+    /// Passage rows recently read by [`Store::get_passages`].
+    passage_cache: Arc<cache::PassageCache>,
 }
 
 impl Store {
@@ -160,12 +169,18 @@ impl Store {
             writer,
             readers,
             path,
+            passage_cache: Arc::new(cache::PassageCache::new(opts.passage_cache_bytes)),
         })
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Hits, misses and size of the passage cache.
+    pub fn passage_cache_stats(&self) -> PassageCacheStats {
+        self.passage_cache.stats()
     }
 
     /// Closes every connection, waiting for operations in flight to finish (including open
