@@ -603,6 +603,110 @@ mod tests {
         assert_eq!(dst, [7.0; 4]);
     }
 
+    /// Times the encoder's shapes, packed against the `gemm` crate (fastest of many calls, since
+    /// the machine may be shared; the weights stay in cache, unlike in a whole forward pass): `cargo test --release --lib dense -- --ignored --nocapture`.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    #[ignore = "timing, not a check"]
+    fn timing() {
+        use std::time::Instant;
+        if !is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        let shapes = [(384, 1152), (384, 384), (384, 1536), (1536, 384)];
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            for rows in [11, 92, 1200] {
+                let (mut t_gemm, mut t_packed) = (0.0, 0.0);
+                for &(k, n) in &shapes {
+                    let x = values(rows * k, 1);
+                    let w = values(k * n, 2);
+                    let a = PackedMatrix::row_major(w.clone(), k, n);
+                    let b = PackedMatrix::panels(&w, k, n);
+                    let mut dst = vec![0.0; rows * n];
+                    let reps = (100_000_000 / (rows * k * n)).clamp(5, 1000);
+                    let mut best = [f64::MAX; 2];
+                    for _ in 0..3 {
+                        for (i, m) in [&a, &b].iter().enumerate() {
+                            for _ in 0..reps {
+                                let t = Instant::now();
+                                pool.install(|| matmul(&x, rows, m, &mut dst, threads));
+                                best[i] = best[i].min(t.elapsed().as_secs_f64());
+                            }
+                        }
+                    }
+                    println!(
+                        "threads {threads} rows {rows:4} k {k:4} n {n:4}: gemm {:8.1} µs, packed {:8.1} µs ({:.2}x)",
+                        best[0] * 1e6,
+                        best[1] * 1e6,
+                        best[0] / best[1]
+                    );
+                    t_gemm += best[0];
+                    t_packed += best[1];
+                }
+                println!(
+                    "threads {threads} rows {rows:4} layer total: gemm {:8.1} µs, packed {:8.1} µs ({:.2}x)",
+                    t_gemm * 1e6,
+                    t_packed * 1e6,
+                    t_gemm / t_packed
+                );
+            }
+        }
+    }
+
+    /// Times the dense layers of a six-layer MiniLM-sized encoder one after the other, so that
+    /// the weights (42 MB) come from memory as in a real forward pass:
+    /// `cargo test --release --lib dense -- --ignored --nocapture`.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    #[ignore = "timing, not a check"]
+    fn timing_cold() {
+        use std::time::Instant;
+        if !is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        let shapes = [(384, 1152), (384, 384), (384, 1536), (1536, 384)];
+        let (mut plain, mut packed) = (Vec::new(), Vec::new());
+        for l in 0..6 {
+            for &(k, n) in &shapes {
+                let w = values(k * n, l);
+                packed.push(PackedMatrix::panels(&w, k, n));
+                plain.push(PackedMatrix::row_major(w, k, n));
+            }
+        }
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            for rows in [11, 92] {
+                let x = values(rows * 1536, 9);
+                let mut dst = vec![0.0; rows * 1536];
+                let mut best = [f64::MAX; 2];
+                for _ in 0..30 {
+                    for (i, set) in [&plain, &packed].iter().enumerate() {
+                        let t = Instant::now();
+                        pool.install(|| {
+                            for m in set.iter() {
+                                matmul(&x, rows, m, &mut dst, threads);
+                            }
+                        });
+                        best[i] = best[i].min(t.elapsed().as_secs_f64());
+                    }
+                }
+                println!(
+                    "cold threads {threads} rows {rows:3}: gemm {:7.1} µs, packed {:7.1} µs ({:.2}x)",
+                    best[0] * 1e6,
+                    best[1] * 1e6,
+                    best[0] / best[1]
+                );
+            }
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
