@@ -4,8 +4,9 @@
 //!
 //! * The dense layers (the fused Q/K/V projection, the attention output, the two feed-forward
 //!   layers) run as one matrix multiplication over **all real tokens of the batch**, stacked
-//!   without padding; the `gemm` crate (candle's own matmul kernels, AVX-512 where available)
-//!   splits each over the encoder's threads.
+//!   without padding, on weights packed once at load for the AVX-512 kernel of
+//!   [`dense`](super::dense) (the `gemm` crate where that cannot run), split over the encoder's
+//!   threads.
 //! * Attention runs **per sequence and head**, over that sequence's tokens only, so no
 //!   attention mask is needed and no work is spent on padding; the (sequence, head) pairs are
 //!   spread over the threads.
@@ -20,6 +21,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::config::{Architecture, ModelConfig};
+use super::dense::{self, PackedMatrix};
 use super::ops;
 use super::{EmbedError, EmbedResult};
 
@@ -27,13 +29,11 @@ use super::{EmbedError, EmbedResult};
 /// overhead, small enough to balance a few hundred rows over two or more threads.
 const ROWS_PER_TASK: usize = 16;
 
-/// A dense layer `y = x·Wᵀ + b`, with `W` stored transposed (`n_in × n_out`, row-major) so the
-/// matrix multiplication reads it row by row.
+/// A dense layer `y = x·Wᵀ + b`, with `Wᵀ` (`n_in × n_out`) in the layout the matrix
+/// multiplication reads.
 struct Linear {
-    weight_t: Vec<f32>,
+    weight: PackedMatrix,
     bias: Vec<f32>,
-    n_in: usize,
-    n_out: usize,
 }
 
 struct LayerNorm {
@@ -146,10 +146,8 @@ impl Bert {
                 bias.extend(load(&format!("{name}.bias"), &[n_out_each])?);
             }
             Ok(Linear {
-                weight_t,
+                weight: PackedMatrix::new(weight_t, n_in, n_out),
                 bias,
-                n_in,
-                n_out,
             })
         };
 
@@ -268,17 +266,12 @@ impl Bert {
         });
 
         let eps = self.config.layer_norm_eps;
-        let par = if threads > 1 {
-            Parallelism::Rayon(threads)
-        } else {
-            Parallelism::None
-        };
         for layer in &self.layers {
-            matmul(x, total, &layer.qkv, qkv, par);
+            dense::matmul(x, total, &layer.qkv.weight, qkv, threads);
             par_rows(qkv, 3 * h, |rows| ops::add_bias(rows, &layer.qkv.bias));
             self.attention(qkv, seqs, &starts, ctx);
 
-            matmul(ctx, total, &layer.attn_out, tmp, par);
+            dense::matmul(ctx, total, &layer.attn_out.weight, tmp, threads);
             par_rows_with(x, tmp, h, |xr, yr| {
                 ops::residual_layer_norm(
                     xr,
@@ -290,11 +283,11 @@ impl Bert {
                 )
             });
 
-            matmul(x, total, &layer.ffn_in, inter, par);
-            par_rows(inter, layer.ffn_in.n_out, |rows| {
+            dense::matmul(x, total, &layer.ffn_in.weight, inter, threads);
+            par_rows(inter, layer.ffn_in.weight.n_out(), |rows| {
                 ops::bias_activation(rows, &layer.ffn_in.bias, self.config.activation)
             });
-            matmul(inter, total, &layer.ffn_out, tmp, par);
+            dense::matmul(inter, total, &layer.ffn_out.weight, tmp, threads);
             par_rows_with(x, tmp, h, |xr, yr| {
                 ops::residual_layer_norm(
                     xr,
@@ -406,41 +399,6 @@ fn grow(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
         buf.resize(len, 0.0);
     }
     &mut buf[..len]
-}
-
-/// `dst = x · W` for the `rows × n_in` matrix `x`; the bias is added by the caller, fused with
-/// the next element-wise pass.
-fn matmul(x: &[f32], rows: usize, lin: &Linear, dst: &mut [f32], par: Parallelism) {
-    let (k, n) = (lin.n_in, lin.n_out);
-    assert!(
-        x.len() >= rows * k && dst.len() >= rows * n && lin.weight_t.len() == k * n,
-        "matmul operands do not match their shapes. This is a bug."
-    );
-    // SAFETY: the assertion above bounds every access: `x` is `rows × k`, `weight_t` is
-    // `k × n` and `dst` is `rows × n`, all row-major with unit column stride.
-    unsafe {
-        gemm::gemm(
-            rows,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            x.as_ptr(),
-            1,
-            k as isize,
-            lin.weight_t.as_ptr(),
-            1,
-            n as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        );
-    }
 }
 
 /// Applies `f` to groups of whole rows of `data` in parallel.

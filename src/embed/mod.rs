@@ -8,9 +8,10 @@
 //!
 //! The forward pass is our own rather than candle-transformers' `BertModel` (which the tests
 //! keep as a second reference): it runs each sequence unpadded (dense layers over all real
-//! tokens of the batch at once through candle's gemm kernels, attention per sequence and head),
-//! fuses the bias, residual and activation work into single vectorised passes, and spreads all
-//! of it over the encoder's threads. The tests hold it to the `sentence-transformers` reference
+//! tokens of the batch at once, on weights packed at load for an AVX-512 kernel, else through
+//! candle's gemm kernels; attention per sequence and head), fuses the bias, residual and
+//! activation work into single vectorised passes, and spreads all of it over the encoder's
+//! threads. The tests hold it to the `sentence-transformers` reference
 //! embeddings (cosine ≥ 0.9999).
 //!
 //! Cost model for batching: the work of a batch grows with its total token count (the sum of
@@ -21,6 +22,7 @@
 
 mod bert;
 mod config;
+mod dense;
 mod embedder;
 pub mod fetch;
 mod model;
