@@ -157,6 +157,7 @@ def run_wrk(base_url, path, bodies, connections, args, kind):
         "concurrency": connections,
         "requests_per_s": rps,
         "p50_ms": round(parse_ms(pct["50"]), 3),
+        "p90_ms": round(parse_ms(pct["90"]), 3),
         "p99_ms": round(parse_ms(pct["99"]), 3),
         "non_2xx": int(non2xx.group(1)) if non2xx else 0,
         "socket_errors": errors.group(1) if errors else "none",
