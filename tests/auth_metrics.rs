@@ -490,7 +490,10 @@ async fn metrics_follow_requests_collections_and_the_embedder() {
 
     // The passage cache: the first query read its 2 passages from the database, the two
     // repeats found them in memory.
-    assert_eq!(value(&after, "vicinity_passage_cache_misses_total", &[]), 2.0);
+    assert_eq!(
+        value(&after, "vicinity_passage_cache_misses_total", &[]),
+        2.0
+    );
     assert_eq!(value(&after, "vicinity_passage_cache_hits_total", &[]), 4.0);
     assert!(value(&after, "vicinity_passage_cache_bytes", &[]) > 0.0);
 
