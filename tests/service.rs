@@ -12,8 +12,8 @@ use serde_json::json;
 use vicinity::distance::Metric;
 use vicinity::embed::{Embedder, EmbeddingWorker, EncoderOptions, SentenceEncoder, WorkerOptions};
 use vicinity::service::{
-    CollectionSpec, DocumentInput, Include, IndexConfig, IndexType, Plan, Query, QueryInput,
-    Selector, Service, ServiceError, ServiceSettings,
+    CollectionSpec, DocumentInput, Embeddings, Include, IndexConfig, IndexType, Plan, Query,
+    QueryInput, Selector, Service, ServiceError, ServiceResult, ServiceSettings,
 };
 use vicinity::store::{Store, StoreOptions};
 use vicinity::testing::clustered_vectors;
@@ -450,6 +450,20 @@ async fn text_documents_are_split_embedded_and_found() {
     svc.shutdown().await;
 }
 
+/// Starts an embedding request and returns once it is held at `gate`: the encoder stays busy
+/// until the gate releases it.
+async fn hold_encoder(
+    svc: &Arc<Service>,
+    gate: &common::Gate,
+) -> tokio::task::JoinHandle<ServiceResult<Embeddings>> {
+    let held = tokio::spawn({
+        let svc = svc.clone();
+        async move { svc.embed(vec!["a question".into()]).await }
+    });
+    gate.entered.notified().await;
+    held
+}
+
 /// Index state of a collection: (status, pending, plan of a vector query).
 async fn state_and_plan(svc: &Service, name: &str, probe: &[f32]) -> (&'static str, usize, Plan) {
     let info = svc.get_collection(name).await.unwrap();
@@ -474,11 +488,7 @@ async fn indexing_gives_way_to_the_encoder_within_a_bound() {
     let mut docs = docs.into_iter();
 
     // An embedding request held in flight: the encoder is busy.
-    let held = tokio::spawn({
-        let svc = svc.clone();
-        async move { svc.embed(vec!["a question".into()]).await }
-    });
-    gate.entered.notified().await;
+    let held = hold_encoder(&svc, &gate).await;
 
     // Past the exact threshold but within the bound: the first build waits, queries scan.
     svc.upsert_documents("c", docs.by_ref().take(300).collect())
@@ -530,11 +540,7 @@ async fn steady_queries_end_the_wait_once_they_have_paid_for_the_indexing() {
     let (docs, data) = vector_docs(300, 22);
     let probe = data[..DIM].to_vec();
 
-    let held = tokio::spawn({
-        let svc = svc.clone();
-        async move { svc.embed(vec!["a question".into()]).await }
-    });
-    gate.entered.notified().await;
+    let held = hold_encoder(&svc, &gate).await;
     svc.upsert_documents("c", docs).await.unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
     // Each of these scans all 300 passages; the third one has paid for indexing them.

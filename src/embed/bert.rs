@@ -21,7 +21,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::config::{Architecture, ModelConfig};
-use super::dense::{self, PackedMatrix};
+use super::dense::{self, PackedMatrix, SyncPtr};
 use super::ops;
 use super::{EmbedError, EmbedResult};
 
@@ -417,18 +417,3 @@ fn par_rows_with(
         .zip(y.par_chunks(width * ROWS_PER_TASK))
         .for_each(|(xr, yr)| f(xr, yr));
 }
-
-/// A raw pointer that parallel tasks may share because each writes a disjoint region.
-#[derive(Clone, Copy)]
-struct SyncPtr(*mut f32);
-
-impl SyncPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
-// SAFETY: `SyncPtr` is only used by `Bert::attention`, whose tasks write disjoint regions.
-unsafe impl Send for SyncPtr {}
-// SAFETY: as above.
-unsafe impl Sync for SyncPtr {}

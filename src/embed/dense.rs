@@ -107,6 +107,24 @@ impl PackedMatrix {
     }
 }
 
+/// A raw output pointer that parallel tasks may share because each writes a disjoint region of
+/// it (the kernel's tiles here, the attention heads' columns in `bert`).
+#[derive(Clone, Copy)]
+pub(super) struct SyncPtr(pub(super) *mut f32);
+
+impl SyncPtr {
+    /// The pointer. A method rather than the field, so that closures capture the whole
+    /// `SyncPtr` (which is `Send`), not the bare pointer.
+    pub(super) fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+// SAFETY: every user hands a `SyncPtr` only to tasks that write disjoint regions behind it.
+unsafe impl Send for SyncPtr {}
+// SAFETY: as above.
+unsafe impl Sync for SyncPtr {}
+
 /// The panels of the row-major `k × n` matrix `weight_t`, `nv · 16` columns wide.
 #[cfg(target_arch = "x86_64")]
 fn pack(weight_t: &[f32], k: usize, n: usize, nv: usize) -> Vec<Line> {
@@ -211,25 +229,11 @@ mod x86 {
 
     use rayon::prelude::*;
 
-    use super::{KC, Line, MC};
+    use super::{KC, Line, MC, SyncPtr};
 
     /// Below this many multiply-adds a call runs on one thread: splitting it would cost more in
     /// task hand-offs than it saves.
     const MIN_PARALLEL_WORK: usize = 1 << 18;
-
-    /// The output pointer, shared by tasks that write disjoint tiles of it.
-    #[derive(Clone, Copy)]
-    struct Out(*mut f32);
-    impl Out {
-        fn get(self) -> *mut f32 {
-            self.0
-        }
-    }
-
-    // SAFETY: tasks given an `Out` write only their own (row range × column range) tile.
-    unsafe impl Send for Out {}
-    // SAFETY: as above.
-    unsafe impl Sync for Out {}
 
     /// See [`super::matmul`]; `lines` are the panels of a `k × n` matrix.
     pub(super) fn matmul<const MR: usize, const NV: usize>(
@@ -260,7 +264,7 @@ mod x86 {
             unsafe { block::<MR, NV>(x.as_ptr(), b, dst.as_mut_ptr(), k, n, 0..rows, 0..panels) };
             return;
         }
-        let c = Out(dst.as_mut_ptr());
+        let c = SyncPtr(dst.as_mut_ptr());
         // Split by column panels first, so that at small batches each thread streams only its
         // share of the weights; split rows too when there are too few panels to keep a few tasks
         // per thread (load balance on a shared machine).

@@ -45,7 +45,7 @@ impl Weighter<PassageId, Arc<Cached>> for ByBytes {
     }
 }
 
-/// Cache hits and misses since start.
+/// Cache hits and misses since start, and the cache's size.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PassageCacheStats {
     /// Rows found in the cache.
@@ -54,8 +54,6 @@ pub struct PassageCacheStats {
     pub misses: u64,
     /// Bytes the cached rows are estimated to take.
     pub bytes: u64,
-    /// The most bytes the cache holds.
-    pub capacity_bytes: u64,
 }
 
 /// Passage rows by id, bounded in bytes. A capacity of 0 disables it.
@@ -115,9 +113,15 @@ impl PassageCache {
     pub(crate) fn insert(&self, collection: CollectionId, records: &[PassageRecord]) {
         let Some(rows) = &self.rows else { return };
         for r in records {
+            // Field by field: cloning the record whole would copy its vector only to drop it.
             let record = PassageRecord {
+                id: r.id,
+                doc_id: r.doc_id.clone(),
+                index: r.index,
+                start: r.start,
+                end: r.end,
+                text: r.text.clone(),
                 vector: None,
-                ..r.clone()
             };
             rows.insert(r.id, Arc::new(Cached { collection, record }));
         }
@@ -145,7 +149,6 @@ impl PassageCache {
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
             bytes: self.rows.as_ref().map_or(0, |r| r.weight()),
-            capacity_bytes: self.rows.as_ref().map_or(0, |r| r.capacity()),
         }
     }
 }
