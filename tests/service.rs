@@ -458,7 +458,7 @@ async fn hold_encoder(
 ) -> tokio::task::JoinHandle<ServiceResult<Embeddings>> {
     let held = tokio::spawn({
         let svc = svc.clone();
-        async move { svc.embed(vec!["a question".into()]).await }
+        async move { svc.embed(vec!["a question".into()], "input", true).await }
     });
     gate.entered.notified().await;
     held

@@ -12,6 +12,7 @@ use super::Service;
 use super::chunk::Chunker;
 use super::collection::Collection;
 use super::error::{ServiceError, ServiceResult};
+use super::limits::{Limit, Limits};
 use super::types::{Chunking, CollectionInfo, CollectionSpec, IndexConfig, IndexType};
 
 /// Rows read per round trip when loading a collection at start-up.
@@ -27,7 +28,7 @@ pub fn valid_name(name: &str) -> bool {
 
 /// Checks index parameters against the index type and fills in the defaults, so that two
 /// requests meaning the same settings compare equal.
-fn canonical_index(mut c: IndexConfig) -> ServiceResult<IndexConfig> {
+fn canonical_index(mut c: IndexConfig, limits: &Limits) -> ServiceResult<IndexConfig> {
     let bad = |m: String| ServiceError::invalid("invalid_parameter", m);
     let hnsw = matches!(c.kind, IndexType::Auto | IndexType::Hnsw);
     let ivf = c.kind == IndexType::Ivf;
@@ -64,8 +65,11 @@ fn canonical_index(mut c: IndexConfig) -> ServiceResult<IndexConfig> {
                 "ef_construction must be between 1 and 4096, got {efc}"
             )));
         }
-        if c.ef.is_some_and(|ef| !(1..=4096).contains(&ef)) {
-            return Err(bad("ef must be between 1 and 4096".into()));
+        if c.ef == Some(0) {
+            return Err(bad("ef must be at least 1".into()));
+        }
+        if let Some(ef) = c.ef {
+            Limit::Ef.check("ef", ef, limits.max_ef)?;
         }
     }
     if ivf {
@@ -74,6 +78,12 @@ fn canonical_index(mut c: IndexConfig) -> ServiceResult<IndexConfig> {
         }
         if c.nprobe == Some(0) {
             return Err(bad("nprobe must be at least 1".into()));
+        }
+        if let Some(nlist) = c.nlist {
+            Limit::Nlist.check("nlist", nlist, limits.max_nlist)?;
+        }
+        if let Some(nprobe) = c.nprobe {
+            Limit::Nprobe.check("nprobe", nprobe, limits.max_nprobe)?;
         }
     }
     Ok(c)
@@ -93,7 +103,7 @@ impl Service {
                 name: name.to_string(),
             });
         }
-        let index = canonical_index(spec.index)?;
+        let index = canonical_index(spec.index, &self.settings.limits)?;
         let model_dim = self.embedder.dim();
         let (dimension, source) = match spec.dimension {
             Some(0) => {
@@ -149,6 +159,18 @@ impl Service {
                 .then(|| self.embedder.model_id().to_string()),
             chunking: chunking.map(|c| serde_json::to_value(c).expect("chunking serialises")),
         };
+        // Counted before the row is written: a collection that already exists is not a new one,
+        // so an idempotent re-create is never refused. Two creates racing past the check can
+        // exceed the limit by one each; the limit bounds memory, not an exact count.
+        let max = self.settings.limits.max_collections;
+        let count = self.collections.read().len();
+        if count >= max && self.collection(name).is_err() {
+            return Err(Limit::Collections.exceeded(
+                "the number of collections on the server",
+                count + 1,
+                max,
+            ));
+        }
         match self.store.create_collection(&new).await? {
             CreateOutcome::Created(record) => {
                 let coll = Arc::new(self.new_collection(record)?);
@@ -376,31 +398,34 @@ mod tests {
 
     #[test]
     fn index_settings_are_checked_and_canonical() {
-        let c = canonical_index(IndexConfig::default()).unwrap();
+        let c = canonical_index(IndexConfig::default(), &Limits::default()).unwrap();
         assert!(c.m.is_some() && c.ef_construction.is_some());
-        assert_eq!(c, canonical_index(c.clone()).unwrap());
+        assert_eq!(c, canonical_index(c.clone(), &Limits::default()).unwrap());
         let ivf = IndexConfig {
             kind: IndexType::Ivf,
             m: Some(8),
             ..Default::default()
         };
-        assert!(canonical_index(ivf).is_err());
+        assert!(canonical_index(ivf, &Limits::default()).is_err());
         let flat = IndexConfig {
             kind: IndexType::Flat,
             nprobe: Some(8),
             ..Default::default()
         };
-        assert!(canonical_index(flat).is_err());
+        assert!(canonical_index(flat, &Limits::default()).is_err());
         let bad_m = IndexConfig {
             kind: IndexType::Hnsw,
             m: Some(1),
             ..Default::default()
         };
-        assert!(canonical_index(bad_m).is_err());
-        let flat = canonical_index(IndexConfig {
-            kind: IndexType::Flat,
-            ..Default::default()
-        })
+        assert!(canonical_index(bad_m, &Limits::default()).is_err());
+        let flat = canonical_index(
+            IndexConfig {
+                kind: IndexType::Flat,
+                ..Default::default()
+            },
+            &Limits::default(),
+        )
         .unwrap();
         assert_eq!(flat.m, None);
     }

@@ -32,13 +32,15 @@ pub mod error;
 pub mod filter;
 mod foreground;
 mod indexer;
+mod limits;
 mod query;
 pub mod types;
 
 pub use collection::PlannerSettings;
 pub use collections::valid_name;
-pub use documents::MAX_PAGE;
+pub use documents::{MAX_ID_BYTES, MAX_PAGE};
 pub use error::{ServiceError, ServiceResult};
+pub use limits::{Limit, LimitKind, Limits};
 pub use query::Embeddings;
 pub use types::*;
 
@@ -52,12 +54,8 @@ pub struct ServiceSettings {
     pub data_dir: PathBuf,
     /// Planner and background indexing.
     pub planner: PlannerSettings,
-    /// Largest `k` a query may ask for.
-    pub max_k: usize,
-    /// Most documents in one upsert.
-    pub max_documents_per_request: usize,
-    /// Most queries in one batch query, and most inputs in one embedding request.
-    pub max_batch: usize,
+    /// The admission limits every request is checked against before any expensive work.
+    pub limits: Limits,
     /// Searches running at once; more wait up to `search_queue_timeout`, then get
     /// [`ServiceError::Overloaded`].
     pub search_concurrency: usize,
@@ -78,9 +76,7 @@ impl ServiceSettings {
         ServiceSettings {
             data_dir: data_dir.into(),
             planner: PlannerSettings::default(),
-            max_k: 1000,
-            max_documents_per_request: 10_000,
-            max_batch: 2048,
+            limits: Limits::default(),
             search_concurrency: (4 * cores).max(8),
             search_queue_timeout: Duration::from_secs(2),
             snapshot_every_changes: 10_000,
@@ -154,6 +150,11 @@ impl Service {
             dimension: self.embedder.dim(),
             max_input_tokens: self.embedder.max_input_tokens(),
         }
+    }
+
+    /// The admission limits requests are held to.
+    pub fn limits(&self) -> &Limits {
+        &self.settings.limits
     }
 
     /// Hits, misses and size of the store's passage cache.

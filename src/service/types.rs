@@ -3,8 +3,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::distance::Metric;
-use crate::index::IndexKind;
+/// The similarity measure and the index kinds are part of the service's vocabulary: the API
+/// names them through the service, never through the layers below it.
+pub use crate::distance::Metric;
+pub use crate::index::IndexKind;
 
 /// Which index a collection uses. `Auto` scans exactly while the collection is small and builds
 /// an HNSW graph once it grows past the exact-search threshold.
@@ -171,8 +173,12 @@ pub struct Document {
 pub enum Selector {
     /// These ids.
     Ids(Vec<String>),
-    /// Those whose metadata matches this filter.
+    /// Those whose metadata matches this filter. An empty filter (`{}`) matches every
+    /// document; a delete refuses it, so that a stray `{"filter": {}}` cannot empty a
+    /// collection: deleting everything takes [`Selector::All`].
     Filter(Value),
+    /// Every document, asked for explicitly.
+    All,
 }
 
 /// A page of documents.
