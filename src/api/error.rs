@@ -157,6 +157,9 @@ impl ApiError {
                 ServiceError::CollectionNotFound(_) => {
                     (StatusCode::NOT_FOUND, "collection_not_found")
                 }
+                ServiceError::CollectionFailed { .. } => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "collection_failed")
+                }
                 ServiceError::DocumentNotFound { .. } => {
                     (StatusCode::NOT_FOUND, "document_not_found")
                 }
@@ -271,8 +274,10 @@ pub mod responses {
         /// `internal`: the server's own failure; the log has the details under the request id.
         #[response(status = 500)]
         Internal(ErrorResponse),
-        /// `not_ready` (still starting; see `Retry-After`), `unavailable` (shutting down) or
-        /// `timeout` (the request took longer than the server's request timeout).
+        /// `not_ready` (still starting; see `Retry-After`), `unavailable` (shutting down),
+        /// `timeout` (the request took longer than the server's request timeout) or
+        /// `collection_failed` (the collection could not be restored at start-up; the message
+        /// says why, and deleting it is the one operation it accepts).
         #[response(status = 503)]
         Unavailable(ErrorResponse),
     }

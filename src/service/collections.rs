@@ -6,14 +6,16 @@ use std::time::Instant;
 use crate::index::VectorIndex;
 use crate::index::ann::{AnnIndex, AnnParams};
 use crate::index::io::SnapshotReader;
-use crate::store::{CollectionRecord, CollectionSource, CreateOutcome, NewCollection};
+use crate::store::{
+    CollectionId, CollectionRecord, CollectionSource, CreateOutcome, NewCollection,
+};
 
-use super::Service;
 use super::chunk::Chunker;
 use super::collection::Collection;
 use super::error::{ServiceError, ServiceResult};
 use super::limits::{Limit, Limits};
-use super::types::{Chunking, CollectionInfo, CollectionSpec, IndexConfig, IndexType};
+use super::types::{Chunking, CollectionInfo, CollectionSpec, IndexConfig, IndexState, IndexType};
+use super::{FailedCollection, Registered, Service};
 
 /// Rows read per round trip when loading a collection at start-up.
 const LOAD_CHUNK: usize = 4096;
@@ -194,37 +196,68 @@ impl Service {
         }
     }
 
-    /// Describes one collection.
+    /// Describes one collection; one that could not be restored is described as `failed`.
     pub async fn get_collection(&self, name: &str) -> ServiceResult<CollectionInfo> {
-        let coll = self.collection(name)?;
-        self.describe(&coll).await
+        match self.registered(name)? {
+            Registered::Ready(coll) => self.describe(&coll).await,
+            Registered::Failed(f) => Ok(describe_failed(&f)),
+        }
     }
 
-    /// Describes every collection, by name.
+    /// Describes every collection, by name, failed ones included.
     pub async fn list_collections(&self) -> ServiceResult<Vec<CollectionInfo>> {
-        let mut colls: Vec<Arc<Collection>> = self.collections.read().values().cloned().collect();
-        colls.sort_by(|a, b| a.record.name.cmp(&b.record.name));
+        let mut colls: Vec<(String, Registered)> = self
+            .collections
+            .read()
+            .iter()
+            .map(|(name, r)| (name.clone(), r.clone()))
+            .collect();
+        colls.sort_by(|a, b| a.0.cmp(&b.0));
         let mut out = Vec::with_capacity(colls.len());
-        for c in colls {
-            out.push(self.describe(&c).await?);
+        for (_, r) in colls {
+            out.push(match r {
+                Registered::Ready(c) => self.describe(&c).await?,
+                Registered::Failed(f) => describe_failed(&f),
+            });
         }
         Ok(out)
     }
 
-    /// Deletes a collection with its documents, passages and index snapshots.
+    /// Deletes a collection with its documents, passages and index snapshots. A collection
+    /// that could not be restored is deleted the same way.
     pub async fn delete_collection(&self, name: &str) -> ServiceResult<()> {
-        let coll = self.collection(name)?;
-        // Wait for in-flight writes, and keep new ones out while the rows go.
-        let _writes = coll.write_lock.lock().await;
-        if coll.is_deleted() {
-            return Err(ServiceError::CollectionNotFound(name.to_string()));
+        let entry = self.registered(name)?;
+        match &entry {
+            Registered::Ready(coll) => {
+                // Wait for in-flight writes, and keep new ones out while the rows go.
+                let _writes = coll.write_lock.lock().await;
+                if coll.is_deleted() {
+                    return Err(ServiceError::CollectionNotFound(name.to_string()));
+                }
+                self.store.delete_collection(coll.record.id).await?;
+                coll.mark_deleted();
+                self.unregister(name, &entry);
+                self.remove_snapshot(coll.record.id).await;
+            }
+            Registered::Failed(f) => {
+                let mut deleted = f.deleted.lock().await;
+                if *deleted {
+                    return Err(ServiceError::CollectionNotFound(name.to_string()));
+                }
+                self.store.delete_collection(f.record.id).await?;
+                *deleted = true;
+                self.unregister(name, &entry);
+                self.remove_snapshot(f.record.id).await;
+            }
         }
-        self.store.delete_collection(coll.record.id).await?;
-        coll.mark_deleted();
-        self.collections.write().remove(name);
-        let dir = self.snapshot_dir(&coll);
-        // The rows are gone already; a snapshot left behind is only wasted disk (a recreated
-        // collection gets a new id, so it can never be loaded), hence a warning, not an error.
+        Ok(())
+    }
+
+    /// Removes a deleted collection's index snapshot. The rows are gone already; a snapshot
+    /// left behind is only wasted disk (a recreated collection gets a new id, so it can never
+    /// be loaded), hence a warning, not an error.
+    async fn remove_snapshot(&self, id: CollectionId) {
+        let dir = self.snapshot_dir_of(id);
         let removed = tokio::task::spawn_blocking(move || {
             if dir.exists()
                 && let Err(e) = std::fs::remove_dir_all(&dir)
@@ -233,7 +266,6 @@ impl Service {
             }
         });
         let _ = removed.await;
-        Ok(())
     }
 
     fn chunker(&self, c: &Chunking) -> ServiceResult<Chunker> {
@@ -361,6 +393,8 @@ impl Service {
         let r = &coll.record;
         Ok(CollectionInfo {
             name: r.name.clone(),
+            status: "ready",
+            error: None,
             distance: r.distance,
             dimension: r.dimension,
             source: r.source.as_str(),
@@ -376,6 +410,38 @@ impl Service {
             memory_bytes: memory,
             created_at: r.created_at.clone(),
         })
+    }
+}
+
+/// A collection that could not be restored, described from its stored record: the settings
+/// that can be read, no documents, passages or memory.
+fn describe_failed(f: &FailedCollection) -> CollectionInfo {
+    let r = &f.record;
+    CollectionInfo {
+        name: r.name.clone(),
+        status: "failed",
+        error: Some(f.reason.clone()),
+        distance: r.distance,
+        dimension: r.dimension,
+        source: r.source.as_str(),
+        model: r.model_id.clone(),
+        // Unreadable settings may be the very reason it failed; the defaults stand in, and
+        // `error` says what is wrong.
+        index: serde_json::from_value(r.index.clone()).unwrap_or_default(),
+        chunking: r
+            .chunking
+            .as_ref()
+            .and_then(|c| serde_json::from_value(c.clone()).ok()),
+        documents: 0,
+        passages: 0,
+        index_state: IndexState {
+            ann: None,
+            status: "none",
+            pending: 0,
+            indexed: 0,
+        },
+        memory_bytes: 0,
+        created_at: r.created_at.clone(),
     }
 }
 

@@ -42,6 +42,19 @@ pub enum ServiceError {
     /// No collection of that name.
     #[error("collection '{0}' does not exist")]
     CollectionNotFound(String),
+    /// The collection could not be restored at start-up (a corrupt row, unreadable settings,
+    /// chunking the model cannot take). It serves nothing until it is deleted, or the cause is
+    /// fixed and the server restarted.
+    #[error(
+        "collection '{name}' could not be restored at start-up and serves nothing until it is \
+         deleted or the cause is fixed and the server restarted: {reason}"
+    )]
+    CollectionFailed {
+        /// The collection.
+        name: String,
+        /// Why it could not be restored.
+        reason: String,
+    },
     /// No document of that id in the collection.
     #[error("document '{id}' does not exist in collection '{collection}'")]
     DocumentNotFound {

@@ -88,6 +88,13 @@ pub struct CollectionSpec {
 pub struct CollectionInfo {
     /// Its name.
     pub name: String,
+    /// `ready`, or `failed`: it could not be restored at start-up (`error` says why). A failed
+    /// collection shows its stored settings where they can be read, and zero documents,
+    /// passages and memory; every operation but describe and delete answers
+    /// [`ServiceError::CollectionFailed`](super::ServiceError::CollectionFailed).
+    pub status: &'static str,
+    /// Why a failed collection could not be restored.
+    pub error: Option<String>,
     /// The similarity measure.
     pub distance: Metric,
     /// Vector dimension.
@@ -110,6 +117,15 @@ pub struct CollectionInfo {
     pub memory_bytes: u64,
     /// When it was created (RFC 3339).
     pub created_at: String,
+}
+
+/// A collection that could not be restored at start-up, for readiness reports.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct CollectionFailure {
+    /// The collection.
+    pub name: String,
+    /// Why it could not be restored.
+    pub error: String,
 }
 
 /// The state of a collection's indexes.

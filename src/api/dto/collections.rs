@@ -87,12 +87,29 @@ pub struct IndexStateResponse {
     pub indexed: usize,
 }
 
+/// Whether a collection serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CollectionStatus {
+    /// It serves.
+    Ready,
+    /// It could not be restored at start-up (`error` says why). It shows its stored settings
+    /// where they can be read and zero documents, passages and memory; every other operation
+    /// on it answers 503 `collection_failed` until it is deleted.
+    Failed,
+}
+
 /// A collection.
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct CollectionResponse {
     /// Its name.
     #[schema(example = "docs")]
     pub name: String,
+    /// `ready`, or `failed` when it could not be restored at start-up.
+    pub status: CollectionStatus,
+    /// Why a `failed` collection could not be restored; absent when it is ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     /// The similarity measure.
     pub distance: Distance,
     /// The vector dimension.
@@ -122,6 +139,12 @@ impl From<CollectionInfo> for CollectionResponse {
     fn from(c: CollectionInfo) -> Self {
         CollectionResponse {
             name: c.name,
+            status: if c.status == "failed" {
+                CollectionStatus::Failed
+            } else {
+                CollectionStatus::Ready
+            },
+            error: c.error,
             distance: c.distance.into(),
             dimension: c.dimension,
             source: if c.source == "vector" {
