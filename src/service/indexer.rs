@@ -156,6 +156,9 @@ pub(super) fn snapshot(coll: &Collection, dir: &Path, min_changes: u64) -> Servi
 }
 
 #[cfg(any(test, feature = "testing"))]
+use super::collection::MaintenanceHook;
+
+#[cfg(any(test, feature = "testing"))]
 impl Service {
     /// Sets (or with `None` clears) a function that a collection's background maintenance
     /// calls at its pause points, on its blocking thread: `"built"` once a new approximate
@@ -165,7 +168,7 @@ impl Service {
     pub fn set_maintenance_hook(
         &self,
         collection: &str,
-        hook: Option<Arc<dyn Fn(&str) + Send + Sync>>,
+        hook: Option<MaintenanceHook>,
     ) -> ServiceResult<()> {
         *self.collection(collection)?.hook.lock() = hook;
         Ok(())
