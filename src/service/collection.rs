@@ -13,7 +13,8 @@
 //! readers, so every hold, read or write, must be short. The rule here is that no hold spans
 //! I/O, a copy larger than a bounded chunk, or an index build:
 //!
-//! * Queries search under a read lock, with no I/O and no copy.
+//! * Queries search under a read lock, with no I/O and no copy; a writer waits for the
+//!   searches in flight, no more.
 //! * Writes ([`Collection::apply_write`]) change the flat index, which stays the authority, and
 //!   the metadata, in time proportional to the write. They never touch the approximate index:
 //!   passages they add become `pending`, passages they remove are queued as `stale`. Searches of
@@ -33,6 +34,9 @@
 //!   during the build become stale for it. The old index is dropped after the lock is released.
 //!   A rebuild therefore holds two indexes and a copy of the vectors at its peak; that memory is
 //!   the price of never dropping queries to exact scans.
+//!
+//! One copy under the write lock remains: a write that outgrows the flat index's row buffer
+//! moves the rows to a buffer twice the size (once per doubling, amortised over the writes).
 //!
 //! A lock-free immutable view (an `ArcSwap` of the whole state) was the alternative; it would
 //! need a copy of the flat index or a persistent structure for every write, where the bounded
