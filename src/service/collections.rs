@@ -236,6 +236,8 @@ impl Service {
                 }
                 self.store.delete_collection(coll.record.id).await?;
                 coll.mark_deleted();
+                // A snapshot being written now would recreate the directory removed below.
+                coll.snapshots_stopped().await;
                 self.unregister(name, &entry);
                 self.remove_snapshot(coll.record.id).await;
             }
@@ -387,9 +389,9 @@ impl Service {
     pub(super) async fn describe(&self, coll: &Arc<Collection>) -> ServiceResult<CollectionInfo> {
         let c = coll.clone();
         let planner = self.settings.planner.clone();
-        let (index_state, memory, passages) =
-            Service::blocking(move || Ok(c.index_state(&planner))).await?;
-        let documents = coll.state.read().docs.len() as u64;
+        let ((index_state, memory, passages), documents) =
+            Service::blocking(move || Ok((c.index_state(&planner), c.document_count()))).await?;
+        let documents = documents as u64;
         let r = &coll.record;
         Ok(CollectionInfo {
             name: r.name.clone(),

@@ -373,10 +373,14 @@ impl Service {
                         }
                     },
                 };
-                let st = coll.state.read();
-                let found = |i: &String| st.docs.contains_key(i);
-                let start = ids[..passed].iter().filter(|i| found(i)).count();
-                (ids.into_iter().filter(found).collect::<Vec<_>>(), start)
+                let c = coll.clone();
+                Service::blocking(move || {
+                    let st = c.state.read();
+                    let found = |i: &String| st.docs.contains_key(i);
+                    let start = ids[..passed].iter().filter(|i| found(i)).count();
+                    Ok((ids.into_iter().filter(found).collect::<Vec<_>>(), start))
+                })
+                .await?
             }
             Some(Selector::Filter(f)) => {
                 // In id order, like the unfiltered listing: the cursor is a position in that

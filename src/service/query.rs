@@ -241,10 +241,7 @@ impl Service {
             let _permit = permit;
             let (hits, plan) = c.search(&vector, k, &params, filter.as_ref(), exact, &planner)?;
             let metadata: Vec<Option<Value>> = if want_meta {
-                let st = c.state.read();
-                hits.iter()
-                    .map(|h| st.passage_doc.get(&h.id).map(|d| d.metadata.clone()))
-                    .collect()
+                c.metadata_of(&hits)
             } else {
                 Vec::new()
             };
