@@ -166,10 +166,18 @@ impl Service {
         &self.embedder
     }
 
-    /// Embeds texts for a request. Background indexing gives way while this runs.
+    /// Embeds texts a request waits for interactively (queries, the embeddings endpoints):
+    /// they go before any queued ingest. Background indexing gives way while this runs.
     async fn embed_texts(&self, texts: Vec<String>) -> ServiceResult<Vec<Vec<f32>>> {
         let _foreground = self.foreground.enter();
         Ok(self.embedder.embed(texts).await?)
+    }
+
+    /// Embeds the passages of an upsert as bulk work, which gives way to queries in the
+    /// embedder. Background indexing gives way while this runs too: the upsert's caller waits.
+    async fn embed_passages(&self, texts: Vec<String>) -> ServiceResult<Vec<Vec<f32>>> {
+        let _foreground = self.foreground.enter();
+        Ok(self.embedder.embed_bulk(texts).await?)
     }
 
     /// Stops background indexing and writes a snapshot of every index that changed since its
