@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
-use tokio::sync::Semaphore;
 
 use crate::embed::Embedder;
 pub use crate::store::PassageCacheStats;
@@ -39,11 +38,12 @@ pub use collection::PlannerSettings;
 pub use collections::valid_name;
 pub use documents::MAX_PAGE;
 pub use error::{ServiceError, ServiceResult};
-pub use query::Embeddings;
+pub use query::{Embeddings, SearchStats};
 pub use types::*;
 
 use collection::Collection;
 use foreground::Foreground;
+use query::SearchSlots;
 
 /// Settings of the service layer.
 #[derive(Clone, Debug)]
@@ -59,7 +59,8 @@ pub struct ServiceSettings {
     /// Most queries in one batch query, and most inputs in one embedding request.
     pub max_batch: usize,
     /// Searches running at once; more wait up to `search_queue_timeout`, then get
-    /// [`ServiceError::Overloaded`].
+    /// [`ServiceError::Overloaded`]. A batch query runs at most a quarter of them (at least
+    /// one) at once, so that one batch cannot take them all.
     pub search_concurrency: usize,
     /// How long a search waits for a slot.
     pub search_queue_timeout: Duration,
@@ -96,7 +97,7 @@ pub struct Service {
     store: Store,
     embedder: Arc<dyn Embedder>,
     collections: RwLock<HashMap<String, Arc<Collection>>>,
-    search_slots: Arc<Semaphore>,
+    search_slots: Arc<SearchSlots>,
     shutdown: tokio::sync::watch::Sender<bool>,
     indexers: parking_lot::Mutex<tokio::task::JoinSet<()>>,
     /// Embeddings that requests wait for; background indexing gives way to them.
@@ -123,7 +124,7 @@ impl Service {
         let started = Instant::now();
         let (shutdown, _) = tokio::sync::watch::channel(false);
         let service = Arc::new(Service {
-            search_slots: Arc::new(Semaphore::new(settings.search_concurrency.max(1))),
+            search_slots: Arc::new(SearchSlots::new(settings.search_concurrency.max(1))),
             settings,
             store,
             embedder,
