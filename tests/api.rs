@@ -1689,6 +1689,7 @@ async fn a_full_embedding_queue_answers_429_with_retry_after() {
                 max_batch_tokens: usize::MAX,
                 queue_capacity: CAPACITY,
                 tokenizer_threads: 1,
+                ..WorkerOptions::default()
             },
         );
         let app = App::open(

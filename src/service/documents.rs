@@ -115,7 +115,8 @@ impl Service {
                 ))
             })?;
 
-        // Embed every passage of the text documents in one request: the worker batches them.
+        // Embed every passage of the text documents in one bulk request: the worker batches
+        // them behind queries, admitting them in chunks.
         let texts: Vec<String> = prepared
             .iter()
             .filter(|d| d.vector.is_none())
@@ -124,7 +125,7 @@ impl Service {
         let mut embedded = if texts.is_empty() {
             Vec::new()
         } else {
-            self.embed_texts(texts).await?
+            self.embed_passages(texts).await?
         }
         .into_iter();
         let mut new_docs = Vec::with_capacity(prepared.len());

@@ -166,6 +166,11 @@ impl From<EmbedError> for ServiceError {
                 what: "the embedding queue",
                 retry_after: Duration::from_secs(1),
             },
+            EmbedError::BulkOverloaded { .. } => ServiceError::Overloaded {
+                what: "the ingest backlog (passages waiting to be embedded, limited by \
+                       --max-bulk-queue / VICINITY_MAX_BULK_QUEUE)",
+                retry_after: Duration::from_secs(5),
+            },
             EmbedError::InvalidInput(m) => ServiceError::invalid("invalid_text", m),
             EmbedError::Tokenizer(m) => ServiceError::invalid("invalid_text", m),
             EmbedError::WorkerStopped => {

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
-use tokio::sync::Semaphore;
 
 use crate::embed::Embedder;
 pub use crate::store::PassageCacheStats;
@@ -41,11 +40,12 @@ pub use collections::valid_name;
 pub use documents::{MAX_ID_BYTES, MAX_PAGE};
 pub use error::{ServiceError, ServiceResult};
 pub use limits::{Limit, LimitKind, Limits};
-pub use query::Embeddings;
+pub use query::{Embeddings, SearchStats};
 pub use types::*;
 
 use collection::Collection;
 use foreground::Foreground;
+use query::SearchSlots;
 
 /// Settings of the service layer.
 #[derive(Clone, Debug)]
@@ -57,7 +57,8 @@ pub struct ServiceSettings {
     /// The admission limits every request is checked against before any expensive work.
     pub limits: Limits,
     /// Searches running at once; more wait up to `search_queue_timeout`, then get
-    /// [`ServiceError::Overloaded`].
+    /// [`ServiceError::Overloaded`]. A batch query runs at most a quarter of them (at least
+    /// one) at once, so that one batch cannot take them all.
     pub search_concurrency: usize,
     /// How long a search waits for a slot.
     pub search_queue_timeout: Duration,
@@ -132,7 +133,7 @@ pub struct Service {
     /// Every collection by name, including those that could not be restored. Held only for a
     /// map lookup or update, never across I/O.
     collections: RwLock<HashMap<String, Registered>>,
-    search_slots: Arc<Semaphore>,
+    search_slots: Arc<SearchSlots>,
     shutdown: tokio::sync::watch::Sender<bool>,
     indexers: parking_lot::Mutex<tokio::task::JoinSet<()>>,
     /// Embeddings that requests wait for; background indexing gives way to them.
@@ -159,7 +160,7 @@ impl Service {
         let started = Instant::now();
         let (shutdown, _) = tokio::sync::watch::channel(false);
         let service = Arc::new(Service {
-            search_slots: Arc::new(Semaphore::new(settings.search_concurrency.max(1))),
+            search_slots: Arc::new(SearchSlots::new(settings.search_concurrency.max(1))),
             settings,
             store,
             embedder,
@@ -242,10 +243,18 @@ impl Service {
         &self.embedder
     }
 
-    /// Embeds texts for a request. Background indexing gives way while this runs.
+    /// Embeds texts a request waits for interactively (queries, the embeddings endpoints):
+    /// they go before any queued ingest. Background indexing gives way while this runs.
     async fn embed_texts(&self, texts: Vec<String>) -> ServiceResult<Vec<Vec<f32>>> {
         let _foreground = self.foreground.enter();
         Ok(self.embedder.embed(texts).await?)
+    }
+
+    /// Embeds the passages of an upsert as bulk work, which gives way to queries in the
+    /// embedder. Background indexing gives way while this runs too: the upsert's caller waits.
+    async fn embed_passages(&self, texts: Vec<String>) -> ServiceResult<Vec<Vec<f32>>> {
+        let _foreground = self.foreground.enter();
+        Ok(self.embedder.embed_bulk(texts).await?)
     }
 
     /// Stops background indexing and writes a snapshot of every index that changed since its

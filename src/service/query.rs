@@ -3,10 +3,12 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use futures_util::future::try_join_all;
 use serde_json::Value;
+use tokio::sync::Semaphore;
 
 use crate::index::{Hit, SearchParams, validate};
 
@@ -16,6 +18,76 @@ use super::error::{ServiceError, ServiceResult};
 use super::filter::Filter;
 use super::limits::Limit;
 use super::types::{PassageSpan, Plan, Query, QueryHit, QueryInput, QueryResult};
+
+/// How the search slots are used: the service's `search_concurrency`, and the searches run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SearchStats {
+    /// Searches that may run at once.
+    pub slots: usize,
+    /// Slots held now.
+    pub in_use: usize,
+    /// Most slots held at once since the service started, as seen by each search as it
+    /// started.
+    pub peak_in_use: usize,
+    /// Searches run.
+    pub searches: u64,
+    /// Searches skipped because their request had gone away (timed out, or its client
+    /// disconnected) before they started.
+    pub cancelled: u64,
+}
+
+/// The slots searches run in on the blocking pool, and their accounting.
+#[derive(Debug)]
+pub(crate) struct SearchSlots {
+    semaphore: Arc<Semaphore>,
+    slots: usize,
+    peak_in_use: AtomicUsize,
+    searches: AtomicU64,
+    cancelled: AtomicU64,
+}
+
+impl SearchSlots {
+    pub(crate) fn new(slots: usize) -> Self {
+        SearchSlots {
+            semaphore: Arc::new(Semaphore::new(slots)),
+            slots,
+            peak_in_use: AtomicUsize::new(0),
+            searches: AtomicU64::new(0),
+            cancelled: AtomicU64::new(0),
+        }
+    }
+
+    fn in_use(&self) -> usize {
+        self.slots - self.semaphore.available_permits()
+    }
+
+    /// Slots one batch query may hold at once: a quarter of them, at least one.
+    fn batch_share(&self) -> usize {
+        (self.slots / 4).max(1)
+    }
+
+    /// Counts a search that starts now, or one skipped because `cancelled` is set; says
+    /// whether to run it.
+    fn start(&self, cancelled: &AtomicBool) -> bool {
+        if cancelled.load(Ordering::Acquire) {
+            self.cancelled.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        self.searches.fetch_add(1, Ordering::Relaxed);
+        self.peak_in_use.fetch_max(self.in_use(), Ordering::Relaxed);
+        true
+    }
+}
+
+/// Set when the future of the request it belongs to is dropped (the request timed out, or its
+/// client went away), so that blocking work queued for the request is skipped.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
 
 /// Embeddings of several texts with their token counts.
 #[derive(Clone, Debug)]
@@ -40,7 +112,20 @@ impl Service {
                 .pop()
                 .expect("one embedding per text"),
         };
-        self.run_query(&coll, query, filter, vector, started).await
+        self.run_query(&coll, query, filter, vector, started, None)
+            .await
+    }
+
+    /// How the search slots are used.
+    pub fn search_stats(&self) -> SearchStats {
+        let slots = &self.search_slots;
+        SearchStats {
+            slots: slots.slots,
+            in_use: slots.in_use(),
+            peak_in_use: slots.peak_in_use.load(Ordering::Relaxed),
+            searches: slots.searches.load(Ordering::Relaxed),
+            cancelled: slots.cancelled.load(Ordering::Relaxed),
+        }
     }
 
     /// Runs several queries; text queries are embedded together. Every query is checked
@@ -91,12 +176,14 @@ impl Service {
             self.embed_texts(texts).await?
         }
         .into_iter();
+        // The batch's searches share a few slots, so that other requests keep the rest.
+        let share = Arc::new(Semaphore::new(self.search_slots.batch_share()));
         let runs = queries.into_iter().zip(filters).map(|(q, filter)| {
             let vector = match &q.input {
                 QueryInput::Vector(v) => v.clone(),
                 QueryInput::Text(_) => embedded.next().expect("one embedding per text"),
             };
-            self.run_query(&coll, q, filter, vector, started)
+            self.run_query(&coll, q, filter, vector, started, Some(&share))
         });
         try_join_all(runs).await
     }
@@ -209,6 +296,8 @@ impl Service {
         })
     }
 
+    /// Runs one checked query's search in a search slot; a query of a batch first takes one
+    /// of the batch's `share` of slots.
     async fn run_query(
         &self,
         coll: &Arc<Collection>,
@@ -216,20 +305,30 @@ impl Service {
         filter: Option<Filter>,
         vector: Vec<f32>,
         started: Instant,
+        share: Option<&Arc<Semaphore>>,
     ) -> ServiceResult<QueryResult> {
         // A text query's vector comes from the model: its length is checked here, the rest
         // was checked before embedding.
         coll.check_length(&vector)?;
+        let shutting_down = |_| ServiceError::Unavailable("the service is shutting down".into());
+        let batch_permit = match share {
+            Some(share) => Some(share.clone().acquire_owned().await.map_err(shutting_down)?),
+            None => None,
+        };
         let permit = tokio::time::timeout(
             self.settings.search_queue_timeout,
-            self.search_slots.clone().acquire_owned(),
+            self.search_slots.semaphore.clone().acquire_owned(),
         )
         .await
         .map_err(|_| ServiceError::Overloaded {
             what: "search",
             retry_after: std::time::Duration::from_secs(1),
         })?
-        .map_err(|_| ServiceError::Unavailable("the service is shutting down".into()))?;
+        .map_err(shutting_down)?;
+        // Dropped with this future, it tells the search not to start.
+        let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
+        let cancelled = cancel.0.clone();
+        let slots = self.search_slots.clone();
         let c = coll.clone();
         let planner = self.settings.planner.clone();
         let params = SearchParams {
@@ -238,7 +337,13 @@ impl Service {
         };
         let (k, exact, want_meta) = (query.k, query.exact, query.include.metadata);
         let (hits, plan, metadata) = Service::blocking(move || {
-            let _permit = permit;
+            let _permits = (permit, batch_permit);
+            if !slots.start(&cancelled) {
+                // Nobody waits for this answer.
+                return Err(ServiceError::Unavailable(
+                    "the request was cancelled".into(),
+                ));
+            }
             let (hits, plan) = c.search(&vector, k, &params, filter.as_ref(), exact, &planner)?;
             let metadata: Vec<Option<Value>> = if want_meta {
                 c.metadata_of(&hits)
@@ -248,6 +353,7 @@ impl Service {
             Ok((hits, plan, metadata))
         })
         .await?;
+        drop(cancel);
         let results = self.render(coll, &query, hits, metadata).await?;
         Ok(QueryResult {
             results,
