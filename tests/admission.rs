@@ -372,3 +372,91 @@ async fn the_openapi_document_states_the_servers_limits() {
     assert_eq!(name["schema"]["pattern"], "^[A-Za-z0-9_-]{1,64}$");
     app.close().await;
 }
+
+/// An encoder that returns a vector no index takes (all zeros, which cosine cannot
+/// normalise) for texts that mention "poison", and the real model's vector otherwise.
+struct Poisoned(std::sync::Arc<dyn vicinity::embed::Embedder>);
+
+#[async_trait::async_trait]
+impl vicinity::embed::Embedder for Poisoned {
+    async fn embed(&self, texts: Vec<String>) -> vicinity::embed::EmbedResult<Vec<Vec<f32>>> {
+        let mut out = self.0.embed(texts.clone()).await?;
+        for (t, v) in texts.iter().zip(&mut out) {
+            if t.contains("poison") {
+                v.iter_mut().for_each(|x| *x = 0.0);
+            }
+        }
+        Ok(out)
+    }
+    fn model_id(&self) -> &str {
+        self.0.model_id()
+    }
+    fn dim(&self) -> usize {
+        self.0.dim()
+    }
+    fn max_input_tokens(&self) -> usize {
+        self.0.max_input_tokens()
+    }
+    fn tokenizer(&self) -> Option<&tokenizers::Tokenizer> {
+        self.0.tokenizer()
+    }
+    fn count_tokens(&self, text: &str) -> vicinity::embed::EmbedResult<usize> {
+        self.0.count_tokens(text)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_embedding_fails_the_write_before_anything_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let embedder = std::sync::Arc::new(Poisoned(tiny_worker()));
+    let app = App::open(
+        dir.path(),
+        embedder,
+        service_settings(dir.path()),
+        ApiSettings::default(),
+    )
+    .await;
+    assert_eq!(
+        app.send(PUT, "/collections/docs", None).await.0,
+        StatusCode::CREATED
+    );
+    let r = app
+        .send(
+            POST,
+            "/collections/docs/documents",
+            Some(json!({"documents": [
+                {"id": "fine", "text": "a healthy text"},
+                {"id": "bad", "text": "a poison text"}
+            ]})),
+        )
+        .await;
+    assert_error(&r, StatusCode::INTERNAL_SERVER_ERROR, "internal");
+    assert_eq!(
+        document_count(&app, "docs").await,
+        0,
+        "nothing was committed"
+    );
+    let r = app
+        .send(GET, "/collections/docs/documents/fine", None)
+        .await;
+    assert_error(&r, StatusCode::NOT_FOUND, "document_not_found");
+    // The same request without the bad document is written and searchable.
+    let r = app
+        .send(
+            POST,
+            "/collections/docs/documents",
+            Some(json!({"documents": [{"id": "fine", "text": "a healthy text"}]})),
+        )
+        .await;
+    assert_eq!(r.0, StatusCode::OK, "{}", r.1);
+    let r = app
+        .send(
+            POST,
+            "/collections/docs/query",
+            Some(json!({"query": "healthy"})),
+        )
+        .await;
+    assert_eq!(r.0, StatusCode::OK, "{}", r.1);
+    assert_eq!(r.1["results"][0]["document_id"], "fine");
+    app.close().await;
+}

@@ -415,6 +415,30 @@ impl VectorIndex for FlatIndex {
 impl IndexMut for FlatIndex {
     fn add(&mut self, ids: &[u64], vectors: &[f32]) -> IndexResult<()> {
         let prepared = validate::prepare_batch(self.metric, self.dim, ids, vectors)?;
+        self.add_prepared(ids, &prepared);
+        Ok(())
+    }
+
+    fn remove(&mut self, ids: &[u64]) -> IndexResult<usize> {
+        Ok(self.remove_rows(ids))
+    }
+}
+
+impl FlatIndex {
+    /// Adds (or replaces) vectors already checked and prepared for this index, as
+    /// [`validate::prepare_batch`] returns them (distinct ids, finite values, normalised under
+    /// cosine): the infallible half of [`IndexMut::add`], for callers that must check before
+    /// they commit and then apply without any chance of failing.
+    ///
+    /// # Panics
+    /// When `prepared` does not hold `ids.len()` rows of this index's dimension: a bug of the
+    /// caller.
+    pub fn add_prepared(&mut self, ids: &[u64], prepared: &[f32]) {
+        assert_eq!(
+            prepared.len(),
+            ids.len() * self.dim,
+            "prepared rows must match the ids. This is a bug."
+        );
         let d = self.dim;
         let new = ids.iter().filter(|id| !self.rows.contains_key(id)).count();
         self.reserve(new);
@@ -431,10 +455,10 @@ impl IndexMut for FlatIndex {
                 }
             }
         }
-        Ok(())
     }
 
-    fn remove(&mut self, ids: &[u64]) -> IndexResult<usize> {
+    /// Removes the rows of `ids` (unknown ids are skipped); returns how many it removed.
+    pub fn remove_rows(&mut self, ids: &[u64]) -> usize {
         let d = self.dim;
         let mut removed = 0;
         for id in ids {
@@ -459,7 +483,7 @@ impl IndexMut for FlatIndex {
             self.ids.shrink_to(self.ids.len() * 2);
             self.rows.shrink_to(self.ids.len() * 2);
         }
-        Ok(removed)
+        removed
     }
 }
 

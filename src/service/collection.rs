@@ -134,12 +134,6 @@ pub(crate) struct DocEntry {
     pub(crate) passages: Vec<PassageId>,
 }
 
-/// A passage to add to the in-memory indexes, after it has been committed.
-pub(crate) struct NewPassageVector<'a> {
-    pub(crate) id: PassageId,
-    pub(crate) vector: &'a [f32],
-}
-
 /// The mutable part of a collection.
 pub(crate) struct State {
     pub(crate) flat: FlatIndex,
@@ -324,21 +318,25 @@ impl Collection {
     }
 
     /// Applies a committed write: documents replaced or removed (their old passages go) and
-    /// documents added with their new passages. Touches the flat index and the metadata only:
-    /// the approximate index learns of the change from the indexer (see the module docs).
+    /// documents added with their new passages, whose vectors `ready` holds in order, already
+    /// checked and prepared for the indexes. It cannot fail: everything that could was checked
+    /// before the commit, so a durable write is always applied. Touches the flat index and the
+    /// metadata only: the approximate index learns of the change from the indexer (see the
+    /// module docs).
     pub(crate) fn apply_write(
         &self,
         removed_docs: &[String],
         removed_passages: &[PassageId],
-        added: Vec<(String, Value, Vec<NewPassageVector<'_>>)>,
-    ) -> ServiceResult<()> {
+        added: Vec<(String, Value, Vec<PassageId>)>,
+        ready: &[f32],
+    ) {
         let mut guard = self.state.write();
         let st = &mut *guard;
         for id in removed_docs {
             st.docs.remove(id);
         }
         if !removed_passages.is_empty() {
-            st.flat.remove(removed_passages)?;
+            st.flat.remove_rows(removed_passages);
             for &p in removed_passages {
                 st.passage_doc.remove(&p);
                 // A pending passage never reached the live index: nothing to take out of it.
@@ -351,21 +349,16 @@ impl Collection {
             }
         }
         let mut ids = Vec::new();
-        let mut values = Vec::new();
         for (doc_id, metadata, passages) in added {
-            let entry = Arc::new(DocEntry {
-                metadata,
-                passages: passages.iter().map(|p| p.id).collect(),
-            });
-            for p in &passages {
-                ids.push(p.id);
-                values.extend_from_slice(p.vector);
-                st.passage_doc.insert(p.id, entry.clone());
+            ids.extend_from_slice(&passages);
+            let entry = Arc::new(DocEntry { metadata, passages });
+            for &p in &entry.passages {
+                st.passage_doc.insert(p, entry.clone());
             }
             st.docs.insert(doc_id, entry);
         }
         if !ids.is_empty() {
-            st.flat.add(&ids, &values)?;
+            st.flat.add_prepared(&ids, ready);
             if st.ann.is_some() || st.building {
                 st.pending.extend(ids.iter().copied());
             }
@@ -373,7 +366,6 @@ impl Collection {
                 st.build_added.extend_from_slice(&ids);
             }
         }
-        Ok(())
     }
 
     /// A summary of the index state, for collection info: the state, memory in bytes and

@@ -9,7 +9,7 @@ use crate::index::validate;
 use crate::store::{DocumentRecord, NewDocument, NewPassage, PageRequest};
 
 use super::Service;
-use super::collection::{Collection, NewPassageVector};
+use super::collection::Collection;
 use super::error::{ServiceError, ServiceResult};
 use super::filter::Filter;
 use super::limits::Limit;
@@ -45,17 +45,71 @@ struct Prepared {
     vector: Option<Vec<f32>>,
 }
 
-fn check_vector(coll: &Collection, v: &[f32], doc: &str) -> ServiceResult<()> {
-    validate::prepare_batch(coll.metric, coll.dim, &[0], v)
-        .map_err(ServiceError::from)
-        .and_then(|_| coll.check_length(v))
+/// Checks a passage's vector and returns it as the indexes hold it (normalised under cosine).
+fn check_vector(coll: &Collection, v: &[f32], doc: &str) -> ServiceResult<Vec<f32>> {
+    coll.check_length(v)
+        .and_then(|()| Ok(validate::prepare_batch(coll.metric, coll.dim, &[0], v)?.into_owned()))
         .map_err(|e| e.in_context(&format!("document '{doc}'")))
+}
+
+/// Builds the documents to commit from the checked input and the passages' embeddings, and
+/// each passage's vector as the indexes hold it (checked, normalised under cosine), in the same
+/// order.
+fn assemble(
+    coll: &Collection,
+    prepared: Vec<Prepared>,
+    embedded: Vec<Vec<f32>>,
+) -> ServiceResult<(Vec<NewDocument>, Vec<f32>)> {
+    let mut embedded = embedded.into_iter();
+    let mut ready = Vec::new();
+    let mut new_docs = Vec::with_capacity(prepared.len());
+    for d in prepared {
+        let passages = match d.vector {
+            Some(vector) => {
+                ready.extend_from_slice(&check_vector(coll, &vector, &d.id)?);
+                let (start, end, text) = d.spans.into_iter().next().expect("one span");
+                vec![NewPassage {
+                    start,
+                    end,
+                    text,
+                    vector,
+                }]
+            }
+            None => d
+                .spans
+                .into_iter()
+                .enumerate()
+                .map(|(i, (start, end, text))| {
+                    let vector = embedded.next().expect("one embedding per passage");
+                    ready.extend_from_slice(&check_embedding(coll, &vector, &d.id, i)?);
+                    Ok(NewPassage {
+                        start,
+                        end,
+                        text,
+                        vector,
+                    })
+                })
+                .collect::<ServiceResult<Vec<_>>>()?,
+        };
+        new_docs.push(NewDocument {
+            id: d.id,
+            text: d.text,
+            metadata: d.metadata,
+            passages,
+        });
+    }
+    Ok((new_docs, ready))
 }
 
 /// Checks what the model made of a passage before it is committed: a vector the indexes would
 /// refuse (wrong width, not finite, zero under cosine) must fail the request while nothing is
 /// stored, never after the commit, when the write is durable but not searchable.
-fn check_embedding(coll: &Collection, v: &[f32], doc: &str, passage: usize) -> ServiceResult<()> {
+fn check_embedding(
+    coll: &Collection,
+    v: &[f32],
+    doc: &str,
+    passage: usize,
+) -> ServiceResult<Vec<f32>> {
     check_vector(coll, v, doc).map_err(|e| {
         ServiceError::Internal(format!(
             "the embedding model produced an unusable vector for passage {passage} of document \
@@ -122,48 +176,16 @@ impl Service {
             .filter(|d| d.vector.is_none())
             .flat_map(|d| d.spans.iter().map(|s| s.2.clone().unwrap_or_default()))
             .collect();
-        let mut embedded = if texts.is_empty() {
+        let embedded = if texts.is_empty() {
             Vec::new()
         } else {
             self.embed_passages(texts).await?
-        }
-        .into_iter();
-        let mut new_docs = Vec::with_capacity(prepared.len());
-        for d in prepared {
-            let passages = match d.vector {
-                Some(vector) => {
-                    let (start, end, text) = d.spans.into_iter().next().expect("one span");
-                    vec![NewPassage {
-                        start,
-                        end,
-                        text,
-                        vector,
-                    }]
-                }
-                None => d
-                    .spans
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, (start, end, text))| {
-                        let vector = embedded.next().expect("one embedding per passage");
-                        check_embedding(&coll, &vector, &d.id, i)?;
-                        Ok(NewPassage {
-                            start,
-                            end,
-                            text,
-                            vector,
-                        })
-                    })
-                    .collect::<ServiceResult<Vec<_>>>()?,
-            };
-            new_docs.push(NewDocument {
-                id: d.id,
-                text: d.text,
-                metadata: d.metadata,
-                passages,
-            });
-        }
-        self.commit(coll, new_docs).await
+        };
+        // Every vector is checked and prepared for the indexes before the commit, so that
+        // nothing that can fail runs between the commit and the in-memory update.
+        let c = coll.clone();
+        let (new_docs, ready) = Service::blocking(move || assemble(&c, prepared, embedded)).await?;
+        self.commit(coll, new_docs, ready).await
     }
 
     /// Checks the documents and splits text ones into passages.
@@ -255,10 +277,13 @@ impl Service {
 
     /// Commits documents and applies them to the in-memory indexes, as one
     /// [`serialized_write`].
+    /// `ready` holds every passage's vector as the indexes take it, in document and passage
+    /// order.
     async fn commit(
         &self,
         coll: Arc<Collection>,
         docs: Vec<NewDocument>,
+        ready: Vec<f32>,
     ) -> ServiceResult<Vec<UpsertedDocument>> {
         let store = self.store.clone();
         serialized_write(coll, "write task", move |coll| async move {
@@ -273,20 +298,10 @@ impl Service {
                 let added = docs
                     .iter()
                     .zip(&done)
-                    .map(|(doc, up)| {
-                        let passages = doc
-                            .passages
-                            .iter()
-                            .zip(&up.passage_ids)
-                            .map(|(p, &id)| NewPassageVector {
-                                id,
-                                vector: &p.vector,
-                            })
-                            .collect();
-                        (doc.id.clone(), doc.metadata.clone(), passages)
-                    })
+                    .map(|(doc, up)| (doc.id.clone(), doc.metadata.clone(), up.passage_ids.clone()))
                     .collect();
-                c.apply_write(&[], &removed, added)
+                c.apply_write(&[], &removed, added, &ready);
+                Ok(())
             })
             .await?;
             Ok(result
@@ -461,7 +476,11 @@ impl Service {
                 .collect();
             let c = coll.clone();
             let ids = doc_ids.clone();
-            Service::blocking(move || c.apply_write(&ids, &passages, Vec::new())).await?;
+            Service::blocking(move || {
+                c.apply_write(&ids, &passages, Vec::new(), &[]);
+                Ok(())
+            })
+            .await?;
             Ok(doc_ids)
         })
         .await

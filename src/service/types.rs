@@ -133,9 +133,10 @@ pub struct CollectionFailure {
 pub struct IndexState {
     /// The approximate index in use, if any (`hnsw` or `ivf`).
     pub ann: Option<IndexKind>,
-    /// `ready`, `building` (queries scan exactly meanwhile), `scheduled` (the collection has
-    /// outgrown exact scans and its first build waits for the encoder to be idle; queries scan
-    /// exactly meanwhile) or `none` (exact scan only).
+    /// `ready`, `building` (during a first build queries scan exactly; during a rebuild the
+    /// live index keeps answering), `scheduled` (the collection has outgrown exact scans and
+    /// its first build waits for the encoder to be idle; queries scan exactly meanwhile) or
+    /// `none` (exact scan only).
     pub status: &'static str,
     /// Passages stored but not yet in the approximate index (queries scan them exactly).
     pub pending: usize,

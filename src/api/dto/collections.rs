@@ -77,8 +77,9 @@ impl From<IndexKind> for IndexKindName {
 pub struct IndexStateResponse {
     /// The approximate index in use, if any.
     pub ann: Option<IndexKindName>,
-    /// `ready`, `building` (queries scan exactly meanwhile), `scheduled` (the first build waits
-    /// for the encoder to be idle; queries scan exactly meanwhile) or `none` (exact scans only).
+    /// `ready`, `building` (during a first build queries scan exactly; during a rebuild the
+    /// live index keeps answering), `scheduled` (the first build waits for the encoder to be
+    /// idle; queries scan exactly meanwhile) or `none` (exact scans only).
     #[schema(example = "ready")]
     pub status: String,
     /// Passages stored but not yet in the approximate index (queries scan them exactly).

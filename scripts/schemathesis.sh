@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Fuzzes a live server from its own OpenAPI document with schemathesis: requests generated from
+# the schema (valid ones, and invalid ones derived from it) must never get a 5xx, and every
+# response, 4xx included, must match what the document declares (the JSON error body).
+#
+# Usage: scripts/schemathesis.sh [BINARY]   (default target/debug/vicinity)
+# Environment: SCHEMATHESIS_EXAMPLES (examples per operation and phase, default 80),
+#              SCHEMATHESIS_MIN_CASES (fail below this many generated requests, default 1000).
+# The server runs on a free loopback port over a temporary data directory with the tiny
+# fixture model, and is stopped at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bin=${1:-target/debug/vicinity}
+examples=${SCHEMATHESIS_EXAMPLES:-80}
+min_cases=${SCHEMATHESIS_MIN_CASES:-1000}
+command -v schemathesis >/dev/null || { echo "schemathesis is not installed (pip install schemathesis)" >&2; exit 2; }
+
+work=$(mktemp -d)
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+base="http://127.0.0.1:$port"
+"$bin" serve --addr "127.0.0.1:$port" --data-dir "$work/data" --model tests/fixtures/tiny-bert \
+  >"$work/server.log" 2>&1 &
+server=$!
+cleanup() {
+  kill "$server" 2>/dev/null || true
+  wait "$server" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+for _ in $(seq 1 240); do
+  curl -sf "$base/readyz" >/dev/null && break
+  kill -0 "$server" 2>/dev/null || { cat "$work/server.log" >&2; exit 1; }
+  sleep 0.25
+done
+curl -sf "$base/readyz" >/dev/null || { echo "the server did not become ready" >&2; cat "$work/server.log" >&2; exit 1; }
+
+# Something for the generated requests to find: a text collection with documents and a vector
+# collection, under names the schema's pattern can produce.
+json=(-sf -H 'content-type: application/json')
+curl "${json[@]}" -X PUT "$base/collections/docs" -d '{}' >/dev/null
+curl "${json[@]}" -X POST "$base/collections/docs/documents" \
+  -d '{"documents": [{"id": "a", "text": "lighthouses guide ships", "metadata": {"tag": 1}},
+                     {"id": "b", "text": "harbours shelter boats", "metadata": {"tag": 2}}]}' >/dev/null
+curl "${json[@]}" -X PUT "$base/collections/vecs" -d '{"dimension": 4, "distance": "l2"}' >/dev/null
+
+set +e
+schemathesis run "$base/openapi.json" \
+  --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
+  --phases examples,coverage,fuzzing \
+  --max-examples "$examples" \
+  --seed 20261206 \
+  --workers 2 \
+  --request-timeout 30 \
+  --suppress-health-check too_slow,filter_too_much \
+  --report ndjson --report-ndjson-path "$work/events.ndjson" \
+  --no-color 2>&1 | tee "$work/run.txt"
+status=${PIPESTATUS[0]}
+set -e
+
+# Count the requests the run sent, from its event log: the floor the run must reach.
+cases=$(python3 - "$work/events.ndjson" <<'EOF'
+import json, sys
+n = 0
+with open(sys.argv[1]) as f:
+    for line in f:
+        event = json.loads(line)
+        for kind, body in event.items():
+            if kind == "ScenarioFinished":
+                n += len(body.get("recorder", {}).get("interactions", {}))
+print(n)
+EOF
+)
+echo "schemathesis: $cases requests sent"
+if [ "$status" -ne 0 ]; then
+  echo "schemathesis found failures (exit $status); server log:" >&2
+  tail -50 "$work/server.log" >&2
+  exit "$status"
+fi
+if [ "$cases" -lt "$min_cases" ]; then
+  echo "schemathesis sent $cases requests, fewer than the $min_cases required" >&2
+  exit 1
+fi
+echo "schemathesis: passed ($cases requests, no 5xx, every response as documented)"
