@@ -117,6 +117,172 @@ pub fn document_with(limits: &Limits) -> OpenApiDoc {
     doc
 }
 
+/// The document of a server with these limits and this model, as JSON. On top of
+/// [`document_with`], it states the rules between fields that the generated schemas cannot
+/// express: which fields exclude each other or one of which is required, texts that must not be
+/// empty, the one embedding width the model produces.
+pub fn document_json(limits: &Limits, dimension: Option<usize>) -> String {
+    let mut doc = serde_json::to_value(document_with(limits))
+        .expect("the OpenAPI document serialises. This is a bug.");
+    state_field_rules(&mut doc, dimension);
+    doc.to_string()
+}
+
+fn state_field_rules(doc: &mut serde_json::Value, dimension: Option<usize>) {
+    use serde_json::json;
+    let schemas = &mut doc["components"]["schemas"];
+    let one_of_required = |names: &[&str]| {
+        json!(
+            names
+                .iter()
+                .map(|n| json!({"required": [n]}))
+                .collect::<Vec<_>>()
+        )
+    };
+    let non_empty_text = json!({"minLength": 1, "pattern": "\\S"});
+    fn merge_into(
+        schemas: &mut serde_json::Value,
+        schema: &str,
+        path: &[&str],
+        rules: serde_json::Value,
+    ) {
+        let mut at = &mut schemas[schema];
+        for p in path {
+            at = &mut at[*p];
+        }
+        debug_assert!(
+            at.is_object(),
+            "no {schema}{path:?} in the document. This is a bug."
+        );
+        if let (Some(at), Some(rules)) = (at.as_object_mut(), rules.as_object()) {
+            for (k, v) in rules {
+                at.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    let mut merge = |schema: &str, path: &[&str], rules: serde_json::Value| {
+        merge_into(schemas, schema, path, rules)
+    };
+    merge(
+        "QueryRequest",
+        &[],
+        json!({"oneOf": one_of_required(&["query", "vector"])}),
+    );
+    merge(
+        "QueryRequest",
+        &["properties", "query"],
+        non_empty_text.clone(),
+    );
+    merge(
+        "QueryRequest",
+        &["properties", "vector"],
+        json!({"minItems": 1}),
+    );
+    merge(
+        "DeleteDocumentsRequest",
+        &[],
+        json!({"oneOf": one_of_required(&["ids", "filter", "all"])}),
+    );
+    merge(
+        "DeleteDocumentsRequest",
+        &["properties", "all"],
+        json!({"const": true}),
+    );
+    merge(
+        "DeleteDocumentsRequest",
+        &["properties", "filter"],
+        json!({"minProperties": 1}),
+    );
+    merge(
+        "GetDocumentsRequest",
+        &[],
+        json!({"not": {"required": ["ids", "filter"]}}),
+    );
+    merge(
+        "DocumentInputBody",
+        &[],
+        json!({"anyOf": one_of_required(&["text", "vector"])}),
+    );
+    merge(
+        "DocumentInputBody",
+        &["properties", "text"],
+        non_empty_text.clone(),
+    );
+    merge(
+        "DocumentInputBody",
+        &["properties", "vector"],
+        json!({"minItems": 1}),
+    );
+    merge(
+        "TeiEmbedRequest",
+        &["properties", "truncation_direction"],
+        json!({"enum": ["Right", "right"]}),
+    );
+    // Index parameters apply to their index type only.
+    let any_of_required = |names: &[&str]| json!({"anyOf": one_of_required(names)});
+    merge(
+        "IndexSettings",
+        &[],
+        json!({"oneOf": [
+            {
+                "properties": {"type": {"enum": ["auto", "hnsw"]}},
+                "not": any_of_required(&["nlist", "nprobe"]),
+            },
+            {
+                "required": ["type"],
+                "properties": {"type": {"const": "ivf"}},
+                "not": any_of_required(&["m", "ef_construction", "ef"]),
+            },
+            {
+                "required": ["type"],
+                "properties": {"type": {"const": "flat"}},
+                "not": any_of_required(&["m", "ef_construction", "ef", "nlist", "nprobe"]),
+            },
+        ]}),
+    );
+    // Embedding inputs are texts, never empty; token ids are refused (the description says
+    // so), so they are not among the alternatives.
+    let input = &mut schemas["OpenAiEmbeddingsRequest"]["properties"]["input"];
+    if let Some(alternatives) = input.get_mut("oneOf").and_then(|a| a.as_array_mut()) {
+        alternatives.retain(|alt| {
+            alt["type"] == "string" || alt["type"] == "array" && alt["items"]["type"] == "string"
+        });
+    }
+    for (schema, field) in [
+        ("OpenAiEmbeddingsRequest", "input"),
+        ("TeiEmbedRequest", "inputs"),
+    ] {
+        let field = &mut schemas[schema]["properties"][field];
+        for alt in field["oneOf"].as_array_mut().into_iter().flatten() {
+            let text = if alt["type"] == "array" {
+                &mut alt["items"]
+            } else {
+                alt
+            };
+            text["minLength"] = json!(1);
+        }
+    }
+    if let Some(d) = dimension {
+        merge_into(
+            schemas,
+            "OpenAiEmbeddingsRequest",
+            &["properties", "dimensions"],
+            json!({"minimum": d, "maximum": d}),
+        );
+        // Chunking applies to text collections: those without a dimension, or with the
+        // model's.
+        merge_into(
+            schemas,
+            "CreateCollectionRequest",
+            &[],
+            json!({
+                "if": {"required": ["dimension"], "properties": {"dimension": {"not": {"const": d}}}},
+                "then": {"not": {"required": ["chunking"]}},
+            }),
+        );
+    }
+}
+
 /// Bounds on one schema.
 #[derive(Clone, Copy, Default)]
 struct Bounds {

@@ -105,13 +105,8 @@ impl AppState {
     /// The OpenAPI document for `limits`, as JSON. Once the service is ready its limits are
     /// fixed, so the document is rendered once; before that it is rendered per request.
     pub(crate) fn openapi_json(&self, limits: &crate::service::Limits) -> Bytes {
-        let render = || {
-            Bytes::from(
-                super::openapi::document_with(limits)
-                    .to_json()
-                    .expect("the OpenAPI document serialises. This is a bug."),
-            )
-        };
+        let dimension = self.service().map(|s| s.info().dimension);
+        let render = || Bytes::from(super::openapi::document_json(limits, dimension));
         if self.service().is_some() {
             self.inner.openapi.get_or_init(render).clone()
         } else {

@@ -12,7 +12,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::openapi::RefOr;
-use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type};
 use utoipa::{PartialSchema, ToSchema};
 
 use crate::service::{Chunking, IndexConfig, IndexType, Metric};
@@ -69,7 +69,14 @@ impl<'de> Deserialize<'de> for DocId {
 impl PartialSchema for DocId {
     fn schema() -> RefOr<Schema> {
         OneOfBuilder::new()
-            .item(ObjectBuilder::new().schema_type(Type::String))
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .min_length(Some(1))
+                    .max_length(Some(crate::service::MAX_ID_BYTES))
+                    // No control characters (C0, DEL, C1), as the server checks.
+                    .pattern(Some("^[^\\u0000-\\u001F\\u007F-\\u009F]+$")),
+            )
             .item(
                 ObjectBuilder::new()
                     .schema_type(Type::Integer)
@@ -249,10 +256,12 @@ fn object_schema(description: &str) -> ObjectBuilder {
 }
 
 pub(super) fn metadata_schema() -> ObjectBuilder {
+    // `null` stands for no metadata, in requests and in responses.
     object_schema(
-        "A JSON object of metadata; queries filter on its fields (dotted paths reach nested \
-         objects).",
+        "A JSON object of metadata, or null for none; queries filter on its fields (dotted \
+         paths reach nested objects).",
     )
+    .schema_type(SchemaType::Array(vec![Type::Object, Type::Null]))
 }
 
 pub(super) fn filter_schema() -> ObjectBuilder {

@@ -26,7 +26,7 @@ use super::collection_name;
     responses(
         (status = 201, description = "Created.", body = CollectionResponse),
         (status = 200, description = "An identical collection already exists.", body = CollectionResponse),
-        (status = 409, description = "`collection_conflict`: it exists with other settings (the message shows them).", body = ErrorResponse),
+        (status = 409, description = "`collection_conflict`: it exists with other settings (the message shows them); or `limit_exceeded`: the server holds `max_collections` already.", body = ErrorResponse),
         (status = 422, description = "`invalid_name`.", body = ErrorResponse),
         responses::Common,
     )

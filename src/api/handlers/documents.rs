@@ -57,6 +57,7 @@ pub async fn upsert_documents(
     responses(
         (status = 200, description = "The document.", body = DocumentResponse),
         (status = 404, description = "`collection_not_found` or `document_not_found`.", body = ErrorResponse),
+        (status = 422, description = "`invalid_name`: collection names are 1 to 64 characters from `[A-Za-z0-9_-]`.", body = ErrorResponse),
         responses::Common,
     )
 )]
