@@ -62,22 +62,23 @@ class Client:
 class Server:
     """`binary serve` on 127.0.0.1 and a data directory of its own (temporary unless given),
     its output in `server.log` there. Environment variables of vicinity set in the caller's
-    environment are dropped, so that only `args` configure it."""
+    environment are dropped, so that only `args` configure it; RUST_LOG is `log_level`."""
 
-    def __init__(self, binary, model, args=(), data_dir=None, start_timeout=600):
+    def __init__(self, binary, model, args=(), data_dir=None, start_timeout=600, log_level="warn"):
         self.binary = binary
         self.model = model
         self.args = list(args)
         self.owns_dir = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="vicinity-bench-")
         self.start_timeout = start_timeout
+        self.log_level = log_level
         self.port = None
         self.proc = None
         self.log = None
 
     def start(self):
         env = {k: v for k, v in os.environ.items() if not k.startswith("VICINITY_")}
-        env.setdefault("RUST_LOG", "warn")
+        env["RUST_LOG"] = self.log_level
         self.port = free_port()
         self.log = open(os.path.join(self.data_dir, "server.log"), "a")
         cmd = [self.binary, "serve", "--model", self.model, "--data-dir", self.data_dir,

@@ -43,8 +43,8 @@ phase on stdout, then a Markdown table; --json-out also writes all results to a 
         --binary main=/work/baseline/vicinity --binary new=target/release/vicinity
     # a quick check of the script itself (about 3 minutes per binary):
     python3 scripts/mixed_load.py --model ... --binary target/release/vicinity \\
-        --passages 3000 --import-docs 1000 --queued-passages 4000 --duration 5 \\
-        --queued-duration 10 --server-arg=--exact-threshold=1000
+        --passages 1500 --import-docs 500 --queued-passages 2000 --duration 5 \\
+        --queued-duration 10 --rebuild-wait 60 --server-arg=--exact-threshold=500
 """
 
 import argparse
@@ -331,8 +331,9 @@ def one_round(label, binary, template, args, rnd):
     data_dir = tempfile.mkdtemp(prefix=f"vicinity-mixed-{label}-")
     shutil.rmtree(data_dir)
     shutil.copytree(template, data_dir)
+    # At info level the server logs its index builds, which the load phase counts.
     server = Server(binary, args.model, server_args(args), data_dir=data_dir,
-                    start_timeout=args.start_timeout)
+                    start_timeout=args.start_timeout, log_level="info")
     server.owns_dir = not args.keep
     results = []
     try:
@@ -366,14 +367,16 @@ def one_round(label, binary, template, args, rnd):
         t0 = time.monotonic()
         deleted = delete_groups(client, args)
         import_result = {}
+        stop_import = threading.Event()
 
         def do_import():
             import_result.update(ingest(Client(server.port, timeout=600), DOCS, "imp",
-                                        args.import_docs, args, args.seed + 2, q.stopping))
+                                        args.import_docs, args, args.seed + 2, stop_import))
 
         importer = threading.Thread(target=do_import, daemon=True)
         importer.start()
         importer.join(timeout=args.load_limit)
+        stop_import.set()  # only matters when the import ran past --load-limit
         import_s = time.monotonic() - t0
         # Keep querying until the rebuild is over (bounded), so its whole window is measured.
         rebuild_deadline = time.monotonic() + args.rebuild_wait
@@ -469,20 +472,22 @@ def delete_groups(client, args):
 
 
 def table(results):
-    rows = ["| binary | round | phase | text c | text p50 | text p99 | text max | text err | "
-            "vector c | vector p99 | text plans | notes |",
-            "| --- | ---: | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- | --- |"]
+    rows = ["| binary | round | phase | text c | text n | text p50 | text p99 | text max | "
+            "text err | vector c | vector p99 | text plans | notes |",
+            "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- | --- |"]
     for r in results:
         t, v = r.get("text", {}), r.get("vector", {})
         notes = ""
         if r["phase"] == "load":
-            notes = (f"import {r['import'].get('documents_per_s', '?')} docs/s, "
+            notes = (f"{r['deleted_documents']} deleted, "
+                     f"import {r['import'].get('documents_per_s', '?')} docs/s, "
                      f"{r['snapshot_writes_seen']} snapshots, {r['builds_logged']} builds "
                      f"logged, status {r['status_samples']}")
         elif r["phase"] == "queued":
             notes = f"{r['queued_passages']} queued, refused {r['refused']}"
         rows.append(
             f"| {r['binary']} | {r['round']} | {r['phase']} | {t.get('concurrency', '')} | "
+            f"{t.get('ok', '')} | "
             f"{t.get('p50_ms', '')} | {t.get('p99_ms', '')} | {t.get('max_ms', '')} | "
             f"{t.get('errors') or ''} | {v.get('concurrency', '')} | {v.get('p99_ms', '')} | "
             f"{t.get('plans', '')} | {notes} |")
@@ -539,7 +544,8 @@ def main():
     p.add_argument("--queued-duration", type=float, default=60)
     p.add_argument("--queued-delay", type=float, default=2,
                    help="seconds between sending the upserts and the first query")
-    p.add_argument("--max-requests", type=int, default=200_000, help="answered queries per phase")
+    p.add_argument("--max-requests", type=int, default=1_000_000,
+                   help="answered queries per phase")
     p.add_argument("--ready-wait", type=float, default=1800,
                    help="longest wait for an index to hold every passage, seconds")
     p.add_argument("--start-timeout", type=float, default=600)
