@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::api::ApiSettings;
 use crate::api::auth::{ApiKey, ApiKeys};
-use crate::service::{PlannerSettings, ServiceSettings};
+use crate::service::{Limits, PlannerSettings, ServiceSettings};
 use crate::store::StoreOptions;
 
 /// A configuration value that cannot work.
@@ -68,17 +68,9 @@ pub struct ServeConfig {
     )]
     pub auto_truncate: bool,
 
-    /// Largest `k` a query may ask for.
-    #[arg(long, env = "VICINITY_MAX_K", default_value_t = service_defaults().max_k)]
-    pub max_k: usize,
-
-    /// Most documents in one upsert request.
-    #[arg(long, env = "VICINITY_MAX_DOCUMENTS", default_value_t = service_defaults().max_documents_per_request)]
-    pub max_documents: usize,
-
-    /// Most queries in one batch query, and most inputs in one embeddings request.
-    #[arg(long, env = "VICINITY_MAX_CLIENT_BATCH_SIZE", default_value_t = service_defaults().max_batch)]
-    pub max_client_batch_size: usize,
+    /// The admission limits.
+    #[command(flatten)]
+    pub limits: LimitArgs,
 
     /// Searches running at once; more wait up to --search-queue-timeout, then get 429.
     /// Default: 4 per CPU, at least 8.
@@ -144,6 +136,125 @@ pub struct ServeConfig {
         hide_env_values = true
     )]
     pub read_only_api_key: Vec<ApiKey>,
+}
+
+/// The admission limits of `vicinity serve`: each refuses a request over it with a 4xx
+/// `limit_exceeded` whose `limit` names the setting (see [`Limits`]).
+#[derive(Clone, Debug, clap::Args)]
+pub struct LimitArgs {
+    /// Longest query text, or input of /v1/embeddings and /embed, in bytes; checked before
+    /// tokenizing.
+    #[arg(long, env = "VICINITY_MAX_TEXT_BYTES", default_value_t = Limits::default().max_text_bytes)]
+    pub max_text_bytes: usize,
+
+    /// Most documents in one upsert, and most ids in one read or delete.
+    #[arg(long, env = "VICINITY_MAX_DOCUMENTS", default_value_t = Limits::default().max_documents)]
+    pub max_documents: usize,
+
+    /// Most passages one upsert may split into; larger upserts are refused (413) before
+    /// embedding: split them into several requests.
+    #[arg(long, env = "VICINITY_MAX_PASSAGES", default_value_t = Limits::default().max_passages)]
+    pub max_passages: usize,
+
+    /// Largest metadata object of one document, in bytes of compact JSON.
+    #[arg(long, env = "VICINITY_MAX_METADATA_BYTES", default_value_t = Limits::default().max_metadata_bytes)]
+    pub max_metadata_bytes: usize,
+
+    /// Largest `k` a query may ask for.
+    #[arg(long, env = "VICINITY_MAX_K", default_value_t = Limits::default().max_k)]
+    pub max_k: usize,
+
+    /// Largest HNSW `ef` of a query or a collection.
+    #[arg(long, env = "VICINITY_MAX_EF", default_value_t = Limits::default().max_ef)]
+    pub max_ef: usize,
+
+    /// Largest IVF `nprobe` of a query or a collection.
+    #[arg(long, env = "VICINITY_MAX_NPROBE", default_value_t = Limits::default().max_nprobe)]
+    pub max_nprobe: usize,
+
+    /// Largest IVF `nlist` of a collection (k-means costs grow with it).
+    #[arg(long, env = "VICINITY_MAX_NLIST", default_value_t = Limits::default().max_nlist)]
+    pub max_nlist: usize,
+
+    /// Most queries in one batch query, and most inputs in one embeddings request.
+    #[arg(long, env = "VICINITY_MAX_CLIENT_BATCH_SIZE", default_value_t = Limits::default().max_batch)]
+    pub max_client_batch_size: usize,
+
+    /// Most hits one batch query may ask for: the sum of its queries' `k`.
+    #[arg(long, env = "VICINITY_MAX_BATCH_K", default_value_t = Limits::default().max_batch_k)]
+    pub max_batch_k: usize,
+
+    /// Deepest nesting of `$and`/`$or` in a filter.
+    #[arg(long, env = "VICINITY_MAX_FILTER_DEPTH", default_value_t = Limits::default().max_filter_depth)]
+    pub max_filter_depth: usize,
+
+    /// Most values in one `$in`/`$nin` list of a filter.
+    #[arg(long, env = "VICINITY_MAX_FILTER_VALUES", default_value_t = Limits::default().max_filter_values)]
+    pub max_filter_values: usize,
+
+    /// Most collections on the server.
+    #[arg(long, env = "VICINITY_MAX_COLLECTIONS", default_value_t = Limits::default().max_collections)]
+    pub max_collections: usize,
+}
+
+impl LimitArgs {
+    /// The limits, each checked to be at least 1.
+    pub fn validate(&self) -> Result<Limits, ConfigError> {
+        let one = |flag: &'static str, env: &'static str, value: usize| {
+            if value == 0 {
+                Err(ConfigError {
+                    flag,
+                    env,
+                    reason: "must be at least 1, got 0".into(),
+                })
+            } else {
+                Ok(value)
+            }
+        };
+        Ok(Limits {
+            max_text_bytes: one(
+                "--max-text-bytes",
+                "VICINITY_MAX_TEXT_BYTES",
+                self.max_text_bytes,
+            )?,
+            max_documents: one(
+                "--max-documents",
+                "VICINITY_MAX_DOCUMENTS",
+                self.max_documents,
+            )?,
+            max_passages: one("--max-passages", "VICINITY_MAX_PASSAGES", self.max_passages)?,
+            max_metadata_bytes: one(
+                "--max-metadata-bytes",
+                "VICINITY_MAX_METADATA_BYTES",
+                self.max_metadata_bytes,
+            )?,
+            max_k: one("--max-k", "VICINITY_MAX_K", self.max_k)?,
+            max_ef: one("--max-ef", "VICINITY_MAX_EF", self.max_ef)?,
+            max_nprobe: one("--max-nprobe", "VICINITY_MAX_NPROBE", self.max_nprobe)?,
+            max_nlist: one("--max-nlist", "VICINITY_MAX_NLIST", self.max_nlist)?,
+            max_batch: one(
+                "--max-client-batch-size",
+                "VICINITY_MAX_CLIENT_BATCH_SIZE",
+                self.max_client_batch_size,
+            )?,
+            max_batch_k: one("--max-batch-k", "VICINITY_MAX_BATCH_K", self.max_batch_k)?,
+            max_filter_depth: one(
+                "--max-filter-depth",
+                "VICINITY_MAX_FILTER_DEPTH",
+                self.max_filter_depth,
+            )?,
+            max_filter_values: one(
+                "--max-filter-values",
+                "VICINITY_MAX_FILTER_VALUES",
+                self.max_filter_values,
+            )?,
+            max_collections: one(
+                "--max-collections",
+                "VICINITY_MAX_COLLECTIONS",
+                self.max_collections,
+            )?,
+        })
+    }
 }
 
 /// The server's settings, checked.
@@ -231,19 +342,7 @@ impl ServeConfig {
                 defer_max_unindexed: self.index_defer_max,
                 ..defaults.planner.clone()
             },
-            max_k: at_least("--max-k", "VICINITY_MAX_K", self.max_k, 1)?,
-            max_documents_per_request: at_least(
-                "--max-documents",
-                "VICINITY_MAX_DOCUMENTS",
-                self.max_documents,
-                1,
-            )?,
-            max_batch: at_least(
-                "--max-client-batch-size",
-                "VICINITY_MAX_CLIENT_BATCH_SIZE",
-                self.max_client_batch_size,
-                1,
-            )?,
+            limits: self.limits.validate()?,
             search_concurrency: match self.search_concurrency {
                 Some(n) => at_least("--search-concurrency", "VICINITY_SEARCH_CONCURRENCY", n, 1)?,
                 None => defaults.search_concurrency,
@@ -338,7 +437,7 @@ mod tests {
         assert_eq!(s.database_url, "sqlite:///srv/data/vicinity.db");
         assert_eq!(s.api, ApiSettings::default());
         assert_eq!(s.service.data_dir, Path::new("/srv/data"));
-        assert_eq!(s.service.max_k, ServiceSettings::new("").max_k);
+        assert_eq!(s.service.limits, Limits::default());
         assert_eq!(s.shutdown_timeout, Duration::from_secs(30));
         assert!(!s.api.api_keys.enabled());
     }

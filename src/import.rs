@@ -4,7 +4,10 @@
 //! object per line) or from a folder of `.txt`/`.md` files (id = the path relative to the
 //! folder), groups them into batches and sends the batches from a few worker threads with a
 //! blocking HTTP client. It is resumable: before a batch is sent, the server is asked which of
-//! its ids it already holds, and those are skipped. Bad input lines and refused batches are
+//! its ids it already holds, and those are skipped. A document without an id gets one derived
+//! from its content ([`content_id`]), so that a retry or a resumed import finds it present
+//! instead of adding a copy (and two identical id-less lines are one document). Bad input lines
+//! and refused batches are
 //! reported through [`Progress`] and in the [`ImportSummary`]; the import skips them or stops,
 //! as [`OnError`] says.
 //!
@@ -99,7 +102,7 @@ pub enum Problem {
     },
     /// Documents the server refused or that could not be sent.
     Failed {
-        /// Their ids (empty strings for documents without one).
+        /// Their ids (derived from the content for documents given without one).
         ids: Vec<String>,
         /// The HTTP status, when the server answered.
         status: Option<u16>,
@@ -326,9 +329,10 @@ pub fn import(
     })
 }
 
-/// A document ready to send: its id (when it has one) and its JSON body.
+/// A document ready to send: its id (given, or derived from its content) and its JSON body,
+/// which carries the id.
 struct Doc {
-    id: Option<String>,
+    id: String,
     body: Value,
 }
 
@@ -507,11 +511,9 @@ fn read_input(
     let mut push = |doc: Result<Doc, Problem>, batch: &mut Vec<Doc>, ids: &mut HashSet<String>| {
         match doc {
             Ok(doc) => {
-                if let Some(id) = &doc.id
-                    && !ids.insert(id.clone())
-                {
+                if !ids.insert(doc.id.clone()) {
                     flush(batch, ids);
-                    ids.insert(id.clone());
+                    ids.insert(doc.id.clone());
                 }
                 state.count(|c| c.read += 1);
                 batch.push(doc);
@@ -566,8 +568,8 @@ fn read_input(
 }
 
 /// One JSONL line as a document: an object with `text` or `vector` (or both), an optional `id`
-/// (string or non-negative integer) and optional `metadata` (an object). Other fields are
-/// ignored.
+/// (string or non-negative integer; without one, [`content_id`] of the rest) and optional
+/// `metadata` (an object). Other fields are ignored.
 fn parse_line(line: &str, number: u64) -> Result<Doc, Problem> {
     let bad = |reason: String| Problem::BadLine {
         line: number,
@@ -588,9 +590,6 @@ fn parse_line(line: &str, number: u64) -> Result<Doc, Problem> {
         }
     };
     let mut body = Map::new();
-    if let Some(id) = &id {
-        body.insert("id".into(), Value::String(id.clone()));
-    }
     match obj.remove("text") {
         None | Some(Value::Null) => {}
         Some(Value::String(s)) => {
@@ -615,10 +614,64 @@ fn parse_line(line: &str, number: u64) -> Result<Doc, Problem> {
         }
         Some(_) => return Err(bad("\"metadata\" must be an object".into())),
     }
+    let id = id.unwrap_or_else(|| content_id(&body));
+    body.insert("id".into(), Value::String(id.clone()));
     Ok(Doc {
         id,
         body: Value::Object(body),
     })
+}
+
+/// The id of a document given without one: the first 128 bits, in hex, of the SHA-256 of its
+/// `text`, `vector` and `metadata` in a canonical JSON form (object keys sorted at every
+/// level, no spaces, numbers as written in the input). The same content always gets the same
+/// id, whatever order its keys came in, so importing a file again (a retry, a resumed import)
+/// skips what is already there; documents that differ in any of the three get different ids.
+/// 128 bits make a collision between different documents practically impossible even over
+/// billions of documents.
+pub fn content_id(body: &Map<String, Value>) -> String {
+    use sha2::{Digest, Sha256};
+
+    let mut canonical = Vec::new();
+    write_canonical_object(&mut canonical, body);
+    let digest = Sha256::digest(&canonical);
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes `map` as a JSON object with its keys in sorted order at every level.
+fn write_canonical_object(out: &mut Vec<u8>, map: &Map<String, Value>) {
+    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    out.push(b'{');
+    for (i, (key, v)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut *out, key).expect("writing JSON to memory cannot fail");
+        out.push(b':');
+        write_canonical(out, v);
+    }
+    out.push(b'}');
+}
+
+/// Writes `value` as JSON with object keys in sorted order at every level.
+fn write_canonical(out: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::Object(map) => write_canonical_object(out, map),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(out, v);
+            }
+            out.push(b']');
+        }
+        scalar => {
+            serde_json::to_writer(&mut *out, scalar).expect("writing JSON to memory cannot fail")
+        }
+    }
 }
 
 /// One file of a folder import: id and `metadata.path` are its path relative to the folder,
@@ -641,8 +694,8 @@ fn read_file(root: &Path, file: &Path) -> Result<Doc, Problem> {
         return Err(bad("empty".into()));
     }
     Ok(Doc {
-        id: Some(rel.clone()),
         body: json!({"id": rel, "text": text, "metadata": {"path": rel}}),
+        id: rel,
     })
 }
 
@@ -889,7 +942,7 @@ fn send_batch(client: &Client, state: &State<'_>, batch: Batch) {
     if state.dropped(seq) {
         return;
     }
-    let ids: Vec<String> = batch.iter().filter_map(|d| d.id.clone()).collect();
+    let ids: Vec<String> = batch.iter().map(|d| d.id.clone()).collect();
     let present = match client.present(&ids) {
         Ok(p) => p,
         Err(f) => {
@@ -897,10 +950,7 @@ fn send_batch(client: &Client, state: &State<'_>, batch: Batch) {
             return;
         }
     };
-    let todo: Vec<&Doc> = batch
-        .iter()
-        .filter(|d| d.id.as_ref().is_none_or(|id| !present.contains(id)))
-        .collect();
+    let todo: Vec<&Doc> = batch.iter().filter(|d| !present.contains(&d.id)).collect();
     let skipped = (batch.len() - todo.len()) as u64;
     if skipped > 0 {
         state.count(|c| c.skipped += skipped);
@@ -949,10 +999,7 @@ fn fail(state: &State<'_>, seq: u64, docs: &[&Doc], f: Failure) {
     state.count(|c| c.failed += docs.len() as u64);
     let fatal = f.is_fatal();
     let problem = Problem::Failed {
-        ids: docs
-            .iter()
-            .map(|d| d.id.clone().unwrap_or_default())
-            .collect(),
+        ids: docs.iter().map(|d| d.id.clone()).collect(),
         status: f.status(),
         message: f.message().to_owned(),
     };
@@ -969,13 +1016,14 @@ mod tests {
     #[test]
     fn lines_parse_into_documents_or_problems() {
         let doc = parse_line(r#"{"id": 7, "text": "a", "metadata": {"k": 1}, "x": 2}"#, 1).unwrap();
-        assert_eq!(doc.id.as_deref(), Some("7"));
+        assert_eq!(doc.id, "7");
         assert_eq!(
             doc.body,
             json!({"id": "7", "text": "a", "metadata": {"k": 1}})
         );
         let doc = parse_line(r#"{"vector": [1, 2.5]}"#, 1).unwrap();
-        assert_eq!(doc.id, None);
+        assert_eq!(doc.id.len(), 32);
+        assert_eq!(doc.body["id"], doc.id.as_str());
 
         for (line, reason) in [
             ("{not json", "invalid JSON"),
@@ -996,6 +1044,30 @@ mod tests {
                 other => panic!("{line}: {:?}", other.map(|d| d.body)),
             }
         }
+    }
+
+    #[test]
+    fn ids_derived_from_content_ignore_key_order_and_nothing_else() {
+        let id = |line: &str| parse_line(line, 1).unwrap().id;
+        let a = id(r#"{"text": "a", "metadata": {"k": 1, "j": [1, {"y": 2, "x": 3}]}}"#);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()), "{a}");
+        // Same content, keys in another order, and fields the importer ignores.
+        assert_eq!(
+            a,
+            id(r#"{"metadata": {"j": [1, {"x": 3, "y": 2}], "k": 1}, "text": "a", "x": 9}"#)
+        );
+        for other in [
+            r#"{"text": "b", "metadata": {"k": 1, "j": [1, {"y": 2, "x": 3}]}}"#,
+            r#"{"text": "a", "metadata": {"k": 2, "j": [1, {"y": 2, "x": 3}]}}"#,
+            r#"{"text": "a", "metadata": {"k": 1, "j": [{"y": 2, "x": 3}, 1]}}"#,
+            r#"{"text": "a"}"#,
+            r#"{"text": "a", "vector": [1], "metadata": {"k": 1, "j": [1, {"y": 2, "x": 3}]}}"#,
+        ] {
+            assert_ne!(a, id(other), "{other}");
+        }
+        // An explicit id is kept as it is.
+        assert_eq!(id(r#"{"id": "x", "text": "a"}"#), "x");
+        assert_ne!(id(r#"{"vector": [1, 2]}"#), id(r#"{"vector": [2, 1]}"#));
     }
 
     #[test]

@@ -30,7 +30,7 @@ const TINY_DIM: usize = 32;
 const TINY_MAX_TOKENS: usize = 32;
 
 /// Asserts an error's status and code, and that its body is exactly
-/// `{"error": {"code", "message"}}`.
+/// `{"error": {"code", "message"}}`, with `limit` naming the setting on the limit errors.
 #[track_caller]
 fn assert_error(got: &(StatusCode, Value), status: StatusCode, code: &str) {
     common::assert_error(got, status, code);
@@ -38,7 +38,12 @@ fn assert_error(got: &(StatusCode, Value), status: StatusCode, code: &str) {
     assert_eq!(body.len(), 1, "{}", got.1);
     let error = got.1["error"].as_object().expect("an error object");
     let keys: BTreeSet<&str> = error.keys().map(String::as_str).collect();
-    assert_eq!(keys, BTreeSet::from(["code", "message"]), "{}", got.1);
+    let mut want = BTreeSet::from(["code", "message"]);
+    if matches!(code, "limit_exceeded" | "payload_too_large") {
+        want.insert("limit");
+        assert!(got.1["error"]["limit"].is_string(), "{}", got.1);
+    }
+    assert_eq!(keys, want, "{}", got.1);
     assert!(
         !got.1["error"]["message"].as_str().unwrap().is_empty(),
         "{}",
@@ -1378,7 +1383,8 @@ async fn bad_input_gets_its_status_and_code() {
             "errors carry a request id"
         );
     }
-    // Without a content type, a body is read as JSON.
+    // Without a content type a body is refused (a browser sends untyped bodies cross-site
+    // without asking first); an empty one still reads as `{}`.
     let (status, _, body) = call(
         &app.router,
         raw(
@@ -1389,7 +1395,11 @@ async fn bad_input_gets_its_status_and_code() {
         ),
     )
     .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_error(
+        &(status, body),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    );
 
     let too_big = 1e39;
     use StatusCode as S;
@@ -1416,7 +1426,7 @@ async fn bad_input_gets_its_status_and_code() {
         (POST, "/collections/docs/query/batch", Some(json!({"queries": []})), S::BAD_REQUEST, "empty_input"),
         // Parameters out of range, and fields that do not fit.
         (POST, "/collections/docs/query", Some(json!({"query": "cat", "k": 0})), S::BAD_REQUEST, "invalid_parameter"),
-        (POST, "/collections/docs/query", Some(json!({"query": "cat", "k": 1001})), S::BAD_REQUEST, "invalid_parameter"),
+        (POST, "/collections/docs/query", Some(json!({"query": "cat", "k": 1001})), S::BAD_REQUEST, "limit_exceeded"),
         (POST, "/collections/docs/query", Some(json!({"query": "cat", "k": -1})), S::BAD_REQUEST, "invalid_request"),
         (POST, "/collections/docs/query", Some(json!({"query": "cat", "params": {"ef": 0}})), S::BAD_REQUEST, "invalid_parameter"),
         (POST, "/collections/docs/query/batch", Some(json!({"queries": [{"query": "cat"}, {"query": "dog", "k": 0}]})), S::BAD_REQUEST, "invalid_parameter"),
@@ -1679,6 +1689,7 @@ async fn a_full_embedding_queue_answers_429_with_retry_after() {
                 max_batch_tokens: usize::MAX,
                 queue_capacity: CAPACITY,
                 tokenizer_threads: 1,
+                ..WorkerOptions::default()
             },
         );
         let app = App::open(

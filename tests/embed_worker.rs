@@ -1,7 +1,10 @@
 //! Embedding worker tests on the tiny fixture model: results equal the encoder's, order is
 //! kept under many concurrent callers, token budgets split work without refusing or
-//! truncating it, a full queue refuses at once, withdrawn requests are skipped, and shutdown
-//! finishes what was admitted.
+//! truncating it, a full queue refuses at once, withdrawn requests are skipped, shutdown
+//! finishes what was admitted, and queries go before bulk ingest: a query waits for at most
+//! the running batch however long the ingest backlog, bulk work larger than the queue is
+//! admitted in chunks without taking the queue from queries, and the ingest backlog is
+//! bounded.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,6 +13,7 @@ use std::time::{Duration, Instant};
 use rand::prelude::*;
 use vicinity::embed::{
     EmbedError, Embedder, EmbeddingWorker, EncoderOptions, SentenceEncoder, WorkerOptions,
+    WorkerStats,
 };
 
 fn tiny_dir() -> PathBuf {
@@ -111,6 +115,7 @@ async fn order_is_preserved_under_many_concurrent_callers() {
         max_batch_tokens: 96,
         queue_capacity: 1024,
         tokenizer_threads: 2,
+        ..WorkerOptions::default()
     }));
     let tasks: Vec<_> = requests
         .iter()
@@ -225,6 +230,7 @@ fn a_full_queue_refuses_at_once_and_withdrawn_requests_are_skipped() {
             max_batch_tokens: usize::MAX,
             queue_capacity: CAPACITY,
             tokenizer_threads: 1,
+            ..WorkerOptions::default()
         });
         // Larger than the capacity: admitted because nothing else is waiting.
         let first = worker.submit(busy_request(busy)).unwrap();
@@ -314,6 +320,22 @@ fn unusable_options_are_refused() {
         },
         WorkerOptions {
             queue_capacity: 0,
+            ..WorkerOptions::default()
+        },
+        WorkerOptions {
+            max_bulk_queue: 0,
+            ..WorkerOptions::default()
+        },
+        WorkerOptions {
+            bulk_chunk: 0,
+            ..WorkerOptions::default()
+        },
+        WorkerOptions {
+            bulk_min_share: 1.5,
+            ..WorkerOptions::default()
+        },
+        WorkerOptions {
+            bulk_min_share: f64::NAN,
             ..WorkerOptions::default()
         },
     ] {
@@ -424,4 +446,184 @@ fn bench_embed_prints_one_json_object_per_point() {
         // 20 words exceed the tiny model's 32 tokens: counted after truncation.
         assert_eq!(points[2]["tokens_per_sentence"], 32.0);
     }
+}
+
+/// Polls the worker's stats until `ready` holds (the worker's threads run on their own).
+fn wait_for(worker: &EmbeddingWorker, what: &str, ready: impl Fn(&WorkerStats) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let stats = worker.stats();
+        if ready(&stats) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} never happened: {stats:?}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Passages for bulk work, each different, a few tokens long.
+fn passages(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| format!("passage {i} about the {}", WORDS[i % WORDS.len()]))
+        .collect()
+}
+
+/// Checks a few of `got` against the encoder's embeddings of `texts`.
+fn assert_some_equal(enc: &SentenceEncoder, texts: &[String], got: &[Vec<f32>]) {
+    assert_eq!(got.len(), texts.len());
+    for i in [0, texts.len() / 2, texts.len() - 1] {
+        let want = enc.embed(&[texts[i].as_str()]).unwrap();
+        assert_same(&got[i], &want[0], &texts[i]);
+    }
+}
+
+/// The queue-jumping guarantee, by batch accounting: with thousands of passages queued in the
+/// bulk lane ahead of it, a query goes into the first batch that starts after it was queued,
+/// so it waits for at most the batch already running; the bulk work queued before it needs
+/// thousands of batches more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_waits_for_at_most_the_running_batch_behind_a_long_bulk_backlog() {
+    const BULK: usize = 8_000;
+    let worker = Arc::new(worker(WorkerOptions {
+        max_batch_size: 2,
+        // The whole backlog enters the lane at once, ahead of the query.
+        bulk_chunk: BULK,
+        ..WorkerOptions::default()
+    }));
+    let texts = passages(BULK);
+    let bulk = tokio::spawn({
+        let worker = Arc::clone(&worker);
+        let texts = texts.clone();
+        async move { worker.embed_bulk(texts).await }
+    });
+    wait_for(&worker, "the bulk backlog queued and running", |s| {
+        s.batches > 0 && s.bulk_queued_texts > 0
+    });
+
+    let query = "the quick brown fox".to_owned();
+    let before = worker.stats();
+    let got = worker.embed(vec![query.clone()]).await.unwrap();
+    assert_same(&got[0], &encoder().embed(&[&query]).unwrap()[0], &query);
+    let after = worker.stats();
+    assert!(
+        before.bulk_queued_texts > 0,
+        "bulk work was queued ahead of the query: {before:?}"
+    );
+    // One interactive request, which waited for one batch: its own.
+    assert_eq!(after.interactive_waits.count(), 1, "{after:?}");
+    assert_eq!(after.interactive_waits.sum(), 1, "{after:?}");
+
+    let vectors = bulk.await.unwrap().unwrap();
+    assert_some_equal(&encoder(), &texts, &vectors);
+    let stats = worker.stats();
+    assert_eq!(stats.bulk_texts, BULK as u64);
+    assert_eq!(stats.texts, BULK as u64 + 1);
+    // Two texts a batch: the bulk work ahead of the query took thousands of batches.
+    assert!(stats.batches >= (BULK / 2) as u64, "{stats:?}");
+    assert_eq!((stats.bulk_backlog, stats.bulk_queued_texts), (0, 0));
+    assert_eq!((stats.queued_texts, stats.queued_requests), (0, 0));
+}
+
+/// Bulk work larger than the queue and than the backlog limit is admitted (alone), enters the
+/// bulk lane a chunk at a time, and leaves the whole interactive queue to queries: full-size
+/// query requests during it are all admitted. Other bulk work meanwhile is refused with an
+/// error that names the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_work_larger_than_the_queue_enters_in_chunks_and_leaves_the_queue_to_queries() {
+    const CAPACITY: usize = 8;
+    const CHUNK: usize = 32;
+    const BACKLOG: usize = 1_000;
+    const BULK: usize = 6_000;
+    let worker = Arc::new(worker(WorkerOptions {
+        max_batch_size: 4,
+        queue_capacity: CAPACITY,
+        bulk_chunk: CHUNK,
+        max_bulk_queue: BACKLOG,
+        ..WorkerOptions::default()
+    }));
+    let texts = passages(BULK);
+    let bulk = tokio::spawn({
+        let worker = Arc::clone(&worker);
+        let texts = texts.clone();
+        async move { worker.embed_bulk(texts).await }
+    });
+    wait_for(&worker, "the bulk work running", |s| {
+        s.bulk_backlog > 0 && s.batches > 0
+    });
+
+    match worker.embed_bulk(strings(&["one more passage"])).await {
+        Err(e @ EmbedError::BulkOverloaded { backlog, limit }) => {
+            assert!(backlog > 0 && backlog <= BULK, "{e}");
+            assert_eq!(limit, BACKLOG);
+            assert!(e.to_string().contains("max_bulk_queue"), "{e}");
+        }
+        other => panic!("expected BulkOverloaded, got {other:?}"),
+    }
+
+    let mut during = 0;
+    let mut queries = 0;
+    while !bulk.is_finished() && during < 50 {
+        let stats = worker.stats();
+        assert!(
+            stats.bulk_queued_texts <= 2 * CHUNK,
+            "more than two chunks of one request in the lane: {stats:?}"
+        );
+        let got = worker
+            .embed(vec![format!("river {queries}"); CAPACITY])
+            .await
+            .expect("a query is admitted while bulk work is queued");
+        assert_eq!(got.len(), CAPACITY);
+        queries += 1;
+        if stats.bulk_backlog > 0 {
+            during += 1;
+        }
+    }
+    assert!(during > 0, "no query ran during the bulk work");
+
+    let vectors = bulk.await.unwrap().unwrap();
+    assert_some_equal(&encoder(), &texts, &vectors);
+    let stats = worker.stats();
+    assert_eq!(stats.rejected_requests, 1, "{stats:?}");
+    assert_eq!(stats.bulk_texts, BULK as u64);
+    assert_eq!(stats.texts, (BULK + queries * CAPACITY) as u64);
+    assert_eq!((stats.bulk_backlog, stats.bulk_queued_texts), (0, 0));
+    // Room again for bulk work.
+    let again = worker.embed_bulk(strings(&["one more passage"])).await;
+    assert_eq!(again.unwrap().len(), 1);
+}
+
+/// Bulk work whose caller goes away gives its place in the backlog back, and its queued
+/// chunks are skipped.
+#[test]
+fn dropped_bulk_work_gives_the_backlog_back() {
+    const BULK: usize = 5_000;
+    let worker = worker(WorkerOptions {
+        max_batch_size: 2,
+        bulk_chunk: 2_000,
+        max_bulk_queue: 100,
+        ..WorkerOptions::default()
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let texts = passages(BULK);
+    runtime.block_on(async {
+        let mut bulk = Box::pin(worker.embed_bulk(texts.clone()));
+        // The first poll admits the request and queues its first chunks.
+        assert!(futures_util::FutureExt::now_or_never(&mut bulk).is_none());
+        assert!(worker.stats().bulk_backlog > 0);
+        drop(bulk);
+    });
+    wait_for(&worker, "the backlog released", |s| {
+        s.bulk_backlog == 0 && s.bulk_queued_texts == 0 && s.running_texts == 0
+    });
+    let stats = worker.stats();
+    assert!(stats.cancelled_texts > 0, "{stats:?}");
+    assert!(stats.bulk_texts < BULK as u64, "{stats:?}");
+    // The limit is free again: other bulk work is admitted.
+    let got = runtime.block_on(worker.embed_bulk(texts[..10].to_vec()));
+    assert_eq!(got.unwrap().len(), 10);
 }

@@ -1,6 +1,7 @@
 //! The bulk importer against an in-process server on a real socket: bad lines reported by line
-//! number, resumption without re-sending, folder imports, stopping on an error, refused
-//! documents isolated from their batch.
+//! number, resumption without re-sending, documents without ids imported once however often
+//! their file is, folder imports, stopping on an error, refused documents isolated from their
+//! batch.
 
 mod common;
 
@@ -268,5 +269,71 @@ async fn a_refused_document_fails_alone() {
         other => panic!("{other:?}"),
     }
     assert_eq!(server.count("c").await, 2);
+    server.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_without_ids_are_imported_once_however_often_the_file_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    server.create("c").await;
+    let lines: Vec<String> = (1..=8)
+        .map(|i| {
+            json!({"text": format!("note number {i}"), "metadata": {"n": i, "odd": i % 2 == 1}})
+                .to_string()
+        })
+        .collect();
+    // The first half alone: an import that stopped part-way.
+    let partial = dir.path().join("partial.jsonl");
+    std::fs::write(&partial, lines[..4].join("\n")).unwrap();
+    // The whole file, with the first line repeated (its keys in another order) at the end.
+    let mut all = lines.clone();
+    all.push(r#"{"metadata": {"odd": true, "n": 1}, "text": "note number 1"}"#.to_owned());
+    let input = dir.path().join("docs.jsonl");
+    std::fs::write(&input, all.join("\n")).unwrap();
+
+    let summary = server.import(server.options("c", &partial)).await.unwrap();
+    assert!(summary.is_success(), "{summary}");
+    assert_eq!(summary.counts.imported, 4);
+    assert_eq!(server.count("c").await, 4);
+
+    // Resuming with the whole file sends only what is missing.
+    let summary = server.import(server.options("c", &input)).await.unwrap();
+    assert!(summary.is_success(), "{summary}");
+    let c = summary.counts;
+    assert_eq!((c.read, c.skipped, c.imported), (9, 5, 4), "{summary}");
+    assert_eq!(server.count("c").await, 8);
+
+    // Importing it all again changes and embeds nothing.
+    let calls = server.embedder.calls();
+    let summary = server.import(server.options("c", &input)).await.unwrap();
+    let c = summary.counts;
+    assert_eq!((c.read, c.skipped, c.imported), (9, 9, 0), "{summary}");
+    assert_eq!(server.embedder.calls(), calls, "nothing is re-sent");
+    assert_eq!(server.count("c").await, 8);
+
+    // Each document is there once, under its derived id, with its content.
+    let (status, page) = server
+        .app
+        .send(
+            Method::POST,
+            "/collections/c/documents/get",
+            Some(json!({"limit": 100})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let docs = page["documents"].as_array().unwrap();
+    let mut texts: Vec<&str> = docs.iter().map(|d| d["text"].as_str().unwrap()).collect();
+    texts.sort_unstable();
+    let mut expected: Vec<String> = (1..=8).map(|i| format!("note number {i}")).collect();
+    expected.sort_unstable();
+    assert_eq!(texts, expected);
+    for d in docs {
+        let id = d["id"].as_str().unwrap();
+        assert!(
+            id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{id}"
+        );
+    }
     server.close().await;
 }

@@ -458,7 +458,7 @@ async fn hold_encoder(
 ) -> tokio::task::JoinHandle<ServiceResult<Embeddings>> {
     let held = tokio::spawn({
         let svc = svc.clone();
-        async move { svc.embed(vec!["a question".into()]).await }
+        async move { svc.embed(vec!["a question".into()], "input", true).await }
     });
     gate.entered.notified().await;
     held
@@ -558,5 +558,324 @@ async fn steady_queries_end_the_wait_once_they_have_paid_for_the_indexing() {
     assert!(!held.is_finished(), "the encoder was busy throughout");
     gate.release(1);
     held.await.unwrap().unwrap();
+    svc.shutdown().await;
+}
+
+/// Background maintenance held at one of its pause points (see
+/// [`Service::set_maintenance_hook`]): the first time it reaches `point` it waits there until
+/// released or until this is dropped; later times pass through.
+struct Pause {
+    entered: tokio::sync::mpsc::UnboundedReceiver<()>,
+    go: std::sync::mpsc::Sender<()>,
+}
+
+impl Pause {
+    fn at(svc: &Service, collection: &str, point: &'static str) -> Pause {
+        let (entered_tx, entered) = tokio::sync::mpsc::unbounded_channel();
+        let (go, go_rx) = std::sync::mpsc::channel::<()>();
+        let go_rx = std::sync::Mutex::new(go_rx);
+        let paused = std::sync::atomic::AtomicBool::new(false);
+        let hook = move |at: &str| {
+            if at == point && !paused.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                let _ = entered_tx.send(());
+                let _ = go_rx.lock().unwrap().recv();
+            }
+        };
+        svc.set_maintenance_hook(collection, Some(Arc::new(hook)))
+            .unwrap();
+        Pause { entered, go }
+    }
+
+    /// Waits until maintenance is held at the point.
+    async fn reached(&mut self) {
+        tokio::time::timeout(Duration::from_secs(120), self.entered.recv())
+            .await
+            .expect("maintenance never reached the pause point")
+            .expect("the hook is alive");
+    }
+
+    fn release(&self) {
+        let _ = self.go.send(());
+    }
+}
+
+/// Runs `what` with a bound: work that waits on a paused maintenance step never ends, and the
+/// test should fail rather than hang.
+async fn unblocked<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(60), f)
+        .await
+        .unwrap_or_else(|_| panic!("{what} waited on background maintenance"))
+}
+
+fn one_hot(i: usize) -> Vec<f32> {
+    let mut v = vec![0.0f32; DIM];
+    v[i % DIM] = 1.0;
+    v[(i * 7 + 3) % DIM] = 0.5;
+    v
+}
+
+fn vector_doc(id: &str, vector: Vec<f32>) -> DocumentInput {
+    DocumentInput {
+        id: Some(id.into()),
+        vector: Some(vector),
+        ..Default::default()
+    }
+}
+
+/// Queries while a rebuild is held before its swap: approximate plan, right answers, and
+/// writes made meanwhile are honoured, before and after the swap.
+async fn check_queries_during_rebuild(
+    svc: &Arc<Service>,
+    name: &str,
+    plan: Plan,
+    data: &[f32],
+    live: &[usize],
+) {
+    let info = svc.get_collection(name).await.unwrap();
+    assert_eq!(info.index_state.status, "building");
+    for &i in live.iter().step_by(37) {
+        let q = &data[i * DIM..(i + 1) * DIM];
+        let r = svc.query(name, vq(q, 5)).await.unwrap();
+        assert_eq!(r.plan, plan, "the live index answers during the rebuild");
+        assert_eq!(ids(&r)[0], format!("d{i}"));
+        assert!(ids(&r).iter().all(|id| {
+            let n: usize = id.trim_start_matches('d').parse().unwrap();
+            live.contains(&n)
+        }));
+    }
+    // A passage written during the rebuild is found at once, on the approximate plan.
+    let fresh = one_hot(5);
+    svc.upsert_documents(name, vec![vector_doc("fresh", fresh.clone())])
+        .await
+        .unwrap();
+    let r = svc.query(name, vq(&fresh, 1)).await.unwrap();
+    assert_eq!((r.plan, ids(&r)[0].as_str()), (plan, "fresh"));
+    // A passage deleted during the rebuild, and one replaced, are gone at once.
+    let (gone, moved) = (live[10], live[11]);
+    svc.delete_documents(name, Selector::Ids(vec![format!("d{gone}")]))
+        .await
+        .unwrap();
+    svc.upsert_documents(name, vec![vector_doc(&format!("d{moved}"), one_hot(9))])
+        .await
+        .unwrap();
+    for i in [gone, moved] {
+        let r = svc
+            .query(name, vq(&data[i * DIM..(i + 1) * DIM], 10))
+            .await
+            .unwrap();
+        assert_eq!(r.plan, plan);
+        assert!(
+            (r.results[0].score - 1.0).abs() > 1e-4,
+            "d{i}'s old vector served"
+        );
+    }
+}
+
+/// After the swap: the new index holds what was written during the build, and nothing removed.
+async fn check_after_rebuild(
+    svc: &Arc<Service>,
+    name: &str,
+    plan: Plan,
+    data: &[f32],
+    live: &[usize],
+) {
+    wait_indexed(svc, name).await;
+    let info = svc.get_collection(name).await.unwrap();
+    assert_eq!(info.index_state.indexed as u64, info.passages);
+    let r = svc.query(name, vq(&one_hot(5), 1)).await.unwrap();
+    assert_eq!((r.plan, ids(&r)[0].as_str()), (plan, "fresh"));
+    let (gone, moved) = (live[10], live[11]);
+    for i in [gone, moved] {
+        let r = svc
+            .query(name, vq(&data[i * DIM..(i + 1) * DIM], 10))
+            .await
+            .unwrap();
+        assert!(
+            (r.results[0].score - 1.0).abs() > 1e-4,
+            "d{i}'s old vector served"
+        );
+    }
+    let r = svc.query(name, vq(&one_hot(9), 1)).await.unwrap();
+    assert_eq!(ids(&r)[0], format!("d{moved}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuilds_run_beside_the_live_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = open(dir.path()).await;
+
+    // HNSW compaction: a third of the graph deleted.
+    svc.create_collection("h", spec(IndexType::Hnsw))
+        .await
+        .unwrap();
+    let (docs, data) = vector_docs(600, 31);
+    svc.upsert_documents("h", docs).await.unwrap();
+    wait_indexed(&svc, "h").await;
+    let mut pause = Pause::at(&svc, "h", "built");
+    svc.delete_documents(
+        "h",
+        Selector::Ids((0..200).map(|i| format!("d{i}")).collect()),
+    )
+    .await
+    .unwrap();
+    pause.reached().await;
+    let live: Vec<usize> = (200..600).collect();
+    check_queries_during_rebuild(&svc, "h", Plan::Hnsw, &data, &live).await;
+    pause.release();
+    check_after_rebuild(&svc, "h", Plan::Hnsw, &data, &live).await;
+
+    // IVF regrowth: four times the size it was trained at.
+    svc.create_collection("v", spec(IndexType::Ivf))
+        .await
+        .unwrap();
+    let (docs, data) = vector_docs(1100, 32);
+    let mut docs = docs.into_iter();
+    svc.upsert_documents("v", docs.by_ref().take(250).collect())
+        .await
+        .unwrap();
+    wait_indexed(&svc, "v").await;
+    let mut pause = Pause::at(&svc, "v", "built");
+    svc.upsert_documents("v", docs.collect()).await.unwrap();
+    pause.reached().await;
+    let live: Vec<usize> = (0..1100).collect();
+    check_queries_during_rebuild(&svc, "v", Plan::Ivf, &data, &live).await;
+    pause.release();
+    check_after_rebuild(&svc, "v", Plan::Ivf, &data, &live).await;
+    svc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_being_written_holds_up_no_query_and_no_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let (docs, data) = vector_docs(600, 33);
+    {
+        let svc = open(dir.path()).await;
+        svc.create_collection("c", spec(IndexType::Hnsw))
+            .await
+            .unwrap();
+        // The first build is followed by a snapshot, held here mid-way.
+        let mut pause = Pause::at(&svc, "c", "snapshot");
+        svc.upsert_documents("c", docs).await.unwrap();
+        pause.reached().await;
+
+        let q = &data[7 * DIM..8 * DIM];
+        let r = unblocked("a query", svc.query("c", vq(q, 5)))
+            .await
+            .unwrap();
+        assert_eq!((r.plan, ids(&r)[0].as_str()), (Plan::Hnsw, "d7"));
+        let fresh = one_hot(2);
+        unblocked(
+            "an upsert",
+            svc.upsert_documents("c", vec![vector_doc("fresh", fresh.clone())]),
+        )
+        .await
+        .unwrap();
+        unblocked(
+            "a delete",
+            svc.delete_documents("c", Selector::Ids(vec!["d7".into()])),
+        )
+        .await
+        .unwrap();
+        let r = unblocked("a query", svc.query("c", vq(&fresh, 1)))
+            .await
+            .unwrap();
+        assert_eq!((r.plan, ids(&r)[0].as_str()), (Plan::Hnsw, "fresh"));
+        let r = unblocked("a query", svc.query("c", vq(q, 5)))
+            .await
+            .unwrap();
+        assert!(!ids(&r).contains(&"d7".to_string()), "deleted d7 served");
+        let info = unblocked("a description", svc.get_collection("c"))
+            .await
+            .unwrap();
+        assert_eq!((info.documents, info.passages), (600, 600));
+
+        pause.release();
+        wait_indexed(&svc, "c").await;
+        svc.shutdown().await;
+    }
+    // The snapshot written while writes went on, reconciled with them at the next start.
+    let svc = open(dir.path()).await;
+    wait_indexed(&svc, "c").await;
+    let info = svc.get_collection("c").await.unwrap();
+    assert_eq!((info.passages, info.index_state.indexed), (600, 600));
+    let r = svc
+        .query("c", vq(&data[7 * DIM..8 * DIM], 5))
+        .await
+        .unwrap();
+    assert_eq!(r.plan, Plan::Hnsw);
+    assert!(!ids(&r).contains(&"d7".to_string()));
+    let r = svc.query("c", vq(&one_hot(2), 1)).await.unwrap();
+    assert_eq!(ids(&r)[0], "fresh");
+    svc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removed_passages_are_never_returned_while_their_removal_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = open(dir.path()).await;
+    svc.create_collection("c", spec(IndexType::Hnsw))
+        .await
+        .unwrap();
+    let (docs, data) = vector_docs(900, 34);
+    // The indexer is held at its first snapshot, after the build: every removal from here on
+    // waits in its queue while queries run.
+    let mut pause = Pause::at(&svc, "c", "snapshot");
+    svc.upsert_documents("c", docs).await.unwrap();
+    pause.reached().await;
+    let deleted: Vec<usize> = (0..900).step_by(3).collect();
+    svc.delete_documents(
+        "c",
+        Selector::Ids(deleted.iter().map(|i| format!("d{i}")).collect()),
+    )
+    .await
+    .unwrap();
+    // Replaced: the same ids, other vectors (and no metadata).
+    let replaced: Vec<usize> = (1..900).step_by(30).collect();
+    svc.upsert_documents(
+        "c",
+        replaced
+            .iter()
+            .map(|&i| vector_doc(&format!("d{i}"), one_hot(i)))
+            .collect(),
+    )
+    .await
+    .unwrap();
+    let gone = |id: &str| {
+        let n: usize = id.trim_start_matches('d').parse().unwrap();
+        n.is_multiple_of(3)
+    };
+    for i in (0..900).step_by(7) {
+        let q = &data[i * DIM..(i + 1) * DIM];
+        for filter in [None, Some(json!({"even": true}))] {
+            let filtered = filter.is_some();
+            let r = svc
+                .query(
+                    "c",
+                    Query {
+                        filter,
+                        ..vq(q, 10)
+                    },
+                )
+                .await
+                .unwrap();
+            assert_eq!(r.plan, Plan::Hnsw);
+            assert_eq!(r.results.len(), 10);
+            for h in &r.results {
+                assert!(!gone(&h.document_id), "deleted {} served", h.document_id);
+            }
+            if replaced.contains(&i) || gone(&format!("d{i}")) {
+                assert!(
+                    (r.results[0].score - 1.0).abs() > 1e-4,
+                    "d{i}'s old vector served"
+                );
+            } else if !filtered || i.is_multiple_of(2) {
+                assert_eq!(r.results[0].document_id, format!("d{i}"));
+            }
+        }
+    }
+    pause.release();
+    wait_indexed(&svc, "c").await;
+    let info = svc.get_collection("c").await.unwrap();
+    assert_eq!(info.index_state.indexed, 600);
     svc.shutdown().await;
 }

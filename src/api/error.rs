@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::service::ServiceError;
+use crate::service::{LimitKind, ServiceError};
 
 /// Why a request failed, as the API reports it.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +113,11 @@ pub struct ErrorBody {
     /// What went wrong, for a person.
     #[schema(example = "collection 'docs' does not exist")]
     pub message: String,
+    /// With `limit_exceeded`: the setting whose limit the request is over, such as
+    /// `max_text_bytes` (the server's `--max-text-bytes`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = json!(null), nullable = false)]
+    pub limit: Option<&'static str>,
 }
 
 /// The internal detail of a 5xx response, kept in the response's extensions for the request
@@ -138,11 +143,22 @@ impl ApiError {
         match self {
             ApiError::Service(e) => match e {
                 ServiceError::InvalidInput { code, .. } => (StatusCode::BAD_REQUEST, code),
+                ServiceError::LimitExceeded { limit, .. } => (
+                    match limit.kind() {
+                        LimitKind::Size => StatusCode::PAYLOAD_TOO_LARGE,
+                        LimitKind::Range => StatusCode::BAD_REQUEST,
+                        LimitKind::Capacity => StatusCode::CONFLICT,
+                    },
+                    "limit_exceeded",
+                ),
                 ServiceError::InvalidName { .. } => {
                     (StatusCode::UNPROCESSABLE_ENTITY, "invalid_name")
                 }
                 ServiceError::CollectionNotFound(_) => {
                     (StatusCode::NOT_FOUND, "collection_not_found")
+                }
+                ServiceError::CollectionFailed { .. } => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "collection_failed")
                 }
                 ServiceError::DocumentNotFound { .. } => {
                     (StatusCode::NOT_FOUND, "document_not_found")
@@ -187,6 +203,11 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
         let retry_after = self.retry_after();
+        let limit = match &self {
+            ApiError::Service(ServiceError::LimitExceeded { limit, .. }) => Some(limit.name()),
+            ApiError::PayloadTooLarge { .. } => Some("max_body_bytes"),
+            _ => None,
+        };
         let detail = self.to_string();
         let message = if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
             INTERNAL_MESSAGE.to_owned()
@@ -197,6 +218,7 @@ impl IntoResponse for ApiError {
             error: ErrorBody {
                 code: code.to_owned(),
                 message,
+                limit,
             },
         };
         let mut response = (status, Json(body)).into_response();
@@ -235,14 +257,15 @@ pub mod responses {
     pub enum Common {
         /// `malformed_json`, `invalid_request` (a field of the wrong type, missing or unknown:
         /// the message names it), `invalid_path`, or a service code such as `empty_input`,
-        /// `dimension_mismatch`, `invalid_vector`, `bad_filter`, `invalid_parameter`.
+        /// `dimension_mismatch`, `invalid_vector`, `bad_filter`, `invalid_parameter`, or
+        /// `limit_exceeded` (a parameter over a server limit: `limit` names it).
         #[response(status = 400)]
         BadRequest(ErrorResponse),
-        /// `payload_too_large`: the body exceeds the server's limit.
+        /// `payload_too_large` (the body exceeds `max_body_bytes`) or `limit_exceeded` (the
+        /// request carries more than a limit allows: `limit` names it).
         #[response(status = 413)]
         PayloadTooLarge(ErrorResponse),
-        /// `unsupported_media_type`: a Content-Type other than JSON (a missing one is read as
-        /// JSON).
+        /// `unsupported_media_type`: a body without a JSON Content-Type.
         #[response(status = 415)]
         UnsupportedMediaType(ErrorResponse),
         /// `overloaded`: the embedding queue or the search slots are full; see `Retry-After`.
@@ -251,8 +274,10 @@ pub mod responses {
         /// `internal`: the server's own failure; the log has the details under the request id.
         #[response(status = 500)]
         Internal(ErrorResponse),
-        /// `not_ready` (still starting; see `Retry-After`), `unavailable` (shutting down) or
-        /// `timeout` (the request took longer than the server's request timeout).
+        /// `not_ready` (still starting; see `Retry-After`), `unavailable` (shutting down),
+        /// `timeout` (the request took longer than the server's request timeout) or
+        /// `collection_failed` (the collection could not be restored at start-up; the message
+        /// says why, and deleting it is the one operation it accepts).
         #[response(status = 503)]
         Unavailable(ErrorResponse),
     }

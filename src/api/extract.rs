@@ -16,12 +16,15 @@ use super::state::AppState;
 
 /// A JSON request body, deserialised into `T`.
 ///
-/// * The `Content-Type` must be JSON (`application/json`, or any `application/*+json`,
-///   parameters such as `charset` allowed) or absent, which is read as JSON so that
-///   `curl -X PUT URL` works without headers; anything else is 415 `unsupported_media_type`.
-///   (Note that `curl -d` without `-H 'Content-Type: application/json'` sends a form type and
-///   is refused.)
-/// * An empty body reads as `{}`, so endpoints whose fields all have defaults take no body.
+/// * A body must be declared JSON: `application/json`, or any `application/*+json`,
+///   parameters such as `charset` allowed. Anything else, a missing `Content-Type` included,
+///   is 415 `unsupported_media_type`. This is what keeps web pages out: a browser sends a
+///   cross-site request without asking the server first (no CORS preflight) only when its
+///   body is untyped or of a form or `text/plain` type, so refusing those means no page a
+///   user visits can write to, or delete from, a server without API keys. (`curl -d` without
+///   `-H 'Content-Type: application/json'` sends a form type and is refused too.)
+/// * An empty body (or only white space) reads as `{}`, so endpoints whose fields all have
+///   defaults take no body, with or without a `Content-Type` (`curl -X PUT URL` works).
 /// * A body over the server's limit is 413 `payload_too_large`.
 /// * A syntax error is 400 `malformed_json`; a well-formed body that does not fit `T` (wrong
 ///   type, missing or unknown field) is 400 `invalid_request`, and the message names the field
@@ -33,7 +36,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        check_content_type(req.headers())?;
+        let declared = check_content_type(req.headers())?;
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge {
@@ -43,13 +46,24 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
                 ApiError::bad_request("invalid_body", rejection.body_text())
             }
         })?;
+        if !declared && !is_blank(&bytes) {
+            return Err(ApiError::UnsupportedMediaType {
+                content_type: "(none)".to_owned(),
+            });
+        }
         parse_json(&bytes).map(ApiJson)
     }
 }
 
-fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+fn is_blank(bytes: &[u8]) -> bool {
+    bytes.iter().all(u8::is_ascii_whitespace)
+}
+
+/// Whether the request declares a JSON body (`true`) or declares nothing (`false`); any other
+/// type is refused.
+fn check_content_type(headers: &HeaderMap) -> Result<bool, ApiError> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
-        return Ok(());
+        return Ok(false);
     };
     let refuse = || ApiError::UnsupportedMediaType {
         content_type: String::from_utf8_lossy(value.as_bytes()).into_owned(),
@@ -67,16 +81,12 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
         Some(("application", subtype)) => subtype == "json" || subtype.ends_with("+json"),
         _ => false,
     };
-    if json { Ok(()) } else { Err(refuse()) }
+    if json { Ok(true) } else { Err(refuse()) }
 }
 
 /// Deserialises a JSON body, naming the offending field in the error.
 pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-        b"{}"
-    } else {
-        bytes
-    };
+    let bytes: &[u8] = if is_blank(bytes) { b"{}" } else { bytes };
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -136,7 +146,7 @@ mod tests {
             h.insert(header::CONTENT_TYPE, HeaderValue::from_str(v).unwrap());
             check_content_type(&h).is_ok()
         };
-        assert!(check_content_type(&HeaderMap::new()).is_ok());
+        assert!(!check_content_type(&HeaderMap::new()).unwrap());
         assert!(ok("application/json"));
         assert!(ok("application/json; charset=utf-8"));
         assert!(ok("application/merge-patch+json"));

@@ -3,9 +3,9 @@
 //! Two kinds of series:
 //!
 //! * **Recorded as requests pass**, by the [`track`] middleware into [`Metrics`]: a counter
-//!   and a latency histogram per method, route template (`/collections/:name/query`, never the
-//!   raw path, so that the number of series stays bounded; `unmatched` for paths no route has)
-//!   and status.
+//!   and a latency histogram per method (from a fixed set, `other` for the rest), route
+//!   template (`/collections/:name/query`, never the raw path; `unmatched` for paths no route
+//!   has) and status, so that no client can make the number of series grow.
 //! * **Read at scrape time** from what already keeps them, so that nothing is counted twice
 //!   and no other layer depends on this one: the embedding worker's queue and batch
 //!   statistics ([`Embedder::stats`](crate::embed::Embedder::stats)), each collection's
@@ -18,7 +18,7 @@
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus::proto::{
@@ -121,12 +121,28 @@ pub(crate) async fn track(State(state): State<AppState>, req: Request, next: Nex
         .map(|p| route_label(p.as_str()));
     let response = next.run(req).await;
     state.metrics().observe(
-        method.as_str(),
+        method_label(&method),
         route.as_deref().unwrap_or(UNMATCHED),
         response.status(),
         started.elapsed(),
     );
     response
+}
+
+/// A request method as a label value, from a fixed set: the method is whatever the client
+/// sent (HTTP allows any token), and this layer runs before authentication, so labelling
+/// series with it as sent would let any client create series without bound.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
 }
 
 /// A route template as a label value: `/collections/{name}/query` becomes

@@ -1,16 +1,21 @@
 //! The OpenAPI 3 document, generated from the handlers' `#[utoipa::path]` annotations and the
 //! DTOs' schemas, and served at `GET /openapi.json`.
 
-use std::sync::LazyLock;
-
+use axum::extract::State;
 use axum::http::{Method, header};
 use axum::response::IntoResponse;
 use utoipa::openapi::OpenApi as OpenApiDoc;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::path::ParameterIn;
+use utoipa::openapi::schema::{ArrayItems, Schema, SchemaType, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{IntoResponses, Modify, OpenApi};
+use utoipa::{IntoResponses, Modify, Number, OpenApi};
+
+use crate::service::Limits;
 
 use super::auth;
 use super::error::{ErrorResponse, responses};
+use super::state::AppState;
 
 /// The document's fixed parts: title, description, tags, shared schemas.
 #[derive(OpenApi)]
@@ -21,7 +26,8 @@ use super::error::{ErrorResponse, responses};
             of documents split into passages, embedded and indexed; k-nearest-neighbour queries \
             by text or vector with metadata filters; embeddings in OpenAI's and TEI's shapes.\n\n\
             Every response is JSON. Errors are `{\"error\": {\"code\", \"message\"}}` with a \
-            stable `code`. Request bodies are JSON (a missing Content-Type is read as JSON) and \
+            stable `code`. Request bodies are JSON and must say so (`Content-Type: \
+            application/json`; a body without it is refused with 415) and \
             unknown fields are refused with 400. Document ids are strings or non-negative \
             integers (stored as their decimal string). Each response carries an `x-request-id` \
             header (the client's own, or a generated one)."
@@ -102,23 +108,196 @@ pub fn document() -> OpenApiDoc {
     doc
 }
 
-/// Rendered once, on first request.
-static DOCUMENT_JSON: LazyLock<String> = LazyLock::new(|| {
-    document()
-        .to_json()
-        .expect("the OpenAPI document serialises. This is a bug.")
-});
+/// The document of a server with these limits: every bound the server enforces on a request
+/// is stated in the schema (`maximum`, `maxLength`, `maxItems`, the name pattern), so that
+/// clients generated from it, and fuzzers, know what will be refused.
+pub fn document_with(limits: &Limits) -> OpenApiDoc {
+    let mut doc = document();
+    state_limits(&mut doc, limits);
+    doc
+}
 
-/// This document.
+/// Bounds on one schema.
+#[derive(Clone, Copy, Default)]
+struct Bounds {
+    minimum: Option<usize>,
+    maximum: Option<usize>,
+    max_length: Option<usize>,
+    min_items: Option<usize>,
+    max_items: Option<usize>,
+}
+
+/// Applies `b` to a schema: numbers and strings to an object schema, item counts to an array
+/// schema (and string lengths to its items), and both to each alternative of a `oneOf`.
+fn bound(schema: &mut Schema, b: Bounds) {
+    match schema {
+        Schema::Object(o) => {
+            if b.minimum.is_some() {
+                o.minimum = b.minimum.map(Number::UInt);
+            }
+            if b.maximum.is_some() {
+                o.maximum = b.maximum.map(Number::UInt);
+            }
+            let string = match &o.schema_type {
+                SchemaType::Type(t) => *t == Type::String,
+                SchemaType::Array(ts) => ts.contains(&Type::String),
+                SchemaType::AnyValue => false,
+            };
+            if string && b.max_length.is_some() {
+                o.max_length = b.max_length;
+            }
+        }
+        Schema::Array(a) => {
+            if b.max_items.is_some() {
+                a.max_items = b.max_items;
+            }
+            if b.min_items.is_some() {
+                a.min_items = b.min_items;
+            }
+            if let (Some(_), ArrayItems::RefOrSchema(item)) = (b.max_length, &mut a.items)
+                && let RefOr::T(item) = item.as_mut()
+            {
+                bound(
+                    item,
+                    Bounds {
+                        max_length: b.max_length,
+                        ..Bounds::default()
+                    },
+                );
+            }
+        }
+        Schema::OneOf(one) => {
+            for item in &mut one.items {
+                if let RefOr::T(item) = item {
+                    bound(item, b);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn state_limits(doc: &mut OpenApiDoc, limits: &Limits) {
+    let at_most = |max: usize| Bounds {
+        minimum: Some(1),
+        maximum: Some(max),
+        ..Bounds::default()
+    };
+    let items = |max: usize| Bounds {
+        min_items: Some(1),
+        max_items: Some(max),
+        ..Bounds::default()
+    };
+    let text = Bounds {
+        max_length: Some(limits.max_text_bytes),
+        ..Bounds::default()
+    };
+    let rules: [(&str, &str, Bounds); 17] = [
+        ("QueryRequest", "k", at_most(limits.max_k)),
+        ("QueryRequest", "query", text),
+        ("QueryParams", "ef", at_most(limits.max_ef)),
+        ("QueryParams", "nprobe", at_most(limits.max_nprobe)),
+        ("IndexSettings", "ef", at_most(limits.max_ef)),
+        ("IndexSettings", "nprobe", at_most(limits.max_nprobe)),
+        ("IndexSettings", "nlist", at_most(limits.max_nlist)),
+        (
+            "IndexSettings",
+            "m",
+            Bounds {
+                minimum: Some(2),
+                ..at_most(128)
+            },
+        ),
+        ("IndexSettings", "ef_construction", at_most(4096)),
+        ("CreateCollectionRequest", "dimension", at_most(65_536)),
+        ("BatchQueryRequest", "queries", items(limits.max_batch)),
+        ("UpsertRequest", "documents", items(limits.max_documents)),
+        ("DeleteDocumentsRequest", "ids", items(limits.max_documents)),
+        ("GetDocumentsRequest", "ids", items(limits.max_documents)),
+        (
+            "OpenAiEmbeddingsRequest",
+            "input",
+            Bounds {
+                max_items: Some(limits.max_batch),
+                min_items: Some(1),
+                ..text
+            },
+        ),
+        (
+            "TeiEmbedRequest",
+            "inputs",
+            Bounds {
+                max_items: Some(limits.max_batch),
+                min_items: Some(1),
+                ..text
+            },
+        ),
+        (
+            "GetDocumentsRequest",
+            "limit",
+            at_most(crate::service::MAX_PAGE as usize),
+        ),
+    ];
+    let Some(components) = doc.components.as_mut() else {
+        return;
+    };
+    for (schema, property, b) in rules {
+        let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(schema) else {
+            debug_assert!(false, "no schema {schema}. This is a bug.");
+            continue;
+        };
+        match object.properties.get_mut(property) {
+            Some(RefOr::T(p)) => bound(p, b),
+            _ => debug_assert!(false, "no property {schema}.{property}. This is a bug."),
+        }
+    }
+    // Collection names: what `valid_name` accepts, so that generated names are real ones.
+    for item in doc.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+        ];
+        for operation in operations.into_iter().flatten() {
+            for param in operation.parameters.iter_mut().flatten() {
+                let RefOr::T(param) = param else { continue };
+                if param.parameter_in != ParameterIn::Path {
+                    continue;
+                }
+                if let Some(RefOr::T(Schema::Object(o))) = param.schema.as_mut() {
+                    match param.name.as_str() {
+                        "name" => o.pattern = Some(NAME_PATTERN.to_owned()),
+                        "id" => {
+                            o.min_length = Some(1);
+                            o.max_length = Some(crate::service::MAX_ID_BYTES);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The collection names [`valid_name`](crate::service::valid_name) accepts.
+const NAME_PATTERN: &str = "^[A-Za-z0-9_-]{1,64}$";
+
+/// This server's document, with its limits.
 #[utoipa::path(
     get,
     path = "/openapi.json",
     tag = "health",
-    responses((status = 200, description = "The OpenAPI 3 document of this API.", content_type = "application/json"))
+    responses((status = 200, description = "The OpenAPI 3 document of this API, with the limits \
+        of this server.", content_type = "application/json"))
 )]
-pub async fn openapi_json() -> impl IntoResponse {
+pub async fn openapi_json(State(state): State<AppState>) -> impl IntoResponse {
+    let limits = state
+        .service()
+        .map(|s| s.limits().clone())
+        .unwrap_or_default();
     (
         [(header::CONTENT_TYPE, "application/json")],
-        DOCUMENT_JSON.as_str(),
+        state.openapi_json(&limits),
     )
 }

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 
@@ -57,6 +58,8 @@ struct Shared {
     service: OnceLock<Arc<Service>>,
     draining: AtomicBool,
     metrics: Metrics,
+    /// The OpenAPI document with the service's limits, rendered on first request once ready.
+    openapi: OnceLock<Bytes>,
 }
 
 impl AppState {
@@ -69,6 +72,7 @@ impl AppState {
                 service: OnceLock::new(),
                 draining: AtomicBool::new(false),
                 metrics: Metrics::new(),
+                openapi: OnceLock::new(),
             }),
         }
     }
@@ -96,6 +100,23 @@ impl AppState {
     /// The HTTP limits.
     pub fn settings(&self) -> &ApiSettings {
         &self.inner.settings
+    }
+
+    /// The OpenAPI document for `limits`, as JSON. Once the service is ready its limits are
+    /// fixed, so the document is rendered once; before that it is rendered per request.
+    pub(crate) fn openapi_json(&self, limits: &crate::service::Limits) -> Bytes {
+        let render = || {
+            Bytes::from(
+                super::openapi::document_with(limits)
+                    .to_json()
+                    .expect("the OpenAPI document serialises. This is a bug."),
+            )
+        };
+        if self.service().is_some() {
+            self.inner.openapi.get_or_init(render).clone()
+        } else {
+            render()
+        }
     }
 
     /// The series the HTTP layer records.

@@ -58,7 +58,9 @@ pub(crate) struct Args {
     timeout: Duration,
 
     /// A JSONL file (one {"id", "text", "vector", "metadata"} object per line), or a folder
-    /// whose .txt and .md files are imported with their relative path as id.
+    /// whose .txt and .md files are imported with their relative path as id. A line without an
+    /// id gets one derived from its content (a SHA-256 digest of its text, vector and
+    /// metadata), so that importing the file again never adds it twice.
     path: PathBuf,
 }
 

@@ -80,9 +80,25 @@ pub(crate) struct WorkerArgs {
     #[arg(long, env = "VICINITY_MAX_BATCH_TOKENS", default_value_t = WorkerOptions::default().max_batch_tokens)]
     pub(crate) max_batch_tokens: usize,
 
-    /// Most texts waiting for the model; requests beyond it are refused as overloaded.
+    /// Most query and embedding-endpoint texts waiting for the model; requests beyond it are
+    /// refused as overloaded (429).
     #[arg(long, env = "VICINITY_EMBED_QUEUE", default_value_t = WorkerOptions::default().queue_capacity)]
     pub(crate) queue_capacity: usize,
+
+    /// Most passages of upserts admitted and not yet embedded, over all upserts; an upsert
+    /// beyond it is refused as overloaded (429), unless nothing else waits.
+    #[arg(long, env = "VICINITY_MAX_BULK_QUEUE", default_value_t = WorkerOptions::default().max_bulk_queue)]
+    pub(crate) max_bulk_queue: usize,
+
+    /// Passages of one upsert that enter the model's queue at a time, so that concurrent
+    /// upserts take turns.
+    #[arg(long, env = "VICINITY_BULK_CHUNK", default_value_t = WorkerOptions::default().bulk_chunk)]
+    pub(crate) bulk_chunk: usize,
+
+    /// Share of the model's tokens upserts are owed while queries also wait (0 to 1; 0 gives
+    /// queries strict priority).
+    #[arg(long, env = "VICINITY_BULK_MIN_SHARE", default_value_t = WorkerOptions::default().bulk_min_share)]
+    pub(crate) bulk_min_share: f64,
 }
 
 impl WorkerArgs {
@@ -92,6 +108,9 @@ impl WorkerArgs {
             max_batch_size: self.max_batch_size,
             max_batch_tokens: self.max_batch_tokens,
             queue_capacity: self.queue_capacity,
+            max_bulk_queue: self.max_bulk_queue,
+            bulk_chunk: self.bulk_chunk,
+            bulk_min_share: self.bulk_min_share,
             ..WorkerOptions::default()
         };
         EmbeddingWorker::new(encoder, options).context("cannot start the embedding worker")

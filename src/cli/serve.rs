@@ -77,9 +77,17 @@ async fn serve(
             read_only_keys = keys.read_only_count(),
             "API keys required on every route but /healthz and /readyz"
         );
+    } else if addr.ip().is_loopback() {
+        tracing::info!("no API key configured: every route is open to processes on this machine");
     } else {
-        // An empty VICINITY_API_KEY also lands here, so say it loudly.
-        tracing::warn!("no API key configured: every route is open to anyone who can reach it");
+        // Reachable from other machines with no key: anyone on the network can read, write and
+        // delete. An empty VICINITY_API_KEY also lands here (it is refused at start), so say it
+        // loudly.
+        tracing::warn!(
+            %addr,
+            "no API key configured and listening beyond loopback: every route is open to \
+             anyone who can reach this address; set VICINITY_API_KEY, or listen on 127.0.0.1"
+        );
     }
 
     let state = AppState::starting(settings.api.clone());

@@ -31,6 +31,18 @@ pub trait Embedder: Send + Sync {
     /// more work now (retry later); other variants for a failure of the model or tokenizer.
     async fn embed(&self, texts: Vec<String>) -> EmbedResult<Vec<Vec<f32>>>;
 
+    /// Embeds `texts` as bulk work: the passages of documents being ingested, which can be
+    /// many and whose caller can wait. The result is what [`embed`](Self::embed) gives, but an
+    /// embedder that queues work runs these after the interactive texts of `embed` (queries),
+    /// so that a query never waits behind ingest. The default embeds them as `embed` does.
+    ///
+    /// # Errors
+    /// [`EmbedError::BulkOverloaded`](super::EmbedError::BulkOverloaded) when the embedder's
+    /// ingest backlog is full (retry later); as [`embed`](Self::embed) otherwise.
+    async fn embed_bulk(&self, texts: Vec<String>) -> EmbedResult<Vec<Vec<f32>>> {
+        self.embed(texts).await
+    }
+
     /// The model's name, e.g. `sentence-transformers/all-MiniLM-L6-v2`.
     fn model_id(&self) -> &str;
 

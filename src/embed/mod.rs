@@ -140,7 +140,7 @@ pub enum EmbedError {
         /// Why each source failed.
         reason: String,
     },
-    /// The embedding queue is full: retry later.
+    /// The embedding queue for interactive requests is full: retry later.
     #[error(
         "the embedding queue is full ({queued} texts waiting, capacity {capacity}); retry later"
     )]
@@ -149,6 +149,17 @@ pub enum EmbedError {
         queued: usize,
         /// The queue's capacity, in texts.
         capacity: usize,
+    },
+    /// The ingest backlog (passages of upserts waiting to be embedded) is full: retry later.
+    #[error(
+        "the ingest backlog is full ({backlog} passages waiting to be embedded, limit \
+         {limit}: the max_bulk_queue setting); retry later"
+    )]
+    BulkOverloaded {
+        /// Bulk texts admitted and not yet embedded when the request came.
+        backlog: usize,
+        /// The limit on them.
+        limit: usize,
     },
     /// The embedding worker has shut down, or its model thread has died.
     #[error("the embedding worker is not running")]

@@ -4,18 +4,39 @@
 //! # Pipeline
 //!
 //! ```text
-//! embed(texts) ─admission─▶ tokenizer thread(s) ─▶ queue ─▶ model thread ─▶ oneshot reply
+//!                  ┌─ interactive lane ─┐
+//! embed(texts) ─admission─▶ tokenizer thread(s) ─┤                    ├─▶ model thread ─▶ oneshot reply
+//! embed_bulk(texts) ─admission, in chunks─▶      └─ bulk lane ────────┘
 //! ```
 //!
-//! * **Admission** happens synchronously in [`EmbeddingWorker::submit`]: the worker counts the
-//!   texts admitted but not yet taken into a batch, and refuses a request that would take that
+//! * **Two lanes.** [`Embedder::embed`] (query texts, the embeddings endpoints) feeds the
+//!   *interactive* lane; [`Embedder::embed_bulk`] (document passages of an upsert) feeds the
+//!   *bulk* lane. The model thread fills every batch from the interactive lane first, so a
+//!   query text that fits in a batch waits for at most the batch already running, however much
+//!   ingest is queued; bulk texts take the room the queries leave, and whole batches when no
+//!   query waits.
+//! * **Bulk keeps a minimum share.** Under query load that fills every batch, bulk work would
+//!   never run, and an upsert would wait until its request timed out. So while both lanes
+//!   wait, the bulk lane is owed [`WorkerOptions::bulk_min_share`] of the tokens the model
+//!   runs: what it is owed and did not get (because queries filled the batches) goes to the
+//!   front of a later batch. Bulk that already takes more than its share from leftover room is
+//!   owed nothing, so without query saturation the share changes nothing.
+//! * **Admission** happens synchronously: [`EmbeddingWorker::submit`] counts the interactive
+//!   texts admitted but not yet taken into a batch and refuses a request that would take that
 //!   count above [`WorkerOptions::queue_capacity`] with [`EmbedError::Overloaded`], at once and
-//!   before any work is spent on it.
+//!   before any work is spent on it. A bulk request is admitted whole against
+//!   [`WorkerOptions::max_bulk_queue`] (texts of bulk requests admitted and not yet embedded),
+//!   or refused with [`EmbedError::BulkOverloaded`]; once admitted it enters the bulk lane in
+//!   chunks of [`WorkerOptions::bulk_chunk`] texts, at most two at a time, so that its
+//!   tokenized texts take bounded memory, concurrent bulk requests take turns chunk by chunk,
+//!   and a bulk request larger than any queue is still admitted (it is refused only when other
+//!   bulk work fills the backlog, never for its own size).
 //! * **Tokenization** runs on threads of its own (`embed-tokenize-{i}`), so that the next
 //!   requests are tokenized while the model runs the current batch, and so that the token
-//!   counts the batcher budgets with are known when a request reaches the queue.
-//! * **Batching** runs on the model thread (`embed-model`) whenever it is free: it takes
-//!   requests first come, first served, sequence by sequence, until the batch holds
+//!   counts the batcher budgets with are known when a request reaches its lane. Interactive
+//!   requests are tokenized first; a bulk chunk being tokenized gives way to them between texts.
+//! * **Batching** runs on the model thread (`embed-model`) whenever it is free: it takes texts
+//!   first come, first served within each lane, until the batch holds
 //!   [`WorkerOptions::max_batch_size`] texts or the next text would take it past
 //!   [`WorkerOptions::max_batch_tokens`]. A batch always takes at least one text, so a text
 //!   longer than the token budget runs alone rather than being refused; a request with more
@@ -24,20 +45,21 @@
 //! * **The batch** is sorted longest first before the forward pass. The encoder runs sequences
 //!   unpadded, so sorting cannot cut padding; it keeps sequences of similar length in the same
 //!   internal pass and lets the per-sequence attention work, scheduled longest first, balance
-//!   over the encoder's threads. The queue itself is not sorted by length: with no padding to
-//!   save, that would only let short texts overtake long ones indefinitely.
+//!   over the encoder's threads. The lanes themselves are not sorted by length: with no padding
+//!   to save, that would only let short texts overtake long ones indefinitely.
 //! * **Replies** go back over oneshot channels, each request's vectors in its own order, when
 //!   its last text has been embedded.
 //!
 //! Dropping the worker (or [`EmbeddingWorker::shutdown`]) stops admission, finishes every
-//! admitted request and joins the threads; it blocks until then, so drop the last handle
-//! outside the async runtime's worker threads (or accept the wait at shutdown).
+//! admitted request (a bulk request: the chunks already in its lane; the next chunk is refused
+//! with [`EmbedError::WorkerStopped`]) and joins the threads; it blocks until then, so drop the
+//! last handle outside the async runtime's worker threads (or accept the wait at shutdown).
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
@@ -51,6 +73,10 @@ use super::{EmbedError, EmbedResult, Embedder, Encoded, SentenceEncoder};
 /// What a request's caller receives.
 type Reply = EmbedResult<Vec<Vec<f32>>>;
 
+/// Chunks of one bulk request in its lane at once: one being embedded while the next is
+/// tokenized and waits, so that the model never waits for a bulk caller to send more.
+const BULK_CHUNKS_IN_FLIGHT: usize = 2;
+
 /// Settings of an [`EmbeddingWorker`]. The defaults suit a small sentence encoder on a CPU.
 #[derive(Clone, Debug)]
 pub struct WorkerOptions {
@@ -63,12 +89,32 @@ pub struct WorkerOptions {
     /// tokens per batch up, while every extra token lengthens the wait of requests that arrive
     /// during the batch.
     pub max_batch_tokens: usize,
-    /// Most texts admitted but not yet taken into a batch (being tokenized or queued), over all
-    /// requests; the request that would exceed it is refused with
-    /// [`EmbedError::Overloaded`]. A request with more texts than the whole capacity is
-    /// admitted only when nothing else is waiting, so it is delayed, never refused forever.
+    /// Most texts of interactive requests ([`Embedder::embed`]: queries, the embeddings
+    /// endpoints) admitted but not yet taken into a batch (being tokenized or queued); the
+    /// request that would exceed it is refused with [`EmbedError::Overloaded`]. A request with
+    /// more texts than the whole capacity is admitted only when no other interactive text is
+    /// waiting, so it is delayed, never refused forever. Bulk work does not count here.
     /// Default 4096.
     pub queue_capacity: usize,
+    /// Most texts of bulk requests ([`Embedder::embed_bulk`]: the passages of upserts) admitted
+    /// and not yet embedded, over all of them (the ingest backlog). A bulk request that would
+    /// take the backlog past it is refused with [`EmbedError::BulkOverloaded`], unless the
+    /// backlog is empty: a single request larger than this is admitted alone rather than
+    /// refused for its size. The texts themselves are already in the callers' memory; what
+    /// this bounds is how long an admitted upsert can wait behind others (at a few hundred
+    /// passages per second on a CPU, the default is minutes of work). Default 65 536.
+    pub max_bulk_queue: usize,
+    /// Texts of a bulk request that enter the bulk lane (are tokenized and queued) at a time;
+    /// a request has at most two such chunks in the lane, so concurrent upserts take turns
+    /// chunk by chunk and the tokenized texts waiting are bounded. Default 256.
+    pub bulk_chunk: usize,
+    /// Share of the model's tokens the bulk lane is owed while both lanes have work, between
+    /// 0 and 1. Queries always fill a batch first; when they fill batch after batch, what the
+    /// bulk lane was owed and did not get goes first into a later batch, so that upserts
+    /// progress at this share of the model's throughput rather than stopping (and timing out)
+    /// under saturating query load. 0 gives queries strict priority: bulk work then runs only
+    /// in the room queries leave. Default 0.1.
+    pub bulk_min_share: f64,
     /// Threads that tokenize requests ahead of the model thread. Default 1: tokenizing costs
     /// about 1 % of embedding.
     pub tokenizer_threads: usize,
@@ -80,6 +126,9 @@ impl Default for WorkerOptions {
             max_batch_size: 128,
             max_batch_tokens: 2048,
             queue_capacity: 4096,
+            max_bulk_queue: 65_536,
+            bulk_chunk: 256,
+            bulk_min_share: 0.1,
             tokenizer_threads: 1,
         }
     }
@@ -122,24 +171,32 @@ impl BatchHistogram {
     }
 }
 
-/// A snapshot of an [`EmbeddingWorker`]'s queue and of the batches it has run. Counters are
+/// A snapshot of an [`EmbeddingWorker`]'s lanes and of the batches it has run. Counters are
 /// totals since the worker started.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WorkerStats {
-    /// Texts admitted and not yet taken into a batch (being tokenized or queued): what
-    /// [`WorkerOptions::queue_capacity`] bounds.
+    /// Interactive texts admitted and not yet taken into a batch (being tokenized or queued):
+    /// what [`WorkerOptions::queue_capacity`] bounds.
     pub queued_texts: usize,
-    /// Requests with texts not yet taken into a batch.
+    /// Interactive requests with texts not yet taken into a batch.
     pub queued_requests: usize,
+    /// Bulk texts in the bulk lane (their chunk is being tokenized or queued) and not yet taken
+    /// into a batch.
+    pub bulk_queued_texts: usize,
+    /// Texts of bulk requests admitted and not yet embedded, in the lane or waiting for their
+    /// chunk to enter it: what [`WorkerOptions::max_bulk_queue`] bounds.
+    pub bulk_backlog: usize,
     /// Texts in the batch the model is running now (0 when idle).
     pub running_texts: usize,
     /// Batches run.
     pub batches: u64,
-    /// Texts embedded.
+    /// Texts embedded, both lanes.
     pub texts: u64,
+    /// Texts embedded from the bulk lane.
+    pub bulk_texts: u64,
     /// Tokens embedded.
     pub tokens: u64,
-    /// Requests refused with [`EmbedError::Overloaded`].
+    /// Requests refused with [`EmbedError::Overloaded`] or [`EmbedError::BulkOverloaded`].
     pub rejected_requests: u64,
     /// Texts skipped because their caller had gone away.
     pub cancelled_texts: u64,
@@ -151,7 +208,22 @@ pub struct WorkerStats {
     pub batch_texts: BatchHistogram,
     /// Tokens per batch.
     pub batch_tokens: BatchHistogram,
+    /// For each interactive request, the batches that started from the moment it was queued
+    /// (tokenized) to the one that took its last text, that one included: 1 when it went into
+    /// the next batch, however much bulk work was queued ahead of it.
+    pub interactive_waits: BatchHistogram,
 }
+
+/// The two queues the model thread takes work from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lane {
+    /// Texts a caller waits for interactively: queries, the embeddings endpoints.
+    Interactive = 0,
+    /// Document passages of upserts.
+    Bulk = 1,
+}
+
+const LANES: [Lane; 2] = [Lane::Interactive, Lane::Bulk];
 
 /// A request on its way through the worker: tokenized texts, how far batching has got, and
 /// the results so far.
@@ -163,20 +235,27 @@ struct Request {
     done: usize,
     vectors: Vec<Vec<f32>>,
     reply: oneshot::Sender<Reply>,
+    /// Batches started before the request reached its lane.
+    queued_at: u64,
 }
 
 /// Work for a tokenizer thread.
 struct TokenizeJob {
     texts: Vec<String>,
     reply: oneshot::Sender<Reply>,
+    lane: Lane,
 }
 
 /// State shared by the caller side, the tokenizer threads and the model thread.
 struct State {
-    /// Tokenized requests waiting for the model thread.
-    queue: VecDeque<Request>,
-    /// Requests admitted and not yet pushed to `queue`.
+    /// Requests admitted and waiting for a tokenizer thread, by lane.
+    jobs: [VecDeque<TokenizeJob>; 2],
+    /// Tokenized requests waiting for the model thread, by lane.
+    lanes: [VecDeque<Request>; 2],
+    /// Requests admitted and not yet pushed to a lane.
     tokenizing: usize,
+    /// Batches the model thread has started.
+    batches_started: u64,
     /// No new requests are admitted; the threads finish what they have and exit.
     closing: bool,
     /// The model thread has exited; nothing will be answered any more.
@@ -188,6 +267,11 @@ struct Shared {
     state: Mutex<State>,
     /// Signals the model thread: work was queued, or the worker is closing.
     work: Condvar,
+    /// Signals the tokenizer threads: a job was admitted, or the worker is closing.
+    jobs: Condvar,
+    /// Interactive jobs waiting for a tokenizer thread; read without the lock by a thread
+    /// tokenizing a bulk chunk, to give way between its texts.
+    interactive_jobs: AtomicUsize,
     options: WorkerOptions,
 }
 
@@ -199,23 +283,25 @@ impl Shared {
 }
 
 /// The production [`Embedder`]: a [`SentenceEncoder`] run on a dedicated model thread that
-/// batches concurrent requests, fed by tokenizer threads through a bounded queue.
+/// batches concurrent requests, fed by tokenizer threads through two bounded lanes.
 ///
-/// A request is admitted or refused ([`EmbedError::Overloaded`]) when it is submitted, then
-/// tokenized off the model thread. Whenever the model thread is free it takes the queued texts
-/// first come, first served, up to [`WorkerOptions::max_batch_size`] texts and
-/// [`WorkerOptions::max_batch_tokens`] tokens (at least one text, however long), runs them
-/// longest first, and answers each request once all its texts are done, in its own order.
-/// Texts of callers that have gone away are skipped. Dropping the worker (or
-/// [`shutdown`](Self::shutdown)) finishes every admitted request and joins the threads,
-/// blocking until then.
+/// An interactive request ([`Embedder::embed`], [`submit`](Self::submit)) is admitted or
+/// refused ([`EmbedError::Overloaded`]) when it is submitted; a bulk request
+/// ([`Embedder::embed_bulk`]) is admitted against the ingest backlog
+/// ([`EmbedError::BulkOverloaded`]) and then enters its lane in chunks. Whenever the model
+/// thread is free it fills a batch from the interactive lane first, then from the bulk lane,
+/// up to [`WorkerOptions::max_batch_size`] texts and [`WorkerOptions::max_batch_tokens`] tokens
+/// (at least one text, however long), keeping the bulk lane its
+/// [`WorkerOptions::bulk_min_share`]; runs them longest first, and answers each request once
+/// all its texts are done, in its own order. Texts of callers that have gone away are
+/// skipped. Dropping the worker (or [`shutdown`](Self::shutdown)) finishes every queued
+/// request and joins the threads, blocking until then.
 ///
-/// Its futures need no particular async runtime (they wait on a oneshot channel), and the
+/// Its futures need no particular async runtime (they wait on oneshot channels), and the
 /// worker never runs model or tokenizer work on the caller's thread.
 pub struct EmbeddingWorker {
     encoder: Arc<SentenceEncoder>,
     shared: Arc<Shared>,
-    jobs: Option<mpsc::Sender<TokenizeJob>>,
     tokenizers: Vec<JoinHandle<()>>,
     model: Option<JoinHandle<()>>,
 }
@@ -262,17 +348,42 @@ impl Future for PendingEmbeddings {
     }
 }
 
+/// A bulk request's share of the ingest backlog: released chunk by chunk as they are
+/// embedded, and whole when the request ends early (refused chunk, failure, caller gone).
+struct BulkBacklog {
+    shared: Arc<Shared>,
+    remaining: usize,
+}
+
+impl BulkBacklog {
+    fn release(&mut self, n: usize) {
+        self.shared.lock().stats.bulk_backlog -= n;
+        self.remaining -= n;
+    }
+}
+
+impl Drop for BulkBacklog {
+    fn drop(&mut self) {
+        if self.remaining > 0 {
+            self.shared.lock().stats.bulk_backlog -= self.remaining;
+        }
+    }
+}
+
 impl EmbeddingWorker {
     /// Starts the model thread and the tokenizer threads around `encoder`.
     ///
     /// # Errors
-    /// [`EmbedError::InvalidOptions`] for a zero in `options`; [`EmbedError::ThreadPool`] when
-    /// a thread cannot be started.
+    /// [`EmbedError::InvalidOptions`] for a zero in `options` or a
+    /// [`bulk_min_share`](WorkerOptions::bulk_min_share) outside 0..=1;
+    /// [`EmbedError::ThreadPool`] when a thread cannot be started.
     pub fn new(encoder: SentenceEncoder, options: WorkerOptions) -> EmbedResult<Self> {
         for (name, value) in [
             ("max_batch_size", options.max_batch_size),
             ("max_batch_tokens", options.max_batch_tokens),
             ("queue_capacity", options.queue_capacity),
+            ("max_bulk_queue", options.max_bulk_queue),
+            ("bulk_chunk", options.bulk_chunk),
             ("tokenizer_threads", options.tokenizer_threads),
         ] {
             if value == 0 {
@@ -281,24 +392,31 @@ impl EmbeddingWorker {
                 )));
             }
         }
+        if !(0.0..=1.0).contains(&options.bulk_min_share) {
+            return Err(EmbedError::InvalidOptions(format!(
+                "bulk_min_share must be between 0 and 1, got {}",
+                options.bulk_min_share
+            )));
+        }
         let encoder = Arc::new(encoder);
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
-                queue: VecDeque::new(),
+                jobs: [VecDeque::new(), VecDeque::new()],
+                lanes: [VecDeque::new(), VecDeque::new()],
                 tokenizing: 0,
+                batches_started: 0,
                 closing: false,
                 stopped: false,
                 stats: WorkerStats::default(),
             }),
             work: Condvar::new(),
+            jobs: Condvar::new(),
+            interactive_jobs: AtomicUsize::new(0),
             options,
         });
-        let (jobs, job_rx) = mpsc::channel::<TokenizeJob>();
-        let job_rx = Arc::new(Mutex::new(job_rx));
         let mut worker = EmbeddingWorker {
             encoder: Arc::clone(&encoder),
             shared: Arc::clone(&shared),
-            jobs: Some(jobs),
             tokenizers: Vec::new(),
             model: None,
         };
@@ -320,8 +438,7 @@ impl EmbeddingWorker {
                 .spawn({
                     let encoder = Arc::clone(&encoder);
                     let shared = Arc::clone(&shared);
-                    let job_rx = Arc::clone(&job_rx);
-                    move || tokenizer_thread(&encoder, &shared, &job_rx)
+                    move || tokenizer_thread(&encoder, &shared)
                 })
                 .map_err(spawn_error)?;
             worker.tokenizers.push(handle);
@@ -339,20 +456,26 @@ impl EmbeddingWorker {
         &self.shared.options
     }
 
-    /// A snapshot of the queue and the batch statistics.
+    /// A snapshot of the lanes and the batch statistics.
     pub fn stats(&self) -> WorkerStats {
         self.shared.lock().stats.clone()
     }
 
-    /// Admits a request for embedding `texts` now, or refuses it: the returned future then
-    /// only waits for the result. This is [`Embedder::embed`] split at the point where the
-    /// request is accepted, for callers that want to know that before awaiting.
+    /// Admits an interactive request for embedding `texts` now, or refuses it: the returned
+    /// future then only waits for the result. This is [`Embedder::embed`] split at the point
+    /// where the request is accepted, for callers that want to know that before awaiting.
     ///
     /// # Errors
-    /// [`EmbedError::Overloaded`] when the queue has no room for `texts`;
+    /// [`EmbedError::Overloaded`] when the interactive lane has no room for `texts`;
     /// [`EmbedError::WorkerStopped`] when the worker is shutting down or its model thread is
     /// gone.
     pub fn submit(&self, texts: Vec<String>) -> EmbedResult<PendingEmbeddings> {
+        self.enqueue(texts, Lane::Interactive)
+    }
+
+    /// Hands `texts` to the tokenizer threads for `lane`: interactive texts are admitted
+    /// against the lane's capacity here, bulk texts were admitted to the backlog before.
+    fn enqueue(&self, texts: Vec<String>, lane: Lane) -> EmbedResult<PendingEmbeddings> {
         if texts.is_empty() {
             return Ok(PendingEmbeddings {
                 inner: PendingInner::Ready(Some(Ok(Vec::new()))),
@@ -365,38 +488,56 @@ impl EmbeddingWorker {
             if state.closing || state.stopped {
                 return Err(EmbedError::WorkerStopped);
             }
-            let queued = state.stats.queued_texts;
-            let capacity = self.shared.options.queue_capacity;
-            if queued > 0 && queued + n > capacity {
-                state.stats.rejected_requests += 1;
-                return Err(EmbedError::Overloaded { queued, capacity });
+            match lane {
+                Lane::Interactive => {
+                    let queued = state.stats.queued_texts;
+                    let capacity = self.shared.options.queue_capacity;
+                    if queued > 0 && queued + n > capacity {
+                        state.stats.rejected_requests += 1;
+                        return Err(EmbedError::Overloaded { queued, capacity });
+                    }
+                    state.stats.queued_texts += n;
+                    state.stats.queued_requests += 1;
+                    self.shared.interactive_jobs.fetch_add(1, Ordering::AcqRel);
+                }
+                Lane::Bulk => state.stats.bulk_queued_texts += n,
             }
-            state.stats.queued_texts += n;
-            state.stats.queued_requests += 1;
             state.tokenizing += 1;
+            state.jobs[lane as usize].push_back(TokenizeJob {
+                texts,
+                reply: tx,
+                lane,
+            });
         }
-        let job = TokenizeJob { texts, reply: tx };
-        let sent = self
-            .jobs
-            .as_ref()
-            .is_some_and(|jobs| jobs.send(job).is_ok());
-        if !sent {
-            // The tokenizer threads are gone (they only exit on shutdown or by a bug): undo
-            // the admission; dropping the job's sender makes `rx` report WorkerStopped.
-            let mut state = self.shared.lock();
-            release(&mut state, n);
-            state.tokenizing -= 1;
-            self.shared.work.notify_all();
-        }
+        self.shared.jobs.notify_one();
         Ok(PendingEmbeddings {
             inner: PendingInner::Waiting(rx),
         })
     }
 
-    /// Stops admitting requests, finishes every admitted one and joins the threads. Dropping
+    /// Admits `n` bulk texts to the ingest backlog, or refuses them.
+    fn admit_bulk(&self, n: usize) -> EmbedResult<BulkBacklog> {
+        let mut state = self.shared.lock();
+        if state.closing || state.stopped {
+            return Err(EmbedError::WorkerStopped);
+        }
+        let backlog = state.stats.bulk_backlog;
+        let limit = self.shared.options.max_bulk_queue;
+        if backlog > 0 && backlog + n > limit {
+            state.stats.rejected_requests += 1;
+            return Err(EmbedError::BulkOverloaded { backlog, limit });
+        }
+        state.stats.bulk_backlog += n;
+        Ok(BulkBacklog {
+            shared: Arc::clone(&self.shared),
+            remaining: n,
+        })
+    }
+
+    /// Stops admitting requests, finishes every queued one and joins the threads. Dropping
     /// the worker does the same.
     ///
-    /// This blocks until the queue is drained: call it from a blocking context, not from an
+    /// This blocks until the lanes are drained: call it from a blocking context, not from an
     /// async task.
     pub fn shutdown(mut self) {
         self.close();
@@ -404,8 +545,8 @@ impl EmbeddingWorker {
 
     fn close(&mut self) {
         self.shared.lock().closing = true;
-        // Closing the channel lets the tokenizer threads exit once they have drained it.
-        self.jobs = None;
+        // The tokenizer threads exit once they have drained the jobs.
+        self.shared.jobs.notify_all();
         for handle in self.tokenizers.drain(..) {
             // A tokenizer thread only ends by panicking on a bug; nothing more to do here.
             let _ = handle.join();
@@ -427,6 +568,36 @@ impl Drop for EmbeddingWorker {
 impl Embedder for EmbeddingWorker {
     async fn embed(&self, texts: Vec<String>) -> EmbedResult<Vec<Vec<f32>>> {
         self.submit(texts)?.await
+    }
+
+    async fn embed_bulk(&self, texts: Vec<String>) -> EmbedResult<Vec<Vec<f32>>> {
+        let n = texts.len();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        // Dropped with this future (the caller went away) or on an error, it gives back what
+        // is left; the chunks' own futures withdraw their texts from the lane.
+        let mut backlog = self.admit_bulk(n)?;
+        let chunk = self.shared.options.bulk_chunk;
+        let mut rest = texts.into_iter();
+        let mut in_flight: VecDeque<(usize, PendingEmbeddings)> =
+            VecDeque::with_capacity(BULK_CHUNKS_IN_FLIGHT);
+        let mut out = Vec::with_capacity(n);
+        loop {
+            while in_flight.len() < BULK_CHUNKS_IN_FLIGHT {
+                let part: Vec<String> = rest.by_ref().take(chunk).collect();
+                if part.is_empty() {
+                    break;
+                }
+                in_flight.push_back((part.len(), self.enqueue(part, Lane::Bulk)?));
+            }
+            let Some((len, pending)) = in_flight.pop_front() else {
+                break;
+            };
+            out.extend(pending.await?);
+            backlog.release(len);
+        }
+        Ok(out)
     }
 
     fn model_id(&self) -> &str {
@@ -454,55 +625,113 @@ impl Embedder for EmbeddingWorker {
     }
 }
 
-/// Forgets `n` admitted texts that will not reach a batch, and their request.
-fn release(state: &mut State, n: usize) {
-    state.stats.queued_texts -= n;
-    state.stats.queued_requests -= 1;
+/// Forgets `n` texts of a request in `lane` that will not reach a batch (nor will the rest of
+/// the request).
+fn release(state: &mut State, lane: Lane, n: usize) {
+    match lane {
+        Lane::Interactive => {
+            state.stats.queued_texts -= n;
+            state.stats.queued_requests -= 1;
+        }
+        Lane::Bulk => state.stats.bulk_queued_texts -= n,
+    }
 }
 
-fn tokenizer_thread(
-    encoder: &SentenceEncoder,
-    shared: &Shared,
-    jobs: &Mutex<mpsc::Receiver<TokenizeJob>>,
-) {
+fn tokenizer_thread(encoder: &SentenceEncoder, shared: &Shared) {
     loop {
-        // The lock only hands out jobs; tokenizing happens after it is released.
-        let job = match jobs.lock().unwrap_or_else(PoisonError::into_inner).recv() {
-            Ok(job) => job,
-            Err(mpsc::RecvError) => return,
+        let job = {
+            let mut state = shared.lock();
+            loop {
+                if let Some(job) = next_job(shared, &mut state, Lane::Bulk) {
+                    break job;
+                }
+                if state.closing {
+                    return;
+                }
+                state = shared
+                    .jobs
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
         };
-        let n = job.texts.len();
-        let outcome = if job.reply.is_closed() {
-            None
-        } else {
-            let texts: Vec<&str> = job.texts.iter().map(String::as_str).collect();
-            Some(encoder.tokenize(&texts))
-        };
-        let mut state = shared.lock();
-        state.tokenizing -= 1;
+        run_job(encoder, shared, job);
+    }
+}
+
+/// The next job to tokenize: an interactive one first, a bulk one only if `lowest` allows.
+fn next_job(shared: &Shared, state: &mut State, lowest: Lane) -> Option<TokenizeJob> {
+    if let Some(job) = state.jobs[Lane::Interactive as usize].pop_front() {
+        shared.interactive_jobs.fetch_sub(1, Ordering::AcqRel);
+        return Some(job);
+    }
+    if lowest == Lane::Bulk {
+        return state.jobs[Lane::Bulk as usize].pop_front();
+    }
+    None
+}
+
+/// Tokenizes a job's texts and puts the request in its lane (or answers it with the error).
+fn run_job(encoder: &SentenceEncoder, shared: &Shared, job: TokenizeJob) {
+    let n = job.texts.len();
+    let mut seqs = Vec::with_capacity(n);
+    let mut outcome = Ok(());
+    for text in &job.texts {
+        if job.lane == Lane::Bulk {
+            // A query that arrives while a chunk is being tokenized waits for one text of it,
+            // not for the whole chunk.
+            while shared.interactive_jobs.load(Ordering::Acquire) > 0 {
+                let next = next_job(shared, &mut shared.lock(), Lane::Interactive);
+                match next {
+                    Some(next) => run_job(encoder, shared, next),
+                    None => break,
+                }
+            }
+        }
+        if job.reply.is_closed() {
+            break;
+        }
+        let one = std::panic::catch_unwind(AssertUnwindSafe(|| encoder.tokenize(&[text.as_str()])));
+        match one {
+            Ok(Ok(mut encoded)) => seqs.append(&mut encoded),
+            Ok(Err(e)) => {
+                outcome = Err(e);
+                break;
+            }
+            Err(panic) => {
+                outcome = Err(EmbedError::Tokenizer(panic_message("tokenizer", &*panic)));
+                break;
+            }
+        }
+    }
+
+    let lane = job.lane;
+    let mut state = shared.lock();
+    state.tokenizing -= 1;
+    if job.reply.is_closed() {
+        release(&mut state, lane, n);
+        state.stats.cancelled_texts += n as u64;
+    } else {
         match outcome {
-            Some(Ok(seqs)) if !state.stopped => {
-                state.queue.push_back(Request {
+            Ok(()) if !state.stopped => {
+                let queued_at = state.batches_started;
+                state.lanes[lane as usize].push_back(Request {
                     vectors: vec![Vec::new(); seqs.len()],
                     seqs,
                     taken: 0,
                     done: 0,
                     reply: job.reply,
+                    queued_at,
                 });
             }
-            Some(Ok(_)) => release(&mut state, n),
-            Some(Err(e)) => {
-                release(&mut state, n);
+            Ok(()) => release(&mut state, lane, n),
+            Err(e) => {
+                release(&mut state, lane, n);
                 let _ = job.reply.send(Err(e));
             }
-            None => {
-                release(&mut state, n);
-                state.stats.cancelled_texts += n as u64;
-            }
         }
-        drop(state);
-        shared.work.notify_all();
     }
+    drop(state);
+    shared.work.notify_all();
 }
 
 /// Marks the worker stopped when the model thread ends, however it ends, so that callers are
@@ -515,24 +744,149 @@ impl Drop for StoppedOnExit<'_> {
         state.stopped = true;
         state.stats.running_texts = 0;
         // Dropping the queued requests' senders answers their callers.
-        let queued: Vec<Request> = state.queue.drain(..).collect();
-        for request in &queued {
-            release(&mut state, request.seqs.len() - request.taken);
+        let mut queued = Vec::new();
+        for lane in LANES {
+            let requests: Vec<Request> = state.lanes[lane as usize].drain(..).collect();
+            for request in &requests {
+                release(&mut state, lane, request.seqs.len() - request.taken);
+            }
+            queued.push(requests);
         }
         drop(state);
         drop(queued);
     }
 }
 
+/// What the next batch takes: the first `take[lane]` untaken texts of each lane, in order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct BatchPlan {
+    take: [usize; 2],
+    tokens: usize,
+}
+
+impl BatchPlan {
+    fn texts(&self) -> usize {
+        self.take[0] + self.take[1]
+    }
+}
+
+/// Decides what each batch takes from the two lanes: interactive texts first, bulk texts in
+/// the room left, and, while both lanes wait, the bulk lane's minimum share.
+///
+/// The share is kept as a debt in tokens: after each batch run while both lanes had work, the
+/// bulk lane is owed `share × the batch's tokens` more, less what it got. What it is owed goes
+/// to the front of the next batch, text by text while a text fits in the debt. The debt never
+/// goes below zero (bulk work that filled leftover room earns no credit against later
+/// batches) and never above one batch (a long saturation does not make a backlog of bulk-only
+/// batches); it is cleared whenever either lane is empty.
+#[derive(Debug)]
+struct Scheduler {
+    max_texts: usize,
+    max_tokens: usize,
+    share: f64,
+    owed: f64,
+}
+
+impl Scheduler {
+    fn new(options: &WorkerOptions) -> Self {
+        Scheduler {
+            max_texts: options.max_batch_size,
+            max_tokens: options.max_batch_tokens,
+            share: options.bulk_min_share,
+            owed: 0.0,
+        }
+    }
+
+    /// Plans the next batch from the token counts of each lane's untaken texts, in order.
+    fn plan(
+        &mut self,
+        interactive: impl Iterator<Item = usize>,
+        bulk: impl Iterator<Item = usize>,
+    ) -> BatchPlan {
+        let mut interactive = interactive.peekable();
+        let mut bulk = bulk.peekable();
+        let first_bulk = bulk.peek().copied();
+        let contended = interactive.peek().is_some() && first_bulk.is_some();
+        let mut plan = BatchPlan::default();
+        let mut bulk_tokens = 0;
+        let fits = |plan: &BatchPlan, len: usize| {
+            plan.texts() == 0
+                || (plan.texts() < self.max_texts
+                    && plan.tokens.saturating_add(len) <= self.max_tokens)
+        };
+        if contended {
+            while let Some(&len) = bulk.peek() {
+                if (bulk_tokens + len) as f64 > self.owed || !fits(&plan, len) {
+                    break;
+                }
+                bulk.next();
+                plan.take[Lane::Bulk as usize] += 1;
+                plan.tokens += len;
+                bulk_tokens += len;
+            }
+        }
+        while let Some(&len) = interactive.peek() {
+            if !fits(&plan, len) {
+                break;
+            }
+            interactive.next();
+            plan.take[Lane::Interactive as usize] += 1;
+            plan.tokens += len;
+        }
+        while let Some(&len) = bulk.peek() {
+            if !fits(&plan, len) {
+                break;
+            }
+            bulk.next();
+            plan.take[Lane::Bulk as usize] += 1;
+            plan.tokens += len;
+            bulk_tokens += len;
+        }
+        self.owed = match first_bulk {
+            Some(first) if contended => {
+                // At least the next bulk text, however long, can become owed.
+                let most = self.max_tokens.max(first) as f64;
+                (self.owed + self.share * plan.tokens as f64 - bulk_tokens as f64).clamp(0.0, most)
+            }
+            _ => 0.0,
+        };
+        plan
+    }
+}
+
+/// Token counts of the texts of `queue` not yet taken into a batch, in order.
+fn untaken(queue: &VecDeque<Request>) -> impl Iterator<Item = usize> + '_ {
+    queue
+        .iter()
+        .flat_map(|r| r.seqs[r.taken..].iter().map(Encoded::len))
+}
+
+/// Drops the requests of `queue` whose caller has gone away; their texts give their place back
+/// without running.
+fn withdraw(state: &mut State, lane: Lane, queue: &mut VecDeque<Request>) {
+    queue.retain(|r| {
+        if r.reply.is_closed() {
+            let untaken = r.seqs.len() - r.taken;
+            if untaken > 0 {
+                release(state, lane, untaken);
+            }
+            state.stats.cancelled_texts += (r.seqs.len() - r.done) as u64;
+            false
+        } else {
+            true
+        }
+    });
+}
+
 fn model_thread(encoder: &SentenceEncoder, shared: &Shared) {
     let _stopped = StoppedOnExit(shared);
-    let options = &shared.options;
-    // Requests this thread has taken from the shared queue, oldest first; only the first
-    // may be partly batched.
-    let mut local: VecDeque<Request> = VecDeque::new();
+    let mut scheduler = Scheduler::new(&shared.options);
+    // Requests this thread has taken from the shared lanes, oldest first in each; only the
+    // first of a lane may be partly batched.
+    let mut lanes: [VecDeque<Request>; 2] = [VecDeque::new(), VecDeque::new()];
     loop {
         let mut state = shared.lock();
-        while state.queue.is_empty() && local.is_empty() {
+        while state.lanes.iter().all(VecDeque::is_empty) && lanes.iter().all(VecDeque::is_empty) {
             if state.closing && state.tokenizing == 0 {
                 return;
             }
@@ -541,54 +895,53 @@ fn model_thread(encoder: &SentenceEncoder, shared: &Shared) {
                 .wait(state)
                 .unwrap_or_else(PoisonError::into_inner);
         }
-        local.extend(state.queue.drain(..));
-
-        // Withdrawn requests give their place back without running.
-        local.retain(|r| {
-            if r.reply.is_closed() {
-                let untaken = r.seqs.len() - r.taken;
-                if untaken > 0 {
-                    state.stats.queued_texts -= untaken;
-                    state.stats.queued_requests -= 1;
-                }
-                state.stats.cancelled_texts += (r.seqs.len() - r.done) as u64;
-                false
-            } else {
-                true
-            }
-        });
-        if local.is_empty() {
+        for lane in LANES {
+            let l = lane as usize;
+            lanes[l].extend(state.lanes[l].drain(..));
+            withdraw(&mut state, lane, &mut lanes[l]);
+        }
+        if lanes.iter().all(VecDeque::is_empty) {
             continue;
         }
 
-        // Requests first come, first served, text by text, within the budgets.
-        let mut batch: Vec<(usize, usize)> = Vec::new();
-        let mut tokens = 0;
-        'fill: for (ri, request) in local.iter_mut().enumerate() {
-            while request.taken < request.seqs.len() {
-                let len = request.seqs[request.taken].len();
-                if !batch.is_empty()
-                    && (batch.len() == options.max_batch_size
-                        || tokens + len > options.max_batch_tokens)
-                {
-                    break 'fill;
+        let plan = scheduler.plan(untaken(&lanes[0]), untaken(&lanes[1]));
+        state.batches_started += 1;
+        let mut batch: Vec<(Lane, usize, usize)> = Vec::with_capacity(plan.texts());
+        for lane in LANES {
+            let mut want = plan.take[lane as usize];
+            for (ri, request) in lanes[lane as usize].iter_mut().enumerate() {
+                if want == 0 {
+                    break;
                 }
-                batch.push((ri, request.taken));
-                tokens += len;
-                request.taken += 1;
-                state.stats.queued_texts -= 1;
-                if request.taken == request.seqs.len() {
+                let k = want.min(request.seqs.len() - request.taken);
+                batch.extend((request.taken..request.taken + k).map(|si| (lane, ri, si)));
+                request.taken += k;
+                want -= k;
+                match lane {
+                    Lane::Interactive => state.stats.queued_texts -= k,
+                    Lane::Bulk => state.stats.bulk_queued_texts -= k,
+                }
+                if k > 0 && request.taken == request.seqs.len() && lane == Lane::Interactive {
                     state.stats.queued_requests -= 1;
+                    let waited = state.batches_started - request.queued_at;
+                    state.stats.interactive_waits.record(waited as usize);
                 }
             }
         }
         state.stats.running_texts = batch.len();
         drop(state);
 
-        batch.sort_by_key(|&(ri, si)| std::cmp::Reverse(local[ri].seqs[si].len()));
+        batch.sort_by_key(|&(lane, ri, si)| {
+            std::cmp::Reverse(lanes[lane as usize][ri].seqs[si].len())
+        });
         let seqs: Vec<Encoded> = batch
             .iter()
-            .map(|&(ri, si)| std::mem::replace(&mut local[ri].seqs[si], Encoded::from_ids(vec![])))
+            .map(|&(lane, ri, si)| {
+                std::mem::replace(
+                    &mut lanes[lane as usize][ri].seqs[si],
+                    Encoded::from_ids(vec![]),
+                )
+            })
             .collect();
         let started = Instant::now();
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| encoder.embed_encoded(&seqs)));
@@ -601,61 +954,74 @@ fn model_thread(encoder: &SentenceEncoder, shared: &Shared) {
                 seqs.len()
             )),
             Ok(Err(e)) => Err(e.to_string()),
-            Err(panic) => Err(panic_message(&*panic)),
+            Err(panic) => Err(panic_message("encoder", &*panic)),
         };
 
-        let last = batch.iter().map(|&(ri, _)| ri).max().unwrap_or(0);
+        let mut last: [Option<usize>; 2] = [None, None];
+        for &(lane, ri, _) in &batch {
+            let l = &mut last[lane as usize];
+            *l = Some(l.map_or(ri, |x| x.max(ri)));
+        }
         let mut state = shared.lock();
         state.stats.running_texts = 0;
         state.stats.busy += busy;
         state.stats.batches += 1;
         state.stats.batch_texts.record(seqs.len());
-        state.stats.batch_tokens.record(tokens);
+        state.stats.batch_tokens.record(plan.tokens);
         match outcome {
             Ok(vectors) => {
                 state.stats.texts += seqs.len() as u64;
-                state.stats.tokens += tokens as u64;
+                state.stats.bulk_texts += plan.take[Lane::Bulk as usize] as u64;
+                state.stats.tokens += plan.tokens as u64;
                 drop(state);
-                for (&(ri, si), vector) in batch.iter().zip(vectors) {
-                    local[ri].vectors[si] = vector;
-                    local[ri].done += 1;
+                for (&(lane, ri, si), vector) in batch.iter().zip(vectors) {
+                    let request = &mut lanes[lane as usize][ri];
+                    request.vectors[si] = vector;
+                    request.done += 1;
                 }
-                while local.front().is_some_and(|r| r.done == r.seqs.len()) {
-                    let request = local.pop_front().expect("front exists. This is a bug.");
-                    // A caller that has gone away no longer wants the reply.
-                    let _ = request.reply.send(Ok(request.vectors));
+                for queue in &mut lanes {
+                    while queue.front().is_some_and(|r| r.done == r.seqs.len()) {
+                        let request = queue.pop_front().expect("front exists. This is a bug.");
+                        // A caller that has gone away no longer wants the reply.
+                        let _ = request.reply.send(Ok(request.vectors));
+                    }
                 }
             }
             Err(message) => {
                 // Every request with a text in the failed batch fails whole.
                 state.stats.failed_batches += 1;
                 tracing::error!(error = %message, texts = seqs.len(), "embedding batch failed");
-                for request in local.drain(..=last) {
-                    let untaken = request.seqs.len() - request.taken;
-                    if untaken > 0 {
-                        release(&mut state, untaken);
+                for lane in LANES {
+                    let Some(last) = last[lane as usize] else {
+                        continue;
+                    };
+                    for request in lanes[lane as usize].drain(..=last) {
+                        let untaken = request.seqs.len() - request.taken;
+                        if untaken > 0 {
+                            release(&mut state, lane, untaken);
+                        }
+                        let _ = request
+                            .reply
+                            .send(Err(EmbedError::Inference(message.clone())));
                     }
-                    let _ = request
-                        .reply
-                        .send(Err(EmbedError::Inference(message.clone())));
                 }
             }
         }
     }
 }
 
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+fn panic_message(what: &str, panic: &(dyn std::any::Any + Send)) -> String {
     let detail = panic
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "no message".to_owned());
-    format!("the encoder panicked: {detail}")
+    format!("the {what} panicked: {detail}")
 }
 
 #[cfg(test)]
 mod tests {
-    use super::BatchHistogram;
+    use super::{BatchHistogram, BatchPlan, Scheduler, WorkerOptions};
 
     #[test]
     fn histogram_buckets_are_powers_of_two() {
@@ -679,5 +1045,129 @@ mod tests {
         );
         assert_eq!(h.count(), 7);
         assert_eq!(h.sum(), 144);
+    }
+
+    fn scheduler(max_batch_size: usize, max_batch_tokens: usize, share: f64) -> Scheduler {
+        Scheduler::new(&WorkerOptions {
+            max_batch_size,
+            max_batch_tokens,
+            bulk_min_share: share,
+            ..WorkerOptions::default()
+        })
+    }
+
+    /// Plans `batches` batches with both lanes always full of texts of the given lengths (the
+    /// queries saturate the model); returns the bulk and total tokens run and the plans.
+    fn saturate(
+        s: &mut Scheduler,
+        interactive_len: usize,
+        bulk_len: usize,
+        batches: usize,
+    ) -> (usize, usize, Vec<BatchPlan>) {
+        let (mut bulk, mut total) = (0, 0);
+        let mut plans = Vec::new();
+        for _ in 0..batches {
+            let plan = s.plan(
+                std::iter::repeat_n(interactive_len, 10_000),
+                std::iter::repeat_n(bulk_len, 10_000),
+            );
+            bulk += plan.take[1] * bulk_len;
+            total += plan.tokens;
+            assert_eq!(
+                plan.tokens,
+                plan.take[0] * interactive_len + plan.take[1] * bulk_len
+            );
+            plans.push(plan);
+        }
+        (bulk, total, plans)
+    }
+
+    #[test]
+    fn queries_fill_the_batch_first_and_bulk_takes_the_room_left() {
+        let mut s = scheduler(8, 100, 0.1);
+        // Bulk alone takes whole batches.
+        for _ in 0..5 {
+            let plan = s.plan(std::iter::empty(), std::iter::repeat_n(30, 1000));
+            assert_eq!(
+                plan,
+                BatchPlan {
+                    take: [0, 3],
+                    tokens: 90
+                }
+            );
+        }
+        // A query arriving behind a long bulk backlog goes into the very next batch, first;
+        // bulk fills what is left, by tokens, then by texts.
+        let plan = s.plan([12, 7].into_iter(), std::iter::repeat_n(30, 1000));
+        assert_eq!(
+            plan,
+            BatchPlan {
+                take: [2, 2],
+                tokens: 79
+            }
+        );
+        let plan = s.plan([1; 7].into_iter(), std::iter::repeat_n(5, 1000));
+        assert_eq!(
+            plan,
+            BatchPlan {
+                take: [7, 1],
+                tokens: 12
+            }
+        );
+        // Bulk took more than its share from leftover room: it is owed nothing.
+        assert_eq!(s.owed, 0.0);
+        // Queries alone.
+        let plan = s.plan([60, 50, 1].into_iter(), std::iter::empty());
+        assert_eq!(
+            plan,
+            BatchPlan {
+                take: [1, 0],
+                tokens: 60
+            }
+        );
+        // A text longer than the budget runs, alone.
+        let plan = s.plan([500, 1].into_iter(), std::iter::empty());
+        assert_eq!(
+            plan,
+            BatchPlan {
+                take: [1, 0],
+                tokens: 500
+            }
+        );
+    }
+
+    #[test]
+    fn bulk_keeps_its_share_under_saturating_queries() {
+        for share in [0.05, 0.1, 0.25, 0.5] {
+            let mut s = scheduler(128, 2048, share);
+            let (bulk, total, plans) = saturate(&mut s, 16, 200, 2000);
+            let got = bulk as f64 / total as f64;
+            assert!(
+                (got - share).abs() < 0.01,
+                "share {share}: bulk got {got} of the tokens"
+            );
+            // Every batch still carries queries: the share takes part of batches, not turns.
+            assert!(plans.iter().all(|p| p.take[0] > 0), "share {share}");
+        }
+    }
+
+    #[test]
+    fn a_bulk_text_longer_than_the_budget_still_gets_its_turn() {
+        let mut s = scheduler(128, 100, 0.1);
+        let (bulk, _, plans) = saturate(&mut s, 10, 150, 200);
+        assert!(bulk > 0);
+        // It runs alone, as any text over the budget does.
+        assert!(plans.iter().filter(|p| p.take[1] > 0).all(|p| *p
+            == BatchPlan {
+                take: [0, 1],
+                tokens: 150
+            }));
+    }
+
+    #[test]
+    fn a_zero_share_gives_queries_strict_priority() {
+        let mut s = scheduler(128, 2048, 0.0);
+        let (bulk, total, _) = saturate(&mut s, 16, 200, 500);
+        assert_eq!((bulk, total), (0, 500 * 2048));
     }
 }

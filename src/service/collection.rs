@@ -8,6 +8,40 @@
 //! write is visible to the next query without waiting for the (slower) graph insertion, which a
 //! background task does in small steps.
 //!
+//! # Who waits for whom
+//! The state sits behind one task-fair read-write lock: a writer waiting for it holds back new
+//! readers, so every hold, read or write, must be short. The rule here is that no hold spans
+//! I/O, a copy larger than a bounded chunk, or an index build:
+//!
+//! * Queries search under a read lock, with no I/O and no copy; a writer waits for the
+//!   searches in flight, no more.
+//! * Writes ([`Collection::apply_write`]) change the flat index, which stays the authority, and
+//!   the metadata, in time proportional to the write. They never touch the approximate index:
+//!   passages they add become `pending`, passages they remove are queued as `stale`. Searches of
+//!   the approximate index skip stale ids (through the id filter its search takes), so a removed
+//!   passage is never returned, however long its removal waits.
+//! * The approximate index is an `Arc<AnnIndex>` that only the indexer task mutates, in bounded
+//!   steps under the write lock (removals, then `insert_step` insertions). A snapshot clones the
+//!   `Arc` under a brief read lock and writes the file with no lock held; since the indexer
+//!   itself is the only other user and it waits for the save, `Arc::get_mut` succeeds again
+//!   once the save is done, so the index is never copied.
+//! * A build or rebuild takes the list of passage ids under a read lock (8 bytes a passage),
+//!   then copies their vectors in chunks of [`COPY_CHUNK_BYTES`], releasing the lock between
+//!   chunks, and builds with no lock held. Meanwhile the live index keeps answering queries
+//!   (their plan stays `hnsw`/`ivf`), passages written meanwhile are pending and scanned exactly,
+//!   and removals are skipped as usual. The new index is then swapped in under a brief write lock
+//!   and reconciled: passages added during the build stay pending for it, passages removed
+//!   during the build become stale for it. The old index is dropped after the lock is released.
+//!   A rebuild therefore holds two indexes and a copy of the vectors at its peak; that memory is
+//!   the price of never dropping queries to exact scans.
+//!
+//! One copy under the write lock remains: a write that outgrows the flat index's row buffer
+//! moves the rows to a buffer twice the size (once per doubling, amortised over the writes).
+//!
+//! A lock-free immutable view (an `ArcSwap` of the whole state) was the alternative; it would
+//! need a copy of the flat index or a persistent structure for every write, where the bounded
+//! holds above cost nothing per write.
+//!
 //! All methods here are synchronous and CPU-bound; the service calls them on blocking threads.
 
 use std::collections::{HashMap, HashSet};
@@ -15,14 +49,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use parking_lot::RwLock;
+use parking_lot::{RwLock, RwLockUpgradableReadGuard};
 use serde_json::Value;
 
 use crate::distance::Metric;
 use crate::index::ann::{AnnIndex, AnnParams};
 use crate::index::flat::FlatIndex;
 use crate::index::topk::TopK;
-use crate::index::{Hit, IndexKind, IndexMut, SearchParams, VectorIndex, validate};
+use crate::index::{
+    Filter as IdFilter, Hit, IndexKind, IndexMut, SearchParams, VectorIndex, validate,
+};
 use crate::store::{CollectionRecord, PassageId};
 
 use super::chunk::Chunker;
@@ -32,6 +68,14 @@ use super::types::{IndexConfig, IndexState, Plan};
 
 /// How many sampled passages estimate a filter's selectivity.
 const FILTER_SAMPLE: usize = 256;
+
+/// Vector bytes an index build copies per read-lock hold: about 0.1 ms of copying, so a write
+/// waits at most that long behind the copy.
+pub(crate) const COPY_CHUNK_BYTES: usize = 1 << 20;
+
+/// Stale passages taken out of the approximate index per write-lock hold (a removal is a
+/// tombstone or a list swap, well under a microsecond).
+const REMOVE_STEP: usize = 4096;
 
 /// Largest squared length of a vector under dot or L2. Finite components are not enough: the
 /// score of two vectors of 3e38s overflows to infinity (or NaN), which ranks arbitrarily and
@@ -99,20 +143,31 @@ pub(crate) struct NewPassageVector<'a> {
 /// The mutable part of a collection.
 pub(crate) struct State {
     pub(crate) flat: FlatIndex,
-    pub(crate) ann: Option<AnnIndex>,
-    /// A full build of the approximate index is running; queries scan exactly meanwhile.
-    pub(crate) building: bool,
-    /// Passages in `flat` that the approximate index (live or being built) does not hold yet.
-    pub(crate) pending: HashSet<PassageId>,
-    /// Passages removed while a build was running: the new index must drop them.
-    pub(crate) removed_during_build: Vec<PassageId>,
+    /// The live approximate index. Only the indexer mutates it (see the module docs), so
+    /// `Arc::get_mut` succeeds under the write lock.
+    ann: Option<Arc<AnnIndex>>,
+    /// A build of the approximate index is running beside the live one (if any).
+    building: bool,
+    /// Passages in `flat` that the live approximate index does not hold yet: scanned exactly.
+    pending: HashSet<PassageId>,
+    /// Passages gone from `flat` that the live approximate index still holds: searches skip
+    /// them until the indexer removes them.
+    stale: HashSet<PassageId>,
+    /// Passages added since the running build took its input: pending for the new index.
+    build_added: Vec<PassageId>,
+    /// Passages removed since the running build took its input: stale for the new index.
+    build_removed: Vec<PassageId>,
     pub(crate) docs: HashMap<String, Arc<DocEntry>>,
     pub(crate) passage_doc: HashMap<PassageId, Arc<DocEntry>>,
     /// Changes to the approximate index since its last snapshot.
-    pub(crate) unsnapshotted: u64,
+    unsnapshotted: u64,
     /// Collection size when the current approximate index was built.
-    pub(crate) built_at_len: usize,
+    built_at_len: usize,
 }
+
+/// A pause point of background maintenance, for tests that need work caught in the middle.
+#[cfg(any(test, feature = "testing"))]
+pub(crate) type MaintenanceHook = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// A collection: its settings and its in-memory state.
 pub(crate) struct Collection {
@@ -129,9 +184,16 @@ pub(crate) struct Collection {
     pub(crate) chunker: Option<Chunker>,
     /// Set once the collection is deleted: in-flight work stops touching it.
     deleted: AtomicBool,
+    /// Held while a snapshot is written (which checks `deleted` first), so that deletion can
+    /// wait for one in flight before it removes the snapshot directory.
+    pub(crate) saving: tokio::sync::Mutex<()>,
     /// Distance computations queries have spent on passages the approximate index does not
     /// hold, since it last held them all: what deferring their indexing has cost so far.
     exact_debt: AtomicU64,
+    /// Called by background maintenance at its named points (`"built"`: a new index is built
+    /// and not yet swapped in; `"snapshot"`: a snapshot is about to be written, no lock held).
+    #[cfg(any(test, feature = "testing"))]
+    pub(crate) hook: parking_lot::Mutex<Option<MaintenanceHook>>,
 }
 
 impl Collection {
@@ -154,7 +216,9 @@ impl Collection {
                 ann: None,
                 building: false,
                 pending: HashSet::new(),
-                removed_during_build: Vec::new(),
+                stale: HashSet::new(),
+                build_added: Vec::new(),
+                build_removed: Vec::new(),
                 docs: HashMap::new(),
                 passage_doc: HashMap::new(),
                 unsnapshotted: 0,
@@ -163,9 +227,25 @@ impl Collection {
             indexer: tokio::sync::Notify::new(),
             chunker,
             deleted: AtomicBool::new(false),
+            saving: tokio::sync::Mutex::new(()),
             exact_debt: AtomicU64::new(0),
+            #[cfg(any(test, feature = "testing"))]
+            hook: parking_lot::Mutex::new(None),
         })
     }
+
+    /// Runs the test hook at a maintenance point, if one is set.
+    #[cfg(any(test, feature = "testing"))]
+    pub(crate) fn maintenance_point(&self, point: &str) {
+        let hook = self.hook.lock().clone();
+        if let Some(hook) = hook {
+            hook(point);
+        }
+    }
+
+    /// Runs the test hook at a maintenance point, if one is set.
+    #[cfg(not(any(test, feature = "testing")))]
+    pub(crate) fn maintenance_point(&self, _point: &str) {}
 
     /// Whether the collection has been deleted.
     pub(crate) fn is_deleted(&self) -> bool {
@@ -176,6 +256,12 @@ impl Collection {
     pub(crate) fn mark_deleted(&self) {
         self.deleted.store(true, Ordering::Release);
         self.indexer.notify_one();
+    }
+
+    /// Waits for a snapshot being written, if any; once the collection is marked deleted no
+    /// new one starts, so its snapshot directory can then be removed for good.
+    pub(crate) async fn snapshots_stopped(&self) {
+        drop(self.saving.lock().await);
     }
 
     /// Refuses a vector whose scores against this collection's vectors could overflow `f32`
@@ -232,8 +318,14 @@ impl Collection {
         Ok(())
     }
 
+    /// Passages in the collection.
+    pub(crate) fn len(&self) -> usize {
+        self.state.read().flat.len()
+    }
+
     /// Applies a committed write: documents replaced or removed (their old passages go) and
-    /// documents added with their new passages.
+    /// documents added with their new passages. Touches the flat index and the metadata only:
+    /// the approximate index learns of the change from the indexer (see the module docs).
     pub(crate) fn apply_write(
         &self,
         removed_docs: &[String],
@@ -247,16 +339,15 @@ impl Collection {
         }
         if !removed_passages.is_empty() {
             st.flat.remove(removed_passages)?;
-            for p in removed_passages {
-                st.passage_doc.remove(p);
-                st.pending.remove(p);
-            }
-            if let Some(ann) = st.ann.as_mut() {
-                ann.remove(removed_passages)?;
-                st.unsnapshotted += removed_passages.len() as u64;
+            for &p in removed_passages {
+                st.passage_doc.remove(&p);
+                // A pending passage never reached the live index: nothing to take out of it.
+                if !st.pending.remove(&p) && st.ann.is_some() {
+                    st.stale.insert(p);
+                }
             }
             if st.building {
-                st.removed_during_build.extend_from_slice(removed_passages);
+                st.build_removed.extend_from_slice(removed_passages);
             }
         }
         let mut ids = Vec::new();
@@ -278,11 +369,15 @@ impl Collection {
             if st.ann.is_some() || st.building {
                 st.pending.extend(ids.iter().copied());
             }
+            if st.building {
+                st.build_added.extend_from_slice(&ids);
+            }
         }
         Ok(())
     }
 
-    /// A summary of the index state, for collection info.
+    /// A summary of the index state, for collection info: the state, memory in bytes and
+    /// passages.
     pub(crate) fn index_state(&self, settings: &PlannerSettings) -> (IndexState, u64, usize) {
         let st = self.state.read();
         let scheduled = self.first_build_due(&st, settings);
@@ -305,11 +400,20 @@ impl Collection {
                 }),
                 status,
                 pending: self.unindexed_in(&st, settings),
-                indexed: st.ann.as_ref().map_or(0, |a| a.len()),
+                // Stale entries are still in the index but no query sees them.
+                indexed: st
+                    .ann
+                    .as_ref()
+                    .map_or(0, |a| a.len().saturating_sub(st.stale.len())),
             },
             memory as u64,
             st.flat.len(),
         )
+    }
+
+    /// Documents in the collection.
+    pub(crate) fn document_count(&self) -> usize {
+        self.state.read().docs.len()
     }
 
     /// Whether the collection has outgrown exact scans and has no approximate index yet, nor
@@ -380,44 +484,86 @@ impl Collection {
         }
     }
 
-    /// Builds the approximate index from the current vectors without holding the lock during
-    /// the build, then installs it. Queries scan exactly while it runs.
+    /// Builds the approximate index from the current vectors beside the live one, then swaps
+    /// it in. No lock is held for the build or for more than one chunk of the copy of its
+    /// input; queries keep using the live index throughout (see the module docs).
     pub(crate) fn build_ann(&self) -> ServiceResult<()> {
         let Some(params) = self.ann_params() else {
             return Ok(());
         };
-        let (ids, vectors) = {
-            let mut st = self.state.write();
+        let ids = {
+            // The ids are taken and `building` set in one hold, so that every later write is
+            // recorded for the reconciliation and none is counted twice.
+            let st = self.state.upgradable_read();
             if st.building {
                 return Ok(());
             }
+            let ids = st.flat.ids().to_vec();
+            let mut st = RwLockUpgradableReadGuard::upgrade(st);
             st.building = true;
-            // The old index (if any) is dropped now: queries scan exactly until the new one is
-            // in, and the memory of two graphs is never held at once.
-            st.ann = None;
-            st.pending.clear();
-            st.removed_during_build.clear();
-            (st.flat.ids().to_vec(), st.flat.vectors().to_vec())
+            st.build_added.clear();
+            st.build_removed.clear();
+            ids
         };
-        let built = AnnIndex::build(&params, self.metric, self.dim, &ids, &vectors);
-        drop(vectors);
-        let mut st = self.state.write();
+        let built = self.build_beside(&params, ids);
+        let mut guard = self.state.write();
+        let st = &mut *guard;
         st.building = false;
-        let mut ann = match built {
-            Ok(ann) => ann,
+        let added = std::mem::take(&mut st.build_added);
+        let removed = std::mem::take(&mut st.build_removed);
+        let (ann, built_len) = match built {
+            Ok(built) => built,
             Err(e) => {
-                st.pending.clear();
-                return Err(e.into());
+                // The live index (if any) was kept current: pending and stale still describe
+                // it. Without one nothing is pending.
+                if st.ann.is_none() {
+                    st.pending.clear();
+                }
+                return Err(e);
             }
         };
-        let removed = std::mem::take(&mut st.removed_during_build);
-        if !removed.is_empty() {
-            ann.remove(&removed)?;
-        }
-        st.built_at_len = ids.len();
+        let pending: HashSet<PassageId> = added
+            .into_iter()
+            .filter(|&id| st.flat.contains(id))
+            .collect();
+        let stale: HashSet<PassageId> =
+            removed.into_iter().filter(|&id| ann.contains(id)).collect();
+        let old_pending = std::mem::replace(&mut st.pending, pending);
+        let old_stale = std::mem::replace(&mut st.stale, stale);
+        let old = st.ann.replace(Arc::new(ann));
+        st.built_at_len = built_len;
         st.unsnapshotted = u64::MAX / 2;
-        st.ann = Some(ann);
+        drop(guard);
+        // Freeing a whole index takes a while; queries need not wait for it.
+        drop((old, old_pending, old_stale));
         Ok(())
+    }
+
+    /// Copies the vectors of `ids` in chunks, each under its own short read lock, and builds an
+    /// approximate index of them with no lock held. Passages removed meanwhile are left out
+    /// (they are in `build_removed` too). Returns the index and how many passages it holds.
+    fn build_beside(
+        &self,
+        params: &AnnParams,
+        ids: Vec<PassageId>,
+    ) -> ServiceResult<(AnnIndex, usize)> {
+        let rows_per_chunk = (COPY_CHUNK_BYTES / (self.dim * std::mem::size_of::<f32>())).max(1);
+        let mut kept = Vec::with_capacity(ids.len());
+        let mut vectors = Vec::with_capacity(ids.len() * self.dim);
+        for chunk in ids.chunks(rows_per_chunk) {
+            let st = self.state.read();
+            for &id in chunk {
+                if let Some(v) = st.flat.get(id) {
+                    kept.push(id);
+                    vectors.extend_from_slice(v);
+                }
+            }
+        }
+        drop(ids);
+        let ann = AnnIndex::build(params, self.metric, self.dim, &kept, &vectors)?;
+        drop(vectors);
+        self.maintenance_point("built");
+        Ok((ann, kept.len()))
     }
 
     /// Installs an index loaded from a snapshot, reconciled with the stored vectors: entries
@@ -445,18 +591,47 @@ impl Collection {
         st.unsnapshotted = (stale.len() + missing.len()) as u64;
         st.built_at_len = ann.len();
         st.pending = missing.into_iter().collect();
-        st.ann = Some(ann);
+        st.stale.clear();
+        st.ann = Some(Arc::new(ann));
         Ok(())
     }
 
-    /// Moves up to `step` pending passages into the approximate index. Returns how many are
-    /// still pending.
+    /// Takes stale passages out of the approximate index, in steps of [`REMOVE_STEP`] per
+    /// write-lock hold. Only the indexer calls this.
+    pub(crate) fn apply_removals(&self) -> ServiceResult<()> {
+        loop {
+            let mut guard = self.state.write();
+            let st = &mut *guard;
+            if st.building || st.stale.is_empty() {
+                return Ok(());
+            }
+            let Some(ann) = st.ann.as_mut() else {
+                st.stale.clear();
+                return Ok(());
+            };
+            let ann = Arc::get_mut(ann).ok_or_else(shared_index)?;
+            let take: Vec<u64> = st.stale.iter().copied().take(REMOVE_STEP).collect();
+            ann.remove(&take)?;
+            for id in &take {
+                st.stale.remove(id);
+            }
+            st.unsnapshotted += take.len() as u64;
+        }
+    }
+
+    /// Moves up to `step` pending passages into the approximate index, after any stale ones
+    /// have been taken out. Returns how many are still pending. Only the indexer calls this.
     pub(crate) fn drain_pending_step(&self, step: usize) -> ServiceResult<usize> {
+        self.apply_removals()?;
         let mut guard = self.state.write();
         let st = &mut *guard;
-        if st.building || st.ann.is_none() {
+        if st.building {
             return Ok(0);
         }
+        let Some(ann) = st.ann.as_mut() else {
+            return Ok(0);
+        };
+        let ann = Arc::get_mut(ann).ok_or_else(shared_index)?;
         let take: Vec<u64> = st.pending.iter().copied().take(step).collect();
         let mut ids = Vec::with_capacity(take.len());
         let mut values = Vec::with_capacity(take.len() * self.dim);
@@ -468,11 +643,36 @@ impl Collection {
             }
         }
         if !ids.is_empty() {
-            let ann = st.ann.as_mut().expect("checked above");
             ann.add(&ids, &values)?;
             st.unsnapshotted += ids.len() as u64;
         }
         Ok(st.pending.len())
+    }
+
+    /// The approximate index to snapshot, with the changes it holds that no snapshot has, when
+    /// there is one and it has at least `min_changes` of them. The index is shared, not copied:
+    /// the caller writes it with no lock held.
+    pub(crate) fn snapshot_source(&self, min_changes: u64) -> Option<(Arc<AnnIndex>, u64)> {
+        let st = self.state.read();
+        let ann = st.ann.as_ref()?;
+        if st.building || st.unsnapshotted < min_changes.max(1) || self.is_deleted() {
+            return None;
+        }
+        Some((ann.clone(), st.unsnapshotted))
+    }
+
+    /// Records that a snapshot holding `changes` changes was written.
+    pub(crate) fn snapshot_written(&self, changes: u64) {
+        let mut st = self.state.write();
+        st.unsnapshotted = st.unsnapshotted.saturating_sub(changes);
+    }
+
+    /// The metadata of the documents the hits belong to (`None` for passages deleted since).
+    pub(crate) fn metadata_of(&self, hits: &[Hit]) -> Vec<Option<Value>> {
+        let st = self.state.read();
+        hits.iter()
+            .map(|h| st.passage_doc.get(&h.id).map(|d| d.metadata.clone()))
+            .collect()
     }
 
     /// Answers a query: picks the path, runs it, and returns hits best first.
@@ -488,10 +688,11 @@ impl Collection {
         let query = validate::prepare_query(self.metric, self.dim, query, k)?;
         let st = self.state.read();
         let n = st.flat.len();
+        // A build does not take the live index away: it is used until the new one replaces it.
         let ann = st
             .ann
-            .as_ref()
-            .filter(|_| !exact && !st.building && n > settings.exact_threshold);
+            .as_deref()
+            .filter(|_| !exact && n > settings.exact_threshold);
         let Some(ann) = ann else {
             // An exact scan that an approximate index, had it been built, would have spared.
             let unbuilt = !exact && self.first_build_due(&st, settings);
@@ -508,7 +709,11 @@ impl Collection {
         };
         let plan = Plan::from(ann.kind());
         let Some(f) = filter else {
-            let mut hits = ann.search(&query, k, params, None)?;
+            // Passages removed but still in the index are skipped; with none, the search runs
+            // unfiltered.
+            let not_stale = |id: u64| !st.stale.contains(&id);
+            let live: Option<IdFilter<'_>> = (!st.stale.is_empty()).then_some(&not_stale);
+            let mut hits = ann.search(&query, k, params, live)?;
             self.add_exact_debt(st.pending.len());
             merge_pending(&st, self.metric, &query, k, &mut hits, None);
             return Ok((hits, plan));
@@ -520,6 +725,7 @@ impl Collection {
             let ids = matching_passages(&st, f);
             return Ok((exact_subset(&st, self.metric, &query, k, &ids), Plan::Flat));
         }
+        // Stale passages have no document any more, so they never pass.
         let passes = |id: u64| {
             st.passage_doc
                 .get(&id)
@@ -536,6 +742,13 @@ impl Collection {
         }
         Ok((hits, plan))
     }
+}
+
+/// The error for an approximate index found shared where only its owner should hold it.
+fn shared_index() -> ServiceError {
+    ServiceError::Internal(
+        "the approximate index is shared outside its indexer. This is a bug.".into(),
+    )
 }
 
 /// Every passage whose document matches the filter.

@@ -6,13 +6,16 @@ use std::time::Instant;
 use crate::index::VectorIndex;
 use crate::index::ann::{AnnIndex, AnnParams};
 use crate::index::io::SnapshotReader;
-use crate::store::{CollectionRecord, CollectionSource, CreateOutcome, NewCollection};
+use crate::store::{
+    CollectionId, CollectionRecord, CollectionSource, CreateOutcome, NewCollection,
+};
 
-use super::Service;
 use super::chunk::Chunker;
 use super::collection::Collection;
 use super::error::{ServiceError, ServiceResult};
-use super::types::{Chunking, CollectionInfo, CollectionSpec, IndexConfig, IndexType};
+use super::limits::{Limit, Limits};
+use super::types::{Chunking, CollectionInfo, CollectionSpec, IndexConfig, IndexState, IndexType};
+use super::{FailedCollection, Registered, Service};
 
 /// Rows read per round trip when loading a collection at start-up.
 const LOAD_CHUNK: usize = 4096;
@@ -27,7 +30,7 @@ pub fn valid_name(name: &str) -> bool {
 
 /// Checks index parameters against the index type and fills in the defaults, so that two
 /// requests meaning the same settings compare equal.
-fn canonical_index(mut c: IndexConfig) -> ServiceResult<IndexConfig> {
+fn canonical_index(mut c: IndexConfig, limits: &Limits) -> ServiceResult<IndexConfig> {
     let bad = |m: String| ServiceError::invalid("invalid_parameter", m);
     let hnsw = matches!(c.kind, IndexType::Auto | IndexType::Hnsw);
     let ivf = c.kind == IndexType::Ivf;
@@ -64,8 +67,11 @@ fn canonical_index(mut c: IndexConfig) -> ServiceResult<IndexConfig> {
                 "ef_construction must be between 1 and 4096, got {efc}"
             )));
         }
-        if c.ef.is_some_and(|ef| !(1..=4096).contains(&ef)) {
-            return Err(bad("ef must be between 1 and 4096".into()));
+        if c.ef == Some(0) {
+            return Err(bad("ef must be at least 1".into()));
+        }
+        if let Some(ef) = c.ef {
+            Limit::Ef.check("ef", ef, limits.max_ef)?;
         }
     }
     if ivf {
@@ -74,6 +80,12 @@ fn canonical_index(mut c: IndexConfig) -> ServiceResult<IndexConfig> {
         }
         if c.nprobe == Some(0) {
             return Err(bad("nprobe must be at least 1".into()));
+        }
+        if let Some(nlist) = c.nlist {
+            Limit::Nlist.check("nlist", nlist, limits.max_nlist)?;
+        }
+        if let Some(nprobe) = c.nprobe {
+            Limit::Nprobe.check("nprobe", nprobe, limits.max_nprobe)?;
         }
     }
     Ok(c)
@@ -93,7 +105,7 @@ impl Service {
                 name: name.to_string(),
             });
         }
-        let index = canonical_index(spec.index)?;
+        let index = canonical_index(spec.index, &self.settings.limits)?;
         let model_dim = self.embedder.dim();
         let (dimension, source) = match spec.dimension {
             Some(0) => {
@@ -149,6 +161,18 @@ impl Service {
                 .then(|| self.embedder.model_id().to_string()),
             chunking: chunking.map(|c| serde_json::to_value(c).expect("chunking serialises")),
         };
+        // Counted before the row is written: a collection that already exists is not a new one,
+        // so an idempotent re-create is never refused. Two creates racing past the check can
+        // exceed the limit by one each; the limit bounds memory, not an exact count.
+        let max = self.settings.limits.max_collections;
+        let count = self.collections.read().len();
+        if count >= max && self.collection(name).is_err() {
+            return Err(Limit::Collections.exceeded(
+                "the number of collections on the server",
+                count + 1,
+                max,
+            ));
+        }
         match self.store.create_collection(&new).await? {
             CreateOutcome::Created(record) => {
                 let coll = Arc::new(self.new_collection(record)?);
@@ -172,37 +196,70 @@ impl Service {
         }
     }
 
-    /// Describes one collection.
+    /// Describes one collection; one that could not be restored is described as `failed`.
     pub async fn get_collection(&self, name: &str) -> ServiceResult<CollectionInfo> {
-        let coll = self.collection(name)?;
-        self.describe(&coll).await
+        match self.registered(name)? {
+            Registered::Ready(coll) => self.describe(&coll).await,
+            Registered::Failed(f) => Ok(describe_failed(&f)),
+        }
     }
 
-    /// Describes every collection, by name.
+    /// Describes every collection, by name, failed ones included.
     pub async fn list_collections(&self) -> ServiceResult<Vec<CollectionInfo>> {
-        let mut colls: Vec<Arc<Collection>> = self.collections.read().values().cloned().collect();
-        colls.sort_by(|a, b| a.record.name.cmp(&b.record.name));
+        let mut colls: Vec<(String, Registered)> = self
+            .collections
+            .read()
+            .iter()
+            .map(|(name, r)| (name.clone(), r.clone()))
+            .collect();
+        colls.sort_by(|a, b| a.0.cmp(&b.0));
         let mut out = Vec::with_capacity(colls.len());
-        for c in colls {
-            out.push(self.describe(&c).await?);
+        for (_, r) in colls {
+            out.push(match r {
+                Registered::Ready(c) => self.describe(&c).await?,
+                Registered::Failed(f) => describe_failed(&f),
+            });
         }
         Ok(out)
     }
 
-    /// Deletes a collection with its documents, passages and index snapshots.
+    /// Deletes a collection with its documents, passages and index snapshots. A collection
+    /// that could not be restored is deleted the same way.
     pub async fn delete_collection(&self, name: &str) -> ServiceResult<()> {
-        let coll = self.collection(name)?;
-        // Wait for in-flight writes, and keep new ones out while the rows go.
-        let _writes = coll.write_lock.lock().await;
-        if coll.is_deleted() {
-            return Err(ServiceError::CollectionNotFound(name.to_string()));
+        let entry = self.registered(name)?;
+        match &entry {
+            Registered::Ready(coll) => {
+                // Wait for in-flight writes, and keep new ones out while the rows go.
+                let _writes = coll.write_lock.lock().await;
+                if coll.is_deleted() {
+                    return Err(ServiceError::CollectionNotFound(name.to_string()));
+                }
+                self.store.delete_collection(coll.record.id).await?;
+                coll.mark_deleted();
+                // A snapshot being written now would recreate the directory removed below.
+                coll.snapshots_stopped().await;
+                self.unregister(name, &entry);
+                self.remove_snapshot(coll.record.id).await;
+            }
+            Registered::Failed(f) => {
+                let mut deleted = f.deleted.lock().await;
+                if *deleted {
+                    return Err(ServiceError::CollectionNotFound(name.to_string()));
+                }
+                self.store.delete_collection(f.record.id).await?;
+                *deleted = true;
+                self.unregister(name, &entry);
+                self.remove_snapshot(f.record.id).await;
+            }
         }
-        self.store.delete_collection(coll.record.id).await?;
-        coll.mark_deleted();
-        self.collections.write().remove(name);
-        let dir = self.snapshot_dir(&coll);
-        // The rows are gone already; a snapshot left behind is only wasted disk (a recreated
-        // collection gets a new id, so it can never be loaded), hence a warning, not an error.
+        Ok(())
+    }
+
+    /// Removes a deleted collection's index snapshot. The rows are gone already; a snapshot
+    /// left behind is only wasted disk (a recreated collection gets a new id, so it can never
+    /// be loaded), hence a warning, not an error.
+    async fn remove_snapshot(&self, id: CollectionId) {
+        let dir = self.snapshot_dir_of(id);
         let removed = tokio::task::spawn_blocking(move || {
             if dir.exists()
                 && let Err(e) = std::fs::remove_dir_all(&dir)
@@ -211,7 +268,6 @@ impl Service {
             }
         });
         let _ = removed.await;
-        Ok(())
     }
 
     fn chunker(&self, c: &Chunking) -> ServiceResult<Chunker> {
@@ -333,12 +389,14 @@ impl Service {
     pub(super) async fn describe(&self, coll: &Arc<Collection>) -> ServiceResult<CollectionInfo> {
         let c = coll.clone();
         let planner = self.settings.planner.clone();
-        let (index_state, memory, passages) =
-            Service::blocking(move || Ok(c.index_state(&planner))).await?;
-        let documents = coll.state.read().docs.len() as u64;
+        let ((index_state, memory, passages), documents) =
+            Service::blocking(move || Ok((c.index_state(&planner), c.document_count()))).await?;
+        let documents = documents as u64;
         let r = &coll.record;
         Ok(CollectionInfo {
             name: r.name.clone(),
+            status: "ready",
+            error: None,
             distance: r.distance,
             dimension: r.dimension,
             source: r.source.as_str(),
@@ -354,6 +412,38 @@ impl Service {
             memory_bytes: memory,
             created_at: r.created_at.clone(),
         })
+    }
+}
+
+/// A collection that could not be restored, described from its stored record: the settings
+/// that can be read, no documents, passages or memory.
+fn describe_failed(f: &FailedCollection) -> CollectionInfo {
+    let r = &f.record;
+    CollectionInfo {
+        name: r.name.clone(),
+        status: "failed",
+        error: Some(f.reason.clone()),
+        distance: r.distance,
+        dimension: r.dimension,
+        source: r.source.as_str(),
+        model: r.model_id.clone(),
+        // Unreadable settings may be the very reason it failed; the defaults stand in, and
+        // `error` says what is wrong.
+        index: serde_json::from_value(r.index.clone()).unwrap_or_default(),
+        chunking: r
+            .chunking
+            .as_ref()
+            .and_then(|c| serde_json::from_value(c.clone()).ok()),
+        documents: 0,
+        passages: 0,
+        index_state: IndexState {
+            ann: None,
+            status: "none",
+            pending: 0,
+            indexed: 0,
+        },
+        memory_bytes: 0,
+        created_at: r.created_at.clone(),
     }
 }
 
@@ -376,31 +466,34 @@ mod tests {
 
     #[test]
     fn index_settings_are_checked_and_canonical() {
-        let c = canonical_index(IndexConfig::default()).unwrap();
+        let c = canonical_index(IndexConfig::default(), &Limits::default()).unwrap();
         assert!(c.m.is_some() && c.ef_construction.is_some());
-        assert_eq!(c, canonical_index(c.clone()).unwrap());
+        assert_eq!(c, canonical_index(c.clone(), &Limits::default()).unwrap());
         let ivf = IndexConfig {
             kind: IndexType::Ivf,
             m: Some(8),
             ..Default::default()
         };
-        assert!(canonical_index(ivf).is_err());
+        assert!(canonical_index(ivf, &Limits::default()).is_err());
         let flat = IndexConfig {
             kind: IndexType::Flat,
             nprobe: Some(8),
             ..Default::default()
         };
-        assert!(canonical_index(flat).is_err());
+        assert!(canonical_index(flat, &Limits::default()).is_err());
         let bad_m = IndexConfig {
             kind: IndexType::Hnsw,
             m: Some(1),
             ..Default::default()
         };
-        assert!(canonical_index(bad_m).is_err());
-        let flat = canonical_index(IndexConfig {
-            kind: IndexType::Flat,
-            ..Default::default()
-        })
+        assert!(canonical_index(bad_m, &Limits::default()).is_err());
+        let flat = canonical_index(
+            IndexConfig {
+                kind: IndexType::Flat,
+                ..Default::default()
+            },
+            &Limits::default(),
+        )
         .unwrap();
         assert_eq!(flat.m, None);
     }

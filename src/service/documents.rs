@@ -12,10 +12,11 @@ use super::Service;
 use super::collection::{Collection, NewPassageVector};
 use super::error::{ServiceError, ServiceResult};
 use super::filter::Filter;
+use super::limits::Limit;
 use super::types::{Document, DocumentInput, DocumentPage, Selector, UpsertedDocument};
 
 /// Longest document id, in bytes.
-const MAX_ID_BYTES: usize = 512;
+pub const MAX_ID_BYTES: usize = 512;
 
 /// Most documents per page when listing.
 pub const MAX_PAGE: u32 = 1000;
@@ -48,13 +49,19 @@ fn check_vector(coll: &Collection, v: &[f32], doc: &str) -> ServiceResult<()> {
     validate::prepare_batch(coll.metric, coll.dim, &[0], v)
         .map_err(ServiceError::from)
         .and_then(|_| coll.check_length(v))
-        .map_err(|e| match e {
-            ServiceError::InvalidInput { code, message } => ServiceError::InvalidInput {
-                code,
-                message: format!("document '{doc}': {message}"),
-            },
-            other => other,
-        })
+        .map_err(|e| e.in_context(&format!("document '{doc}'")))
+}
+
+/// Checks what the model made of a passage before it is committed: a vector the indexes would
+/// refuse (wrong width, not finite, zero under cosine) must fail the request while nothing is
+/// stored, never after the commit, when the write is durable but not searchable.
+fn check_embedding(coll: &Collection, v: &[f32], doc: &str, passage: usize) -> ServiceResult<()> {
+    check_vector(coll, v, doc).map_err(|e| {
+        ServiceError::Internal(format!(
+            "the embedding model produced an unusable vector for passage {passage} of document \
+             '{doc}': {e}"
+        ))
+    })
 }
 
 fn check_id(id: &str) -> ServiceResult<()> {
@@ -86,19 +93,30 @@ impl Service {
         if docs.is_empty() {
             return Err(ServiceError::invalid("empty_input", "no documents given"));
         }
-        if docs.len() > self.settings.max_documents_per_request {
-            return Err(ServiceError::invalid(
-                "too_many_documents",
-                format!(
-                    "{} documents in one request; the limit is {}",
-                    docs.len(),
-                    self.settings.max_documents_per_request
-                ),
-            ));
-        }
+        let limits = &self.settings.limits;
+        Limit::Documents.check(
+            "the number of documents in the request",
+            docs.len(),
+            limits.max_documents,
+        )?;
         let prepared = self.prepare(&coll, docs).await?;
+        let passages = prepared.iter().map(|d| d.spans.len()).sum::<usize>();
+        Limit::Passages
+            .check(
+                "the number of passages the documents split into",
+                passages,
+                limits.max_passages,
+            )
+            .map_err(|e| {
+                e.in_context(&format!(
+                    "the request is too large to embed at once; send its {} documents in several \
+                 requests",
+                    prepared.len()
+                ))
+            })?;
 
-        // Embed every passage of the text documents in one request: the worker batches them.
+        // Embed every passage of the text documents in one bulk request: the worker batches
+        // them behind queries, admitting them in chunks.
         let texts: Vec<String> = prepared
             .iter()
             .filter(|d| d.vector.is_none())
@@ -107,7 +125,7 @@ impl Service {
         let mut embedded = if texts.is_empty() {
             Vec::new()
         } else {
-            self.embed_texts(texts).await?
+            self.embed_passages(texts).await?
         }
         .into_iter();
         let mut new_docs = Vec::with_capacity(prepared.len());
@@ -125,13 +143,18 @@ impl Service {
                 None => d
                     .spans
                     .into_iter()
-                    .map(|(start, end, text)| NewPassage {
-                        start,
-                        end,
-                        text,
-                        vector: embedded.next().expect("one embedding per passage"),
+                    .enumerate()
+                    .map(|(i, (start, end, text))| {
+                        let vector = embedded.next().expect("one embedding per passage");
+                        check_embedding(&coll, &vector, &d.id, i)?;
+                        Ok(NewPassage {
+                            start,
+                            end,
+                            text,
+                            vector,
+                        })
                     })
-                    .collect(),
+                    .collect::<ServiceResult<Vec<_>>>()?,
             };
             new_docs.push(NewDocument {
                 id: d.id,
@@ -171,6 +194,7 @@ impl Service {
                     format!("document '{id}': metadata must be a JSON object"),
                 ));
             }
+            self.settings.limits.check_metadata(&id, &doc.metadata)?;
             let chars = doc.text.as_ref().map_or(0, |t| t.chars().count());
             let (spans, vector) = match (doc.vector, &doc.text) {
                 (Some(v), _) => {
@@ -308,7 +332,7 @@ impl Service {
         }
         // The ids of the selection, and how many of them the cursor has passed.
         let (ids, start) = match selector {
-            None => {
+            None | Some(Selector::All) => {
                 let page = self
                     .store
                     .list_documents(
@@ -327,6 +351,11 @@ impl Service {
                 });
             }
             Some(Selector::Ids(ids)) => {
+                Limit::Documents.check(
+                    "the number of ids in the request",
+                    ids.len(),
+                    self.settings.limits.max_documents,
+                )?;
                 // The cursor is found among the ids asked for, not just the existing ones, so
                 // that deleting the document it names does not send paging back to the start.
                 let passed = match &after {
@@ -345,15 +374,20 @@ impl Service {
                         }
                     },
                 };
-                let st = coll.state.read();
-                let found = |i: &String| st.docs.contains_key(i);
-                let start = ids[..passed].iter().filter(|i| found(i)).count();
-                (ids.into_iter().filter(found).collect::<Vec<_>>(), start)
+                let c = coll.clone();
+                Service::blocking(move || {
+                    let st = c.state.read();
+                    let found = |i: &String| st.docs.contains_key(i);
+                    let start = ids[..passed].iter().filter(|i| found(i)).count();
+                    Ok((ids.into_iter().filter(found).collect::<Vec<_>>(), start))
+                })
+                .await?
             }
             Some(Selector::Filter(f)) => {
                 // In id order, like the unfiltered listing: the cursor is a position in that
                 // order, whether or not its document still exists or still matches.
-                let ids = self.matching_ids(&coll, &f).await?;
+                let filter = Filter::parse_with(&f, &self.settings.limits)?;
+                let ids = self.matching_ids(&coll, filter).await?;
                 let start = after
                     .as_ref()
                     .map_or(0, |a| ids.partition_point(|i| i <= a));
@@ -393,8 +427,26 @@ impl Service {
     ) -> ServiceResult<Vec<String>> {
         let coll = self.collection(collection)?;
         let ids = match selector {
-            Selector::Ids(ids) => ids,
-            Selector::Filter(f) => self.matching_ids(&coll, &f).await?,
+            Selector::Ids(ids) => {
+                Limit::Documents.check(
+                    "the number of ids in the request",
+                    ids.len(),
+                    self.settings.limits.max_documents,
+                )?;
+                ids
+            }
+            Selector::Filter(f) => {
+                let filter = Filter::parse_with(&f, &self.settings.limits)?;
+                if filter.is_empty() {
+                    return Err(ServiceError::invalid(
+                        "empty_filter",
+                        "an empty filter matches every document; to delete every document of \
+                         the collection, send {\"all\": true} instead",
+                    ));
+                }
+                self.matching_ids(&coll, filter).await?
+            }
+            Selector::All => self.matching_ids(&coll, Filter::everything()).await?,
         };
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -419,9 +471,8 @@ impl Service {
     async fn matching_ids(
         &self,
         coll: &Arc<Collection>,
-        filter: &Value,
+        filter: Filter,
     ) -> ServiceResult<Vec<String>> {
-        let filter = Filter::parse(filter)?;
         let c = coll.clone();
         Service::blocking(move || {
             let st = c.state.read();

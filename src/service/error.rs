@@ -22,6 +22,15 @@ pub enum ServiceError {
         /// What is wrong, for a person.
         message: String,
     },
+    /// The request is over one of the admission limits ([`Limits`](super::Limits)); the
+    /// message names the setting.
+    #[error("{message}")]
+    LimitExceeded {
+        /// Which limit.
+        limit: super::limits::Limit,
+        /// What is over it, by how much, and how to change it.
+        message: String,
+    },
     /// A collection name outside `[A-Za-z0-9_-]{1,64}`.
     #[error(
         "invalid collection name '{name}': use 1 to 64 characters from A-Z, a-z, 0-9, '_' and '-'"
@@ -33,6 +42,19 @@ pub enum ServiceError {
     /// No collection of that name.
     #[error("collection '{0}' does not exist")]
     CollectionNotFound(String),
+    /// The collection could not be restored at start-up (a corrupt row, unreadable settings,
+    /// chunking the model cannot take). It serves nothing until it is deleted, or the cause is
+    /// fixed and the server restarted.
+    #[error(
+        "collection '{name}' could not be restored at start-up and serves nothing until it is \
+         deleted or the cause is fixed and the server restarted: {reason}"
+    )]
+    CollectionFailed {
+        /// The collection.
+        name: String,
+        /// Why it could not be restored.
+        reason: String,
+    },
     /// No document of that id in the collection.
     #[error("document '{id}' does not exist in collection '{collection}'")]
     DocumentNotFound {
@@ -77,6 +99,22 @@ impl ServiceError {
         }
     }
 
+    /// The same error with `context` before its message, for an error about one part of a
+    /// request (a query of a batch, a document of an upsert).
+    pub fn in_context(self, context: &str) -> Self {
+        match self {
+            ServiceError::InvalidInput { code, message } => ServiceError::InvalidInput {
+                code,
+                message: format!("{context}: {message}"),
+            },
+            ServiceError::LimitExceeded { limit, message } => ServiceError::LimitExceeded {
+                limit,
+                message: format!("{context}: {message}"),
+            },
+            other => other,
+        }
+    }
+
     /// Our own failure, with context for the log.
     pub fn internal(context: &str, err: impl std::fmt::Display) -> Self {
         ServiceError::Internal(format!("{context}: {err}"))
@@ -85,7 +123,13 @@ impl ServiceError {
 
 impl From<FilterError> for ServiceError {
     fn from(e: FilterError) -> Self {
-        ServiceError::invalid("bad_filter", e.to_string())
+        match e.limit {
+            Some((limit, _, _)) => ServiceError::LimitExceeded {
+                limit,
+                message: e.to_string(),
+            },
+            None => ServiceError::invalid("bad_filter", e.to_string()),
+        }
     }
 }
 
@@ -121,6 +165,11 @@ impl From<EmbedError> for ServiceError {
             EmbedError::Overloaded { .. } => ServiceError::Overloaded {
                 what: "the embedding queue",
                 retry_after: Duration::from_secs(1),
+            },
+            EmbedError::BulkOverloaded { .. } => ServiceError::Overloaded {
+                what: "the ingest backlog (passages waiting to be embedded, limited by \
+                       --max-bulk-queue / VICINITY_MAX_BULK_QUEUE)",
+                retry_after: Duration::from_secs(5),
             },
             EmbedError::InvalidInput(m) => ServiceError::invalid("invalid_text", m),
             EmbedError::Tokenizer(m) => ServiceError::invalid("invalid_text", m),

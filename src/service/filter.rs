@@ -20,10 +20,10 @@ use std::cmp::Ordering;
 
 use serde_json::{Number, Value};
 
-/// Deepest nesting of `$and`/`$or` accepted, so that a hostile filter cannot exhaust the stack.
-const MAX_DEPTH: usize = 32;
+use super::limits::{Limit, Limits};
 
-/// A filter that is not well formed. The message names where in the filter the problem is.
+/// A filter that is not well formed, or larger than the server's limits. The message names
+/// where in the filter the problem is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid filter at {at}: {reason}")]
 pub struct FilterError {
@@ -31,6 +31,17 @@ pub struct FilterError {
     pub at: String,
     /// What is wrong there.
     pub reason: String,
+    /// The limit the filter is over, with the value and the maximum, when that is what is
+    /// wrong.
+    pub limit: Option<(Limit, usize, usize)>,
+}
+
+/// The bounds a filter is parsed under: nesting (so that a hostile filter cannot exhaust the
+/// stack) and list length (so that one `$in` cannot make every document's check slow).
+#[derive(Clone, Copy, Debug)]
+struct Bounds {
+    depth: usize,
+    values: usize,
 }
 
 /// A scalar operand of a comparison.
@@ -153,11 +164,33 @@ pub struct Filter {
 }
 
 impl Filter {
-    /// Parses a filter from its JSON form. An empty object matches everything.
+    /// Parses a filter from its JSON form under the default [`Limits`]. An empty object
+    /// matches everything.
     pub fn parse(value: &Value) -> Result<Filter, FilterError> {
+        Filter::parse_with(value, &Limits::default())
+    }
+
+    /// Parses a filter under the server's limits on nesting and list length.
+    pub fn parse_with(value: &Value, limits: &Limits) -> Result<Filter, FilterError> {
+        let bounds = Bounds {
+            depth: limits.max_filter_depth,
+            values: limits.max_filter_values,
+        };
         Ok(Filter {
-            root: parse_object(value, "filter", 0)?,
+            root: parse_object(value, "filter", 0, bounds)?,
         })
+    }
+
+    /// The filter with no condition, which every document matches.
+    pub fn everything() -> Filter {
+        Filter {
+            root: Node::And(Vec::new()),
+        }
+    }
+
+    /// Whether the filter has no condition at all (`{}`), and so matches every document.
+    pub fn is_empty(&self) -> bool {
+        matches!(&self.root, Node::And(clauses) if clauses.is_empty())
     }
 
     /// Whether a document's metadata (a JSON object, or `null` for none) satisfies the filter.
@@ -170,14 +203,36 @@ fn err(at: &str, reason: impl Into<String>) -> FilterError {
     FilterError {
         at: at.to_string(),
         reason: reason.into(),
+        limit: None,
     }
 }
 
-fn parse_object(value: &Value, at: &str, depth: usize) -> Result<Node, FilterError> {
-    if depth > MAX_DEPTH {
-        return Err(err(
+fn over(at: &str, what: &str, limit: Limit, got: usize, max: usize) -> FilterError {
+    FilterError {
+        at: at.to_string(),
+        reason: format!(
+            "{what} is {got}; the limit is {max} ({}, set with --{} or {})",
+            limit.name(),
+            limit.name().replace('_', "-"),
+            limit.env()
+        ),
+        limit: Some((limit, got, max)),
+    }
+}
+
+fn parse_object(
+    value: &Value,
+    at: &str,
+    depth: usize,
+    bounds: Bounds,
+) -> Result<Node, FilterError> {
+    if depth > bounds.depth {
+        return Err(over(
             at,
-            format!("filters may nest at most {MAX_DEPTH} levels"),
+            "the nesting of $and/$or",
+            Limit::FilterDepth,
+            depth,
+            bounds.depth,
         ));
     }
     let obj = value
@@ -195,7 +250,7 @@ fn parse_object(value: &Value, at: &str, depth: usize) -> Result<Node, FilterErr
                 let nodes = items
                     .iter()
                     .enumerate()
-                    .map(|(i, item)| parse_object(item, &format!("{here}[{i}]"), depth + 1))
+                    .map(|(i, item)| parse_object(item, &format!("{here}[{i}]"), depth + 1, bounds))
                     .collect::<Result<Vec<_>, _>>()?;
                 if key == "$and" {
                     Node::And(nodes)
@@ -210,7 +265,7 @@ fn parse_object(value: &Value, at: &str, depth: usize) -> Result<Node, FilterErr
                 ));
             }
             "" => return Err(err(&here, "field names must not be empty")),
-            field => parse_field(Path::new(field), v, &here)?,
+            field => parse_field(Path::new(field), v, &here, bounds)?,
         };
         clauses.push(node);
     }
@@ -221,7 +276,7 @@ fn parse_object(value: &Value, at: &str, depth: usize) -> Result<Node, FilterErr
     })
 }
 
-fn parse_field(path: Path, v: &Value, at: &str) -> Result<Node, FilterError> {
+fn parse_field(path: Path, v: &Value, at: &str, bounds: Bounds) -> Result<Node, FilterError> {
     let ops = match v {
         Value::Object(ops) if ops.keys().any(|k| k.starts_with('$')) => ops,
         Value::Object(_) | Value::Array(_) => {
@@ -238,7 +293,7 @@ fn parse_field(path: Path, v: &Value, at: &str) -> Result<Node, FilterError> {
     let mut nodes = Vec::with_capacity(ops.len());
     for (op, operand) in ops {
         let here = format!("{at}.{op}");
-        nodes.push(parse_operator(&path, op, operand, &here)?);
+        nodes.push(parse_operator(&path, op, operand, &here, bounds)?);
     }
     Ok(if nodes.len() == 1 {
         nodes.pop().expect("one operator")
@@ -247,7 +302,13 @@ fn parse_field(path: Path, v: &Value, at: &str) -> Result<Node, FilterError> {
     })
 }
 
-fn parse_operator(path: &Path, op: &str, operand: &Value, at: &str) -> Result<Node, FilterError> {
+fn parse_operator(
+    path: &Path,
+    op: &str,
+    operand: &Value,
+    at: &str,
+    bounds: Bounds,
+) -> Result<Node, FilterError> {
     let scalar = |v: &Value| {
         Scalar::from_json(v).ok_or_else(|| err(at, format!("{op} needs a scalar operand")))
     };
@@ -256,11 +317,19 @@ fn parse_operator(path: &Path, op: &str, operand: &Value, at: &str) -> Result<No
         _ => Err(err(at, format!("{op} needs a number or a string"))),
     };
     let list = |v: &Value| {
-        v.as_array()
-            .ok_or_else(|| err(at, format!("{op} needs an array of scalars")))?
-            .iter()
-            .map(&scalar)
-            .collect::<Result<Vec<_>, _>>()
+        let items = v
+            .as_array()
+            .ok_or_else(|| err(at, format!("{op} needs an array of scalars")))?;
+        if items.len() > bounds.values {
+            return Err(over(
+                at,
+                &format!("the length of the {op} list"),
+                Limit::FilterValues,
+                items.len(),
+                bounds.values,
+            ));
+        }
+        items.iter().map(&scalar).collect::<Result<Vec<_>, _>>()
     };
     Ok(match op {
         "$eq" => Node::Eq(path.clone(), scalar(operand)?),

@@ -10,6 +10,12 @@
 //! spent on scanning them what indexing them would cost (`defer_insert_cost` each, in distance
 //! computations), indexing proceeds: under steady queries and writes, deferring would otherwise
 //! make every query pay for the insertions.
+//!
+//! This task is the only one that changes a collection's approximate index (see
+//! [`super::collection`]): removals queued by writes are applied first, never deferred (a
+//! removal is a tombstone, and queries pay for every queued one), then builds and insertions.
+//! A build runs beside the live index, and a snapshot is written from the shared index with no
+//! lock held, so neither makes a query or a write wait.
 
 use std::path::Path;
 use std::sync::{Arc, Weak};
@@ -96,12 +102,13 @@ pub(super) fn maintain(
     settings: &PlannerSettings,
     give_way: &dyn Fn() -> bool,
 ) -> ServiceResult<bool> {
+    coll.apply_removals()?;
     if coll.wants_build(settings) {
         if give_way() {
             return Ok(false);
         }
         let started = Instant::now();
-        let n = coll.state.read().flat.len();
+        let n = coll.len();
         tracing::info!(collection = %coll.record.name, passages = n, "building approximate index");
         coll.build_ann()?;
         tracing::info!(
@@ -126,26 +133,44 @@ pub(super) fn maintain(
 }
 
 /// Writes a snapshot of the approximate index when at least `min_changes` changes are not in
-/// the last one. Returns whether it wrote one.
+/// the last one. Returns whether it wrote one. No lock is held while the file is written; the
+/// index is shared meanwhile, which is why only this task, which waits for the save, mutates it.
 pub(super) fn snapshot(coll: &Collection, dir: &Path, min_changes: u64) -> ServiceResult<bool> {
     let started = Instant::now();
-    let written = {
-        let st = coll.state.read();
-        let Some(ann) = st.ann.as_ref() else {
-            return Ok(false);
-        };
-        if st.building || st.unsnapshotted < min_changes.max(1) || coll.is_deleted() {
-            return Ok(false);
-        }
-        ann.save(dir)?;
-        st.unsnapshotted
+    // Deletion waits for this: no file lands after the directory is removed.
+    let _saving = coll.saving.blocking_lock();
+    let Some((ann, changes)) = coll.snapshot_source(min_changes) else {
+        return Ok(false);
     };
-    let mut st = coll.state.write();
-    st.unsnapshotted = st.unsnapshotted.saturating_sub(written);
+    coll.maintenance_point("snapshot");
+    ann.save(dir)?;
+    // The index is the indexer's own again once this share is gone.
+    drop(ann);
+    coll.snapshot_written(changes);
     tracing::debug!(
         collection = %coll.record.name,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "index snapshot written"
     );
     Ok(true)
+}
+
+#[cfg(any(test, feature = "testing"))]
+use super::collection::MaintenanceHook;
+
+#[cfg(any(test, feature = "testing"))]
+impl Service {
+    /// Sets (or with `None` clears) a function that a collection's background maintenance
+    /// calls at its pause points, on its blocking thread: `"built"` once a new approximate
+    /// index is built and before it replaces the live one, `"snapshot"` before a snapshot is
+    /// written (no lock held). A hook that blocks holds the work there, so that tests can
+    /// catch a rebuild or a snapshot in progress.
+    pub fn set_maintenance_hook(
+        &self,
+        collection: &str,
+        hook: Option<MaintenanceHook>,
+    ) -> ServiceResult<()> {
+        *self.collection(collection)?.hook.lock() = hook;
+        Ok(())
+    }
 }

@@ -18,11 +18,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
-use tokio::sync::Semaphore;
 
 use crate::embed::Embedder;
 pub use crate::store::PassageCacheStats;
-use crate::store::Store;
+use crate::store::{CollectionId, CollectionRecord, Store};
 
 pub mod chunk;
 pub(crate) mod collection;
@@ -32,18 +31,21 @@ pub mod error;
 pub mod filter;
 mod foreground;
 mod indexer;
+mod limits;
 mod query;
 pub mod types;
 
 pub use collection::PlannerSettings;
 pub use collections::valid_name;
-pub use documents::MAX_PAGE;
+pub use documents::{MAX_ID_BYTES, MAX_PAGE};
 pub use error::{ServiceError, ServiceResult};
-pub use query::Embeddings;
+pub use limits::{Limit, LimitKind, Limits};
+pub use query::{Embeddings, SearchStats};
 pub use types::*;
 
 use collection::Collection;
 use foreground::Foreground;
+use query::SearchSlots;
 
 /// Settings of the service layer.
 #[derive(Clone, Debug)]
@@ -52,14 +54,11 @@ pub struct ServiceSettings {
     pub data_dir: PathBuf,
     /// Planner and background indexing.
     pub planner: PlannerSettings,
-    /// Largest `k` a query may ask for.
-    pub max_k: usize,
-    /// Most documents in one upsert.
-    pub max_documents_per_request: usize,
-    /// Most queries in one batch query, and most inputs in one embedding request.
-    pub max_batch: usize,
+    /// The admission limits every request is checked against before any expensive work.
+    pub limits: Limits,
     /// Searches running at once; more wait up to `search_queue_timeout`, then get
-    /// [`ServiceError::Overloaded`].
+    /// [`ServiceError::Overloaded`]. A batch query runs at most a quarter of them (at least
+    /// one) at once, so that one batch cannot take them all.
     pub search_concurrency: usize,
     /// How long a search waits for a slot.
     pub search_queue_timeout: Duration,
@@ -78,9 +77,7 @@ impl ServiceSettings {
         ServiceSettings {
             data_dir: data_dir.into(),
             planner: PlannerSettings::default(),
-            max_k: 1000,
-            max_documents_per_request: 10_000,
-            max_batch: 2048,
+            limits: Limits::default(),
             search_concurrency: (4 * cores).max(8),
             search_queue_timeout: Duration::from_secs(2),
             snapshot_every_changes: 10_000,
@@ -90,13 +87,53 @@ impl ServiceSettings {
     }
 }
 
+/// A collection that could not be restored at start-up: its stored record and why.
+pub(crate) struct FailedCollection {
+    pub(crate) record: CollectionRecord,
+    pub(crate) reason: String,
+    /// Serialises deletes; `true` once the rows are gone.
+    pub(crate) deleted: tokio::sync::Mutex<bool>,
+}
+
+impl FailedCollection {
+    /// What every operation on it but describe and delete answers.
+    fn error(&self) -> ServiceError {
+        ServiceError::CollectionFailed {
+            name: self.record.name.clone(),
+            reason: self.reason.clone(),
+        }
+    }
+}
+
+/// A registry entry: a collection that serves, or one that failed to restore.
+#[derive(Clone)]
+pub(crate) enum Registered {
+    /// Restored (or created since start-up) and serving.
+    Ready(Arc<Collection>),
+    /// Could not be restored; it can be described and deleted.
+    Failed(Arc<FailedCollection>),
+}
+
+impl Registered {
+    /// Whether both are the same entry (not merely the same name).
+    fn same(&self, other: &Registered) -> bool {
+        match (self, other) {
+            (Registered::Ready(a), Registered::Ready(b)) => Arc::ptr_eq(a, b),
+            (Registered::Failed(a), Registered::Failed(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
 /// The service: one per process, shared behind an `Arc`.
 pub struct Service {
     settings: ServiceSettings,
     store: Store,
     embedder: Arc<dyn Embedder>,
-    collections: RwLock<HashMap<String, Arc<Collection>>>,
-    search_slots: Arc<Semaphore>,
+    /// Every collection by name, including those that could not be restored. Held only for a
+    /// map lookup or update, never across I/O.
+    collections: RwLock<HashMap<String, Registered>>,
+    search_slots: Arc<SearchSlots>,
     shutdown: tokio::sync::watch::Sender<bool>,
     indexers: parking_lot::Mutex<tokio::task::JoinSet<()>>,
     /// Embeddings that requests wait for; background indexing gives way to them.
@@ -123,7 +160,7 @@ impl Service {
         let started = Instant::now();
         let (shutdown, _) = tokio::sync::watch::channel(false);
         let service = Arc::new(Service {
-            search_slots: Arc::new(Semaphore::new(settings.search_concurrency.max(1))),
+            search_slots: Arc::new(SearchSlots::new(settings.search_concurrency.max(1))),
             settings,
             store,
             embedder,
@@ -134,16 +171,51 @@ impl Service {
         });
         let summaries = service.store.list_collections().await?;
         let count = summaries.len();
+        let mut failed = 0;
         for summary in summaries {
-            let coll = service.restore_collection(summary.collection).await?;
-            service.register(coll);
+            let record = summary.collection;
+            // One collection that cannot be restored must not keep the others (or the server)
+            // down: it is registered as failed, answers 503 with the reason, and can be deleted.
+            match service.restore_collection(record.clone()).await {
+                Ok(coll) => service.register(coll),
+                Err(e) => {
+                    tracing::error!(
+                        collection = %record.name,
+                        error = %e,
+                        "collection could not be restored; it answers 503 until it is deleted \
+                         or the cause is fixed and the server restarted"
+                    );
+                    failed += 1;
+                    service.register_failed(record, e.to_string());
+                }
+            }
         }
         tracing::info!(
             collections = count,
+            failed,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "service ready"
         );
         Ok(service)
+    }
+
+    /// The collections that could not be restored at start-up (and are not deleted yet), by
+    /// name.
+    pub fn failed_collections(&self) -> Vec<CollectionFailure> {
+        let mut out: Vec<CollectionFailure> = self
+            .collections
+            .read()
+            .values()
+            .filter_map(|r| match r {
+                Registered::Failed(f) => Some(CollectionFailure {
+                    name: f.record.name.clone(),
+                    error: f.reason.clone(),
+                }),
+                Registered::Ready(_) => None,
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
     }
 
     /// What the service runs.
@@ -156,6 +228,11 @@ impl Service {
         }
     }
 
+    /// The admission limits requests are held to.
+    pub fn limits(&self) -> &Limits {
+        &self.settings.limits
+    }
+
     /// Hits, misses and size of the store's passage cache.
     pub fn passage_cache_stats(&self) -> PassageCacheStats {
         self.store.passage_cache_stats()
@@ -166,10 +243,18 @@ impl Service {
         &self.embedder
     }
 
-    /// Embeds texts for a request. Background indexing gives way while this runs.
+    /// Embeds texts a request waits for interactively (queries, the embeddings endpoints):
+    /// they go before any queued ingest. Background indexing gives way while this runs.
     async fn embed_texts(&self, texts: Vec<String>) -> ServiceResult<Vec<Vec<f32>>> {
         let _foreground = self.foreground.enter();
         Ok(self.embedder.embed(texts).await?)
+    }
+
+    /// Embeds the passages of an upsert as bulk work, which gives way to queries in the
+    /// embedder. Background indexing gives way while this runs too: the upsert's caller waits.
+    async fn embed_passages(&self, texts: Vec<String>) -> ServiceResult<Vec<Vec<f32>>> {
+        let _foreground = self.foreground.enter();
+        Ok(self.embedder.embed_bulk(texts).await?)
     }
 
     /// Stops background indexing and writes a snapshot of every index that changed since its
@@ -178,7 +263,15 @@ impl Service {
         let _ = self.shutdown.send(true);
         let mut tasks = std::mem::take(&mut *self.indexers.lock());
         while tasks.join_next().await.is_some() {}
-        let collections: Vec<Arc<Collection>> = self.collections.read().values().cloned().collect();
+        let collections: Vec<Arc<Collection>> = self
+            .collections
+            .read()
+            .values()
+            .filter_map(|r| match r {
+                Registered::Ready(c) => Some(c.clone()),
+                Registered::Failed(_) => None,
+            })
+            .collect();
         for coll in collections {
             let dir = self.snapshot_dir(&coll);
             let name = coll.record.name.clone();
@@ -193,13 +286,23 @@ impl Service {
     }
 
     fn snapshot_dir(&self, coll: &Collection) -> PathBuf {
-        self.settings
-            .data_dir
-            .join("indexes")
-            .join(coll.record.id.to_string())
+        self.snapshot_dir_of(coll.record.id)
     }
 
+    fn snapshot_dir_of(&self, id: CollectionId) -> PathBuf {
+        self.settings.data_dir.join("indexes").join(id.to_string())
+    }
+
+    /// A collection that serves: not found and failed ones are errors.
     fn collection(&self, name: &str) -> ServiceResult<Arc<Collection>> {
+        match self.registered(name)? {
+            Registered::Ready(coll) => Ok(coll),
+            Registered::Failed(f) => Err(f.error()),
+        }
+    }
+
+    /// A collection as registered, ready or failed.
+    fn registered(&self, name: &str) -> ServiceResult<Registered> {
         self.collections
             .read()
             .get(name)
@@ -207,15 +310,38 @@ impl Service {
             .ok_or_else(|| ServiceError::CollectionNotFound(name.to_string()))
     }
 
+    /// Removes `name` from the registry if it still maps to `entry`: a collection created
+    /// under the same name since is left alone.
+    fn unregister(&self, name: &str, entry: &Registered) {
+        let mut collections = self.collections.write();
+        if collections.get(name).is_some_and(|r| r.same(entry)) {
+            collections.remove(name);
+        }
+    }
+
     fn register(self: &Arc<Self>, coll: Arc<Collection>) {
         self.collections
             .write()
-            .insert(coll.record.name.clone(), coll.clone());
+            .insert(coll.record.name.clone(), Registered::Ready(coll.clone()));
         let this = Arc::downgrade(self);
         let shutdown = self.shutdown.subscribe();
         self.indexers
             .lock()
             .spawn(indexer::run(this, coll, shutdown));
+    }
+
+    /// Registers a collection that could not be restored, so that it can be described and
+    /// deleted. It has no in-memory side and no indexer.
+    fn register_failed(&self, record: CollectionRecord, reason: String) {
+        let failed = FailedCollection {
+            record,
+            reason,
+            deleted: tokio::sync::Mutex::new(false),
+        };
+        self.collections.write().insert(
+            failed.record.name.clone(),
+            Registered::Failed(Arc::new(failed)),
+        );
     }
 
     /// Runs CPU-bound work on the blocking pool.

@@ -3,18 +3,91 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use futures_util::future::try_join_all;
 use serde_json::Value;
+use tokio::sync::Semaphore;
 
-use crate::index::{Hit, SearchParams};
+use crate::index::{Hit, SearchParams, validate};
 
 use super::Service;
 use super::collection::Collection;
 use super::error::{ServiceError, ServiceResult};
 use super::filter::Filter;
+use super::limits::Limit;
 use super::types::{PassageSpan, Plan, Query, QueryHit, QueryInput, QueryResult};
+
+/// How the search slots are used: the service's `search_concurrency`, and the searches run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SearchStats {
+    /// Searches that may run at once.
+    pub slots: usize,
+    /// Slots held now.
+    pub in_use: usize,
+    /// Most slots held at once since the service started, as seen by each search as it
+    /// started.
+    pub peak_in_use: usize,
+    /// Searches run.
+    pub searches: u64,
+    /// Searches skipped because their request had gone away (timed out, or its client
+    /// disconnected) before they started.
+    pub cancelled: u64,
+}
+
+/// The slots searches run in on the blocking pool, and their accounting.
+#[derive(Debug)]
+pub(crate) struct SearchSlots {
+    semaphore: Arc<Semaphore>,
+    slots: usize,
+    peak_in_use: AtomicUsize,
+    searches: AtomicU64,
+    cancelled: AtomicU64,
+}
+
+impl SearchSlots {
+    pub(crate) fn new(slots: usize) -> Self {
+        SearchSlots {
+            semaphore: Arc::new(Semaphore::new(slots)),
+            slots,
+            peak_in_use: AtomicUsize::new(0),
+            searches: AtomicU64::new(0),
+            cancelled: AtomicU64::new(0),
+        }
+    }
+
+    fn in_use(&self) -> usize {
+        self.slots - self.semaphore.available_permits()
+    }
+
+    /// Slots one batch query may hold at once: a quarter of them, at least one.
+    fn batch_share(&self) -> usize {
+        (self.slots / 4).max(1)
+    }
+
+    /// Counts a search that starts now, or one skipped because `cancelled` is set; says
+    /// whether to run it.
+    fn start(&self, cancelled: &AtomicBool) -> bool {
+        if cancelled.load(Ordering::Acquire) {
+            self.cancelled.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        self.searches.fetch_add(1, Ordering::Relaxed);
+        self.peak_in_use.fetch_max(self.in_use(), Ordering::Relaxed);
+        true
+    }
+}
+
+/// Set when the future of the request it belongs to is dropped (the request timed out, or its
+/// client went away), so that blocking work queued for the request is skipped.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
 
 /// Embeddings of several texts with their token counts.
 #[derive(Clone, Debug)]
@@ -26,24 +99,37 @@ pub struct Embeddings {
 }
 
 impl Service {
-    /// Runs one query.
+    /// Runs one query. It is checked whole before its text is embedded.
     pub async fn query(&self, collection: &str, query: Query) -> ServiceResult<QueryResult> {
         let started = Instant::now();
         let coll = self.collection(collection)?;
+        let filter = self.check_query(&coll, &query)?;
         let vector = match &query.input {
             QueryInput::Vector(v) => v.clone(),
-            QueryInput::Text(t) => {
-                self.check_text_query(&coll, t)?;
-                self.embed_texts(vec![t.clone()])
-                    .await?
-                    .pop()
-                    .expect("one embedding per text")
-            }
+            QueryInput::Text(t) => self
+                .embed_texts(vec![t.clone()])
+                .await?
+                .pop()
+                .expect("one embedding per text"),
         };
-        self.run_query(&coll, query, vector, started).await
+        self.run_query(&coll, query, filter, vector, started, None)
+            .await
     }
 
-    /// Runs several queries; text queries are embedded together.
+    /// How the search slots are used.
+    pub fn search_stats(&self) -> SearchStats {
+        let slots = &self.search_slots;
+        SearchStats {
+            slots: slots.slots,
+            in_use: slots.in_use(),
+            peak_in_use: slots.peak_in_use.load(Ordering::Relaxed),
+            searches: slots.searches.load(Ordering::Relaxed),
+            cancelled: slots.cancelled.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Runs several queries; text queries are embedded together. Every query is checked
+    /// before any text is embedded.
     pub async fn query_batch(
         &self,
         collection: &str,
@@ -51,132 +137,198 @@ impl Service {
     ) -> ServiceResult<Vec<QueryResult>> {
         let started = Instant::now();
         let coll = self.collection(collection)?;
+        let limits = &self.settings.limits;
         if queries.is_empty() {
             return Err(ServiceError::invalid("empty_input", "no queries given"));
         }
-        if queries.len() > self.settings.max_batch {
-            return Err(ServiceError::invalid(
-                "too_many_queries",
-                format!(
-                    "{} queries in one batch; the limit is {}",
-                    queries.len(),
-                    self.settings.max_batch
-                ),
-            ));
-        }
-        let mut texts = Vec::new();
-        for q in &queries {
-            if let QueryInput::Text(t) = &q.input {
-                self.check_text_query(&coll, t)?;
-                texts.push(t.clone());
-            }
-        }
+        Limit::Batch.check(
+            "the number of queries in the batch",
+            queries.len(),
+            limits.max_batch,
+        )?;
+        let total_k = queries
+            .iter()
+            .map(|q| q.k)
+            .fold(0usize, usize::saturating_add);
+        Limit::BatchK.check(
+            "the sum of k over the batch's queries",
+            total_k,
+            limits.max_batch_k,
+        )?;
+        let filters = queries
+            .iter()
+            .enumerate()
+            .map(|(i, q)| {
+                self.check_query(&coll, q)
+                    .map_err(|e| e.in_context(&format!("query {i}")))
+            })
+            .collect::<ServiceResult<Vec<_>>>()?;
+        let texts: Vec<String> = queries
+            .iter()
+            .filter_map(|q| match &q.input {
+                QueryInput::Text(t) => Some(t.clone()),
+                QueryInput::Vector(_) => None,
+            })
+            .collect();
         let mut embedded = if texts.is_empty() {
             Vec::new()
         } else {
             self.embed_texts(texts).await?
         }
         .into_iter();
-        let runs = queries.into_iter().map(|q| {
+        // The batch's searches share a few slots, so that other requests keep the rest.
+        let share = Arc::new(Semaphore::new(self.search_slots.batch_share()));
+        let runs = queries.into_iter().zip(filters).map(|(q, filter)| {
             let vector = match &q.input {
                 QueryInput::Vector(v) => v.clone(),
                 QueryInput::Text(_) => embedded.next().expect("one embedding per text"),
             };
-            self.run_query(&coll, q, vector, started)
+            self.run_query(&coll, q, filter, vector, started, Some(&share))
         });
         try_join_all(runs).await
     }
 
-    /// Embeds texts for the embeddings endpoints.
-    pub async fn embed(&self, texts: Vec<String>) -> ServiceResult<Embeddings> {
+    /// Embeds texts for the embeddings endpoints. `field` names the request's input field in
+    /// errors. Unless `truncate`, an input longer than the model reads is refused with
+    /// `input_too_long` (as OpenAI and TEI do) rather than silently cut.
+    pub async fn embed(
+        &self,
+        texts: Vec<String>,
+        field: &str,
+        truncate: bool,
+    ) -> ServiceResult<Embeddings> {
         if texts.is_empty() {
             return Err(ServiceError::invalid("empty_input", "no input given"));
         }
-        if texts.len() > self.settings.max_batch {
-            return Err(ServiceError::invalid(
-                "too_many_inputs",
-                format!(
-                    "{} inputs in one request; the limit is {}",
-                    texts.len(),
-                    self.settings.max_batch
-                ),
-            ));
-        }
-        if let Some(i) = texts.iter().position(|t| t.is_empty()) {
-            return Err(ServiceError::invalid(
-                "empty_input",
-                format!("input {i} is an empty string"),
-            ));
+        let limits = &self.settings.limits;
+        Limit::Batch.check(
+            "the number of inputs in the request",
+            texts.len(),
+            limits.max_batch,
+        )?;
+        for (i, t) in texts.iter().enumerate() {
+            if t.is_empty() {
+                return Err(ServiceError::invalid(
+                    "empty_input",
+                    format!("{field}[{i}] is an empty string"),
+                ));
+            }
+            limits.check_text(&format!("{field}[{i}]"), t)?;
         }
         let embedder = self.embedder.clone();
         let counted = texts.clone();
         let limit = embedder.max_input_tokens();
-        let tokens = Service::blocking(move || {
-            let mut total = 0;
-            for t in &counted {
-                total += embedder.count_tokens(t)?.min(limit);
-            }
-            Ok(total)
+        // Tokenizing is CPU work: off the async workers. Each text is tokenized once, both to
+        // refuse one that is too long and to report the tokens read.
+        let counts = Service::blocking(move || {
+            counted
+                .iter()
+                .map(|t| Ok(embedder.count_tokens(t)?))
+                .collect::<ServiceResult<Vec<usize>>>()
         })
         .await?;
+        if !truncate && let Some((i, &n)) = counts.iter().enumerate().find(|(_, n)| **n > limit) {
+            return Err(ServiceError::invalid(
+                "input_too_long",
+                format!(
+                    "{field}[{i}] has {n} tokens; the model reads at most {limit}: split it, or \
+                     ask for truncation (\"truncate\": true on /embed, or the server's \
+                     --auto-truncate)"
+                ),
+            ));
+        }
+        let tokens = counts.iter().map(|&n| n.min(limit)).sum();
         let vectors = self.embed_texts(texts).await?;
         Ok(Embeddings { vectors, tokens })
     }
 
-    fn check_text_query(&self, coll: &Collection, text: &str) -> ServiceResult<()> {
-        if coll.chunker.is_none() {
-            return Err(ServiceError::invalid(
-                "vector_required",
-                format!(
-                    "collection '{}' holds vectors of dimension {}, which the embedding model \
-                     does not produce; query it with \"vector\"",
-                    coll.record.name, coll.dim
-                ),
-            ));
+    /// Checks everything about a query that can be checked before its text is embedded:
+    /// the input, `k`, the search parameters and the filter (parsed, and returned).
+    fn check_query(&self, coll: &Collection, query: &Query) -> ServiceResult<Option<Filter>> {
+        let limits = &self.settings.limits;
+        match &query.input {
+            QueryInput::Text(text) => {
+                if coll.chunker.is_none() {
+                    return Err(ServiceError::invalid(
+                        "vector_required",
+                        format!(
+                            "collection '{}' holds vectors of dimension {}, which the embedding \
+                             model does not produce; query it with \"vector\"",
+                            coll.record.name, coll.dim
+                        ),
+                    ));
+                }
+                limits.check_text("the query text", text)?;
+                if text.trim().is_empty() {
+                    return Err(ServiceError::invalid(
+                        "empty_input",
+                        "the query text is empty",
+                    ));
+                }
+            }
+            QueryInput::Vector(v) => {
+                validate::prepare_query(coll.metric, coll.dim, v, query.k.max(1))?;
+                coll.check_length(v)?;
+            }
         }
-        if text.trim().is_empty() {
-            return Err(ServiceError::invalid(
-                "empty_input",
-                "the query text is empty",
-            ));
-        }
-        Ok(())
-    }
-
-    async fn run_query(
-        &self,
-        coll: &Arc<Collection>,
-        query: Query,
-        vector: Vec<f32>,
-        started: Instant,
-    ) -> ServiceResult<QueryResult> {
-        if query.k == 0 || query.k > self.settings.max_k {
+        if query.k == 0 {
             return Err(ServiceError::invalid(
                 "invalid_parameter",
-                format!("k must be between 1 and {}", self.settings.max_k),
+                "k must be at least 1",
             ));
         }
+        Limit::K.check("k", query.k, limits.max_k)?;
         if query.ef == Some(0) || query.nprobe == Some(0) {
             return Err(ServiceError::invalid(
                 "invalid_parameter",
                 "ef and nprobe must be at least 1",
             ));
         }
-        coll.check_length(&vector)?;
-        let filter = match &query.filter {
+        if let Some(ef) = query.ef {
+            Limit::Ef.check("ef", ef, limits.max_ef)?;
+        }
+        if let Some(nprobe) = query.nprobe {
+            Limit::Nprobe.check("nprobe", nprobe, limits.max_nprobe)?;
+        }
+        Ok(match &query.filter {
             Some(Value::Null) | None => None,
-            Some(f) => Some(Filter::parse(f)?),
+            Some(f) => Some(Filter::parse_with(f, limits)?),
+        })
+    }
+
+    /// Runs one checked query's search in a search slot; a query of a batch first takes one
+    /// of the batch's `share` of slots.
+    async fn run_query(
+        &self,
+        coll: &Arc<Collection>,
+        query: Query,
+        filter: Option<Filter>,
+        vector: Vec<f32>,
+        started: Instant,
+        share: Option<&Arc<Semaphore>>,
+    ) -> ServiceResult<QueryResult> {
+        // A text query's vector comes from the model: its length is checked here, the rest
+        // was checked before embedding.
+        coll.check_length(&vector)?;
+        let shutting_down = |_| ServiceError::Unavailable("the service is shutting down".into());
+        let batch_permit = match share {
+            Some(share) => Some(share.clone().acquire_owned().await.map_err(shutting_down)?),
+            None => None,
         };
         let permit = tokio::time::timeout(
             self.settings.search_queue_timeout,
-            self.search_slots.clone().acquire_owned(),
+            self.search_slots.semaphore.clone().acquire_owned(),
         )
         .await
         .map_err(|_| ServiceError::Overloaded {
             what: "search",
             retry_after: std::time::Duration::from_secs(1),
         })?
-        .map_err(|_| ServiceError::Unavailable("the service is shutting down".into()))?;
+        .map_err(shutting_down)?;
+        // Dropped with this future, it tells the search not to start.
+        let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
+        let cancelled = cancel.0.clone();
+        let slots = self.search_slots.clone();
         let c = coll.clone();
         let planner = self.settings.planner.clone();
         let params = SearchParams {
@@ -185,19 +337,23 @@ impl Service {
         };
         let (k, exact, want_meta) = (query.k, query.exact, query.include.metadata);
         let (hits, plan, metadata) = Service::blocking(move || {
-            let _permit = permit;
+            let _permits = (permit, batch_permit);
+            if !slots.start(&cancelled) {
+                // Nobody waits for this answer.
+                return Err(ServiceError::Unavailable(
+                    "the request was cancelled".into(),
+                ));
+            }
             let (hits, plan) = c.search(&vector, k, &params, filter.as_ref(), exact, &planner)?;
             let metadata: Vec<Option<Value>> = if want_meta {
-                let st = c.state.read();
-                hits.iter()
-                    .map(|h| st.passage_doc.get(&h.id).map(|d| d.metadata.clone()))
-                    .collect()
+                c.metadata_of(&hits)
             } else {
                 Vec::new()
             };
             Ok((hits, plan, metadata))
         })
         .await?;
+        drop(cancel);
         let results = self.render(coll, &query, hits, metadata).await?;
         Ok(QueryResult {
             results,

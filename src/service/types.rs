@@ -3,8 +3,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::distance::Metric;
-use crate::index::IndexKind;
+/// The similarity measure and the index kinds are part of the service's vocabulary: the API
+/// names them through the service, never through the layers below it.
+pub use crate::distance::Metric;
+pub use crate::index::IndexKind;
 
 /// Which index a collection uses. `Auto` scans exactly while the collection is small and builds
 /// an HNSW graph once it grows past the exact-search threshold.
@@ -88,6 +90,13 @@ pub struct CollectionSpec {
 pub struct CollectionInfo {
     /// Its name.
     pub name: String,
+    /// `ready`, or `failed`: it could not be restored at start-up (`error` says why). A failed
+    /// collection shows its stored settings where they can be read, and zero documents,
+    /// passages and memory; every operation but describe and delete answers
+    /// [`ServiceError::CollectionFailed`](super::ServiceError::CollectionFailed).
+    pub status: &'static str,
+    /// Why a failed collection could not be restored.
+    pub error: Option<String>,
     /// The similarity measure.
     pub distance: Metric,
     /// Vector dimension.
@@ -110,6 +119,15 @@ pub struct CollectionInfo {
     pub memory_bytes: u64,
     /// When it was created (RFC 3339).
     pub created_at: String,
+}
+
+/// A collection that could not be restored at start-up, for readiness reports.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct CollectionFailure {
+    /// The collection.
+    pub name: String,
+    /// Why it could not be restored.
+    pub error: String,
 }
 
 /// The state of a collection's indexes.
@@ -173,8 +191,12 @@ pub struct Document {
 pub enum Selector {
     /// These ids.
     Ids(Vec<String>),
-    /// Those whose metadata matches this filter.
+    /// Those whose metadata matches this filter. An empty filter (`{}`) matches every
+    /// document; a delete refuses it, so that a stray `{"filter": {}}` cannot empty a
+    /// collection: deleting everything takes [`Selector::All`].
     Filter(Value),
+    /// Every document, asked for explicitly.
+    All,
 }
 
 /// A page of documents.

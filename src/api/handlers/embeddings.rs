@@ -6,8 +6,6 @@
 //! endpoints with the server's `--auto-truncate`. Passages for collections are never
 //! truncated; they are split instead.
 
-use std::sync::Arc;
-
 use axum::Json;
 use axum::extract::State;
 use base64::Engine as _;
@@ -20,7 +18,6 @@ use crate::api::dto::{
 use crate::api::error::{ApiError, ApiResult, responses};
 use crate::api::extract::ApiJson;
 use crate::api::state::{AppState, Ready};
-use crate::service::{Service, ServiceError};
 
 /// Create embeddings, in OpenAI's request and response shape.
 ///
@@ -55,10 +52,9 @@ pub async fn openai_embeddings(
             ),
         ));
     }
-    if !state.settings().auto_truncate {
-        check_lengths(&service, "input", &texts).await?;
-    }
-    let embeddings = service.embed(texts).await?;
+    let embeddings = service
+        .embed(texts, "input", state.settings().auto_truncate)
+        .await?;
     let data = embeddings
         .vectors
         .into_iter()
@@ -107,46 +103,12 @@ pub async fn tei_embed(
         ));
     }
     let texts = texts_from_input("inputs", body.inputs)?;
-    if !body.truncate.unwrap_or(state.settings().auto_truncate) {
-        check_lengths(&service, "inputs", &texts).await?;
-    }
-    let mut vectors = service.embed(texts).await?.vectors;
+    let truncate = body.truncate.unwrap_or(state.settings().auto_truncate);
+    let mut vectors = service.embed(texts, "inputs", truncate).await?.vectors;
     if body.normalize {
         vectors.iter_mut().for_each(|v| normalize(v));
     }
     Ok(Json(TeiEmbedResponse(vectors)))
-}
-
-/// Refuses the first input longer than the model reads.
-async fn check_lengths(service: &Arc<Service>, field: &str, texts: &[String]) -> ApiResult<()> {
-    if texts.is_empty() {
-        return Ok(());
-    }
-    let embedder = service.embedder().clone();
-    let texts = texts.to_vec();
-    let limit = embedder.max_input_tokens();
-    // Tokenizing is CPU work: off the async workers.
-    let too_long = tokio::task::spawn_blocking(move || -> Result<_, ServiceError> {
-        for (i, t) in texts.iter().enumerate() {
-            let n = embedder.count_tokens(t)?;
-            if n > limit {
-                return Ok(Some((i, n)));
-            }
-        }
-        Ok(None)
-    })
-    .await
-    .map_err(|e| ServiceError::internal("token counting task", e))??;
-    match too_long {
-        None => Ok(()),
-        Some((i, n)) => Err(ApiError::bad_request(
-            "input_too_long",
-            format!(
-                "{field}[{i}] has {n} tokens; the model reads at most {limit}: split it, or ask \
-                 for truncation (\"truncate\": true on /embed, or the server's --auto-truncate)"
-            ),
-        )),
-    }
 }
 
 /// Scales `v` to unit length, unless it already is (or is zero).

@@ -3,6 +3,8 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::api::dto::{InfoResponse, StatusResponse};
 use crate::api::error::{ApiError, ApiResult, ErrorResponse};
@@ -21,28 +23,63 @@ pub async fn healthz() -> Json<StatusResponse> {
     Json(StatusResponse { status: "ok" })
 }
 
+/// A collection that could not be restored at start-up.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct FailedCollectionResponse {
+    /// Its name.
+    #[schema(example = "docs")]
+    pub name: String,
+    /// Why it could not be restored.
+    pub error: String,
+}
+
+/// The server is ready.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ReadyResponse {
+    /// `ready`.
+    #[schema(example = "ready")]
+    pub status: &'static str,
+    /// Collections that could not be restored at start-up, by name; absent when there are
+    /// none. They answer 503 `collection_failed` until deleted; the others serve.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failed_collections: Vec<FailedCollectionResponse>,
+}
+
 /// Readiness: the model is loaded and the collections restored, and the server is not
-/// shutting down.
+/// shutting down. A collection that could not be restored does not make the server unready
+/// (every other collection serves); the body lists it under `failed_collections`.
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "health",
     security(()),
     responses(
-        (status = 200, description = "Ready.", body = StatusResponse),
+        (status = 200, description = "Ready; `failed_collections` lists collections that could not be restored.", body = ReadyResponse),
         (status = 503, description = "`not_ready` while starting, `unavailable` while shutting down.", body = ErrorResponse),
     )
 )]
-pub async fn readyz(
-    State(state): State<AppState>,
-) -> ApiResult<(StatusCode, Json<StatusResponse>)> {
+pub async fn readyz(State(state): State<AppState>) -> ApiResult<(StatusCode, Json<ReadyResponse>)> {
     if state.is_draining() {
         return Err(ServiceError::Unavailable("the server is shutting down".into()).into());
     }
-    if state.service().is_none() {
+    let Some(service) = state.service() else {
         return Err(ApiError::NotReady);
-    }
-    Ok((StatusCode::OK, Json(StatusResponse { status: "ready" })))
+    };
+    let failed_collections = service
+        .failed_collections()
+        .into_iter()
+        .map(|f| FailedCollectionResponse {
+            name: f.name,
+            error: f.error,
+        })
+        .collect();
+    Ok((
+        StatusCode::OK,
+        Json(ReadyResponse {
+            status: "ready",
+            failed_collections,
+        }),
+    ))
 }
 
 /// What the server runs: version, model, dimension, input limit.
