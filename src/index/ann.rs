@@ -22,7 +22,8 @@ pub struct AnnParams {
     pub m: Option<usize>,
     /// HNSW: build breadth.
     pub ef_construction: Option<usize>,
-    /// HNSW: default search breadth.
+    /// HNSW: default search breadth; `None` grows it with the graph's size
+    /// ([`default_ef`](super::hnsw::default_ef)).
     pub ef: Option<usize>,
     /// IVF: number of cells.
     pub nlist: Option<usize>,
@@ -31,14 +32,14 @@ pub struct AnnParams {
 }
 
 impl AnnParams {
-    /// HNSW with its default parameters filled in.
+    /// HNSW with its default parameters filled in (`ef` stays `None`: it depends on the size).
     pub fn defaults() -> AnnParams {
         let h = HnswParams::default();
         AnnParams {
             kind: IndexKind::Hnsw,
             m: Some(h.m),
             ef_construction: Some(h.ef_construction),
-            ef: Some(h.ef_search),
+            ef: h.ef_search,
             nlist: None,
             nprobe: None,
         }
@@ -49,7 +50,7 @@ impl AnnParams {
         HnswParams {
             m: self.m.unwrap_or(d.m),
             ef_construction: self.ef_construction.unwrap_or(d.ef_construction),
-            ef_search: self.ef.unwrap_or(d.ef_search),
+            ef_search: self.ef.or(d.ef_search),
             // Compaction is the owner's decision (see `wants_compaction`): an automatic rebuild
             // inside `remove` would stall whoever holds the index for the whole build.
             max_tombstone_ratio: 1.0,
@@ -124,6 +125,16 @@ impl AnnIndex {
                 total > 0 && h.tombstones() as f64 > COMPACT_TOMBSTONE_RATIO * total as f64
             }
             AnnIndex::Ivf(i) => i.needs_retrain(),
+        }
+    }
+
+    /// Sets the default HNSW search breadth of an index loaded from a snapshot to its owner's
+    /// current setting (`None`: grows with the size), since the snapshot carries the value it
+    /// was saved with. An IVF index has no `ef` and is left as it is.
+    pub fn set_default_ef(&mut self, ef: Option<usize>) -> IndexResult<()> {
+        match self {
+            AnnIndex::Hnsw(h) => h.set_ef_search(ef),
+            AnnIndex::Ivf(_) => Ok(()),
         }
     }
 

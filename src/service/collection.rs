@@ -561,6 +561,8 @@ impl Collection {
     /// Installs an index loaded from a snapshot, reconciled with the stored vectors: entries
     /// the store no longer has are removed, stored passages it lacks become pending.
     pub(crate) fn install_snapshot(&self, mut ann: AnnIndex) -> ServiceResult<()> {
+        // The snapshot carries the search breadth it was saved with; the configuration wins.
+        ann.set_default_ef(self.config.ef)?;
         let mut st = self.state.write();
         let in_ann: HashSet<u64> = ann.live_ids().into_iter().collect();
         let stale: Vec<u64> = in_ann

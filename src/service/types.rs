@@ -48,7 +48,9 @@ pub struct IndexConfig {
     /// HNSW: candidate list size while building.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ef_construction: Option<usize>,
-    /// HNSW: default candidate list size while searching.
+    /// HNSW: default candidate list size while searching. Unset, it grows with the collection
+    /// ([`default_ef`](crate::index::hnsw::default_ef): 64 up to 1,000 passages, more per
+    /// doubling, at most 256) so that recall holds as it grows; a query's `ef` wins over both.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ef: Option<usize>,
     /// IVF: number of cells (default about 4·√N at training time).

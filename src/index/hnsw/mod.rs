@@ -31,6 +31,11 @@
 //! live vectors ([`HnswIndex::rebuild`]), which frees their memory; that call then takes as long
 //! as a build of the live vectors.
 //!
+//! # Search breadth
+//! A query's `ef` ([`SearchParams::ef`]) wins; then the index's [`HnswParams::ef_search`]; when
+//! both are unset the breadth grows with the graph ([`default_ef`]: 64 up to 1,000 nodes, then
+//! more per doubling), because at a fixed `ef` recall falls as the graph grows.
+//!
 //! # Filtered search
 //! A filter is applied to results, not to the traversal: the search walks the graph as usual but
 //! only admits accepted ids into its `ef` best, so it runs until it holds `ef` accepted hits.
@@ -38,8 +43,8 @@
 //! `0.5/p` times as many vectors as an unfiltered search at the same `ef` when a fraction `p` is
 //! accepted), and its recall rises with it: on the 100k×384 benchmark set at `p = 0.1`, `ef = 16`
 //! already gives recall@10 ≈ 0.96, which unfiltered needs `ef ≈ 48` for. So when a query leaves
-//! `ef` unset, a filtered query uses `ef_search·√p` (at least `k`) instead of `ef_search`; at
-//! `p = 0.1` that is `ef = 20`, recall@10 ≈ 0.97.
+//! `ef` unset, a filtered query uses `ef·√p` (at least `k`) of the unfiltered default `ef` (see
+//! below); at `p = 0.1` and `ef = 64` that is `ef = 20`, recall@10 ≈ 0.97.
 //!
 //! `p` is estimated from a fixed, evenly spread sample of [`SELECTIVITY_PROBES`] nodes. Below a
 //! few percent the walk visits much of the graph and an exact scan over the accepted vectors is
@@ -83,6 +88,37 @@ pub const SELECTIVITY_PROBES: usize = 256;
 /// vectors about twice as cheap; at 5 % the two took the same time.
 pub const EXACT_SCAN_COST: f64 = 20.0;
 
+/// [`default_ef`] of a graph of at most [`DEFAULT_EF_BASE_NODES`] nodes.
+pub const DEFAULT_EF_MIN: usize = 64;
+
+/// Graph size up to which [`default_ef`] is [`DEFAULT_EF_MIN`].
+pub const DEFAULT_EF_BASE_NODES: usize = 1_000;
+
+/// What [`default_ef`] adds each time the graph doubles beyond [`DEFAULT_EF_BASE_NODES`].
+pub const DEFAULT_EF_PER_DOUBLING: f64 = 16.0;
+
+/// Largest [`default_ef`], reached around 4M nodes.
+pub const DEFAULT_EF_MAX: usize = 256;
+
+/// The search breadth a query gets when neither it nor the index sets `ef`, for a graph of
+/// `nodes` nodes: [`DEFAULT_EF_MIN`] up to [`DEFAULT_EF_BASE_NODES`], then
+/// [`DEFAULT_EF_PER_DOUBLING`] more per doubling, at most [`DEFAULT_EF_MAX`].
+///
+/// At a fixed `ef` recall falls as the graph grows (a walk of the same length covers a smaller
+/// share of the neighbourhood), and sentence embeddings of real text, with their many
+/// near-duplicate passages, are harder than the usual benchmark sets: on documentation
+/// collections `ef` 64 stopped short of recall@10 0.99 from a few thousand passages on. The
+/// rule keeps the default at recall@10 ≥ 0.99 on such collections (see BENCHMARKS.md, "Recall
+/// by default"); an explicit `ef`, of the index or of the query, is used as given.
+pub fn default_ef(nodes: usize) -> usize {
+    if nodes <= DEFAULT_EF_BASE_NODES {
+        return DEFAULT_EF_MIN;
+    }
+    let doublings = (nodes as f64 / DEFAULT_EF_BASE_NODES as f64).log2();
+    let ef = DEFAULT_EF_MIN as f64 + DEFAULT_EF_PER_DOUBLING * doublings;
+    (ef.round() as usize).min(DEFAULT_EF_MAX)
+}
+
 /// Largest `M` accepted. Lists are stored with fixed strides of `1 + 2·M` slots, and `hnsw_rs`
 /// stores `M` in a byte; useful values are 8 to 64.
 pub const MAX_M: usize = 128;
@@ -123,8 +159,9 @@ pub struct HnswParams {
     /// neighbours. More gives a better graph and a slower build. Default 200; at least 1.
     pub ef_construction: usize,
     /// `ef` from the paper used when a query does not set [`SearchParams::ef`]: breadth of the
-    /// search, raised to `k` when smaller. Default 64; at least 1.
-    pub ef_search: usize,
+    /// search, raised to `k` when smaller; at least 1. `None` (the default) takes
+    /// [`default_ef`] of the graph's size, which grows with it.
+    pub ef_search: Option<usize>,
     /// Seed of the level draws, so builds reproduce.
     pub seed: u64,
     /// Which algorithm builds the graph.
@@ -139,7 +176,7 @@ impl Default for HnswParams {
         HnswParams {
             m: 16,
             ef_construction: 200,
-            ef_search: 64,
+            ef_search: None,
             seed: 0x5EED_CAFE,
             engine: Engine::Native,
             max_tombstone_ratio: 0.25,
@@ -157,7 +194,7 @@ impl HnswParams {
         if self.ef_construction == 0 {
             return bad("ef_construction must be at least 1".into());
         }
-        if self.ef_search == 0 {
+        if self.ef_search == Some(0) {
             return bad("ef_search must be at least 1".into());
         }
         if self.max_tombstone_ratio.is_nan() || self.max_tombstone_ratio <= 0.0 {
@@ -194,9 +231,9 @@ impl HnswBuilder {
         self
     }
 
-    /// Sets the default search breadth `ef`.
+    /// Sets the default search breadth `ef` (instead of [`default_ef`] of the index's size).
     pub fn ef_search(mut self, ef: usize) -> Self {
-        self.params.ef_search = ef;
+        self.params.ef_search = Some(ef);
         self
     }
 
@@ -294,6 +331,25 @@ impl HnswIndex {
     /// The parameters the index was built with.
     pub fn params(&self) -> &HnswParams {
         &self.params
+    }
+
+    /// Replaces the default search breadth (`None`: [`default_ef`] of the size). An index loaded
+    /// from a snapshot carries the value it was saved with; its owner's current setting wins.
+    pub fn set_ef_search(&mut self, ef: Option<usize>) -> IndexResult<()> {
+        if ef == Some(0) {
+            return Err(IndexError::InvalidParameter(
+                "ef_search must be at least 1".into(),
+            ));
+        }
+        self.params.ef_search = ef;
+        Ok(())
+    }
+
+    /// The search breadth of a query that does not set one, before it is raised to `k`.
+    pub fn default_search_ef(&self) -> usize {
+        self.params
+            .ef_search
+            .unwrap_or_else(|| default_ef(self.graph.len()))
     }
 
     /// Number of tombstoned nodes still in the graph.
@@ -585,13 +641,14 @@ impl VectorIndex for HnswIndex {
         }
         let nodes = self.graph.len();
         let ef = match (filter, params.ef) {
-            (None, ef) => ef.unwrap_or(self.params.ef_search),
+            (None, ef) => ef.unwrap_or_else(|| self.default_search_ef()),
             (Some(f), ef) => {
                 let Some(p) = self.selectivity(f) else {
                     return Ok(self.exact_search(&query, k, filter));
                 };
-                let ef = ef
-                    .unwrap_or_else(|| (self.params.ef_search as f64 * p.sqrt()).round() as usize);
+                let ef = ef.unwrap_or_else(|| {
+                    (self.default_search_ef() as f64 * p.sqrt()).round() as usize
+                });
                 let ef_cost = ef.max(k).min(nodes) as f64;
                 if p * p * self.len() as f64 <= EXACT_SCAN_COST * ef_cost {
                     return Ok(self.exact_search(&query, k, filter));
