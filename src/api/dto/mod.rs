@@ -178,7 +178,8 @@ pub struct IndexSettings {
     /// HNSW: candidate list size while building (1..=4096).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ef_construction: Option<usize>,
-    /// HNSW: default candidate list size while searching.
+    /// HNSW: default candidate list size while searching. Unset, it grows with the collection
+    /// (64 up to 1,000 passages, 16 more per doubling, at most 256) to keep recall at 0.99.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ef: Option<usize>,
     /// IVF: number of cells (default about 4·√N when trained).
