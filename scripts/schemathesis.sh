@@ -14,7 +14,11 @@ cd "$(dirname "$0")/.."
 bin=${1:-target/debug/vicinity}
 examples=${SCHEMATHESIS_EXAMPLES:-80}
 min_cases=${SCHEMATHESIS_MIN_CASES:-1000}
-command -v schemathesis >/dev/null || { echo "schemathesis is not installed (pip install schemathesis)" >&2; exit 2; }
+# The interpreter's own scripts directory first: a console script that pip has just installed
+# may not be on PATH yet (pyenv's shims, for one, appear only after a rehash).
+st="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/schemathesis"
+[ -x "$st" ] || st=$(command -v schemathesis) ||
+  { echo "schemathesis is not installed (python3 -m pip install schemathesis)" >&2; exit 2; }
 
 work=$(mktemp -d)
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -45,7 +49,7 @@ curl "${json[@]}" -X POST "$base/collections/docs/documents" \
                      {"id": "b", "text": "harbours shelter boats", "metadata": {"tag": 2}}]}' >/dev/null
 
 set +e
-schemathesis --config-file scripts/schemathesis.toml run "$base/openapi.json" \
+"$st" --config-file scripts/schemathesis.toml run "$base/openapi.json" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
   --phases examples,coverage,fuzzing \
   --max-examples "$examples" \
