@@ -43,6 +43,8 @@ struct Prepared {
     spans: Vec<(usize, usize, Option<String>)>,
     /// The caller's vector, for a document given as one.
     vector: Option<Vec<f32>>,
+    /// That vector checked and as the indexes hold it (normalised under cosine).
+    ready: Option<Vec<f32>>,
 }
 
 /// Checks a passage's vector and returns it as the indexes hold it (normalised under cosine).
@@ -66,7 +68,11 @@ fn assemble(
     for d in prepared {
         let passages = match d.vector {
             Some(vector) => {
-                ready.extend_from_slice(&check_vector(coll, &vector, &d.id)?);
+                ready.extend_from_slice(
+                    d.ready
+                        .as_deref()
+                        .expect("given vectors are checked in prepare. This is a bug."),
+                );
                 let (start, end, text) = d.spans.into_iter().next().expect("one span");
                 vec![NewPassage {
                     start,
@@ -219,10 +225,8 @@ impl Service {
             self.settings.limits.check_metadata(&id, &doc.metadata)?;
             let chars = doc.text.as_ref().map_or(0, |t| t.chars().count());
             let (spans, vector) = match (doc.vector, &doc.text) {
-                (Some(v), _) => {
-                    check_vector(coll, &v, &id)?;
-                    (vec![(0, chars, doc.text.clone())], Some(v))
-                }
+                // Checked with the splitting below, off the runtime.
+                (Some(v), _) => (vec![(0, chars, doc.text.clone())], Some(v)),
                 (None, Some(t)) if !t.trim().is_empty() => {
                     if coll.chunker.is_none() {
                         return Err(ServiceError::invalid(
@@ -249,13 +253,19 @@ impl Service {
                 metadata: doc.metadata,
                 spans,
                 vector,
+                ready: None,
             });
         }
-        // Splitting runs the tokenizer many times per document: off the runtime.
+        // Checking vectors and splitting texts (the tokenizer, many times per document) are CPU
+        // work: off the runtime. Vectors are prepared for the indexes once, here.
         let c = coll.clone();
         Service::blocking(move || {
             let chunker = c.chunker.as_ref();
-            for d in out.iter_mut().filter(|d| d.vector.is_none()) {
+            for d in out.iter_mut() {
+                if let Some(v) = &d.vector {
+                    d.ready = Some(check_vector(&c, v, &d.id)?);
+                    continue;
+                }
                 let chunker = chunker.expect("text documents were checked above");
                 let text = d.text.as_deref().expect("checked above");
                 d.spans = chunker
@@ -277,6 +287,7 @@ impl Service {
 
     /// Commits documents and applies them to the in-memory indexes, as one
     /// [`serialized_write`].
+    ///
     /// `ready` holds every passage's vector as the indexes take it, in document and passage
     /// order.
     async fn commit(
