@@ -23,6 +23,7 @@ pub mod distance;
 pub mod embed;
 pub mod import;
 pub mod index;
+pub mod priority;
 pub mod store;
 
 pub mod service;

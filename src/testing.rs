@@ -105,3 +105,35 @@ pub fn recall(found: &[Hit], truth: &[Hit]) -> f64 {
     let found: std::collections::HashSet<u64> = found.iter().map(|h| h.id).collect();
     truth.iter().filter(|h| found.contains(&h.id)).count() as f64 / truth.len() as f64
 }
+
+/// Nice values of this process's threads whose name starts with `prefix` (Linux: read from
+/// `/proc/self/task`), for checking which threads run bulk work at a lowered priority.
+#[cfg(target_os = "linux")]
+pub fn thread_nice_values(prefix: &str) -> Vec<i32> {
+    let mut nice = Vec::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return nice;
+    };
+    for task in tasks.flatten() {
+        let dir = task.path();
+        // A thread may end between listing and reading.
+        let (Ok(comm), Ok(stat)) = (
+            std::fs::read_to_string(dir.join("comm")),
+            std::fs::read_to_string(dir.join("stat")),
+        ) else {
+            continue;
+        };
+        if !comm.trim_end().starts_with(prefix) {
+            continue;
+        }
+        // After the parenthesised name come the fields from the 3rd (state); nice is the 19th.
+        let value = stat
+            .rfind(')')
+            .and_then(|end| stat[end + 1..].split_whitespace().nth(16))
+            .and_then(|v| v.parse().ok());
+        if let Some(v) = value {
+            nice.push(v);
+        }
+    }
+    nice
+}

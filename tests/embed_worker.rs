@@ -1,10 +1,10 @@
 //! Embedding worker tests on the tiny fixture model: results equal the encoder's, order is
 //! kept under many concurrent callers, token budgets split work without refusing or
 //! truncating it, a full queue refuses at once, withdrawn requests are skipped, shutdown
-//! finishes what was admitted, and queries go before bulk ingest: a query waits for at most
-//! the running batch however long the ingest backlog, bulk work larger than the queue is
-//! admitted in chunks without taking the queue from queries, and the ingest backlog is
-//! bounded.
+//! finishes what was admitted, and queries go before bulk ingest: a query never waits for a
+//! running bulk batch nor for the ingest backlog, bulk work runs on threads of lowered
+//! priority, bulk work larger than the queue is admitted in chunks without taking the queue
+//! from queries, and the ingest backlog is bounded.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -626,4 +626,80 @@ fn dropped_bulk_work_gives_the_backlog_back() {
     // The limit is free again: other bulk work is admitted.
     let got = runtime.block_on(worker.embed_bulk(texts[..10].to_vec()));
     assert_eq!(got.unwrap().len(), 10);
+}
+
+/// A query does not wait for a bulk batch: with one bulk batch of thousands of long texts
+/// running, a query is embedded and answered before that batch ends (with one model thread
+/// for both lanes, it would wait for the whole batch).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_is_answered_while_a_long_bulk_batch_runs() {
+    const BULK: usize = 6_000;
+    let worker = Arc::new(worker(WorkerOptions {
+        max_batch_size: BULK,
+        max_batch_tokens: usize::MAX,
+        bulk_chunk: BULK,
+        ..WorkerOptions::default()
+    }));
+    let texts = busy_request(BULK);
+    let bulk = tokio::spawn({
+        let worker = Arc::clone(&worker);
+        let texts = texts.clone();
+        async move { worker.embed_bulk(texts).await }
+    });
+    wait_until_running(&worker, BULK);
+
+    let query = "the quick brown fox".to_owned();
+    let got = worker.embed(vec![query.clone()]).await.unwrap();
+    let after = worker.stats();
+    assert_same(&got[0], &encoder().embed(&[&query]).unwrap()[0], &query);
+    assert_eq!(
+        (after.bulk_texts, after.running_texts),
+        (0, BULK),
+        "the query waited for the bulk batch: {after:?}"
+    );
+
+    let vectors = bulk.await.unwrap().unwrap();
+    assert_some_equal(&encoder(), &texts, &vectors);
+    let stats = worker.stats();
+    assert_eq!(
+        (stats.bulk_texts, stats.texts),
+        (BULK as u64, BULK as u64 + 1)
+    );
+}
+
+/// The bulk lane runs on threads whose nice value follows `bulk_min_share`; the interactive
+/// lane keeps the process's priority.
+#[cfg(target_os = "linux")]
+#[test]
+fn bulk_threads_run_at_the_priority_of_their_share() {
+    let base = vicinity::priority::current_nice().unwrap();
+    let worker = worker(WorkerOptions {
+        bulk_min_share: 0.0,
+        ..WorkerOptions::default()
+    });
+    // Rayon starts its threads (and runs their start handler) in the background.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let bulk = vicinity::testing::thread_nice_values("embed-bulk");
+        // The model thread and at least one pool thread, every one lowered (other tests'
+        // workers in this process have shares of their own, so only the lowest is checked).
+        if bulk.len() >= 2
+            && bulk.iter().filter(|&&n| n == 19).count() >= 2
+            && bulk.iter().all(|&n| n > base || n == 19)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bulk threads not lowered: {bulk:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let model = vicinity::testing::thread_nice_values("embed-model");
+    assert!(
+        !model.is_empty() && model.iter().all(|&n| n == base),
+        "{model:?}"
+    );
+    drop(worker);
+    assert_eq!(vicinity::priority::current_nice().unwrap(), base);
 }

@@ -744,6 +744,47 @@ async fn rebuilds_run_beside_the_live_index() {
     svc.shutdown().await;
 }
 
+/// Index builds and snapshots run on the maintenance threads, whose priority is lowered so
+/// that queries get the CPU first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builds_and_snapshots_run_on_lowered_maintenance_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = open(dir.path()).await;
+    svc.create_collection("c", spec(IndexType::Hnsw))
+        .await
+        .unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let hook = {
+        let seen = Arc::clone(&seen);
+        move |at: &str| {
+            let name = std::thread::current().name().unwrap_or("").to_owned();
+            let nice = vicinity::priority::current_nice().unwrap();
+            seen.lock().unwrap().push((at.to_owned(), name, nice));
+        }
+    };
+    svc.set_maintenance_hook("c", Some(Arc::new(hook))).unwrap();
+    let (docs, _) = vector_docs(600, 35);
+    svc.upsert_documents("c", docs).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let seen = loop {
+        let seen = seen.lock().unwrap().clone();
+        let points: Vec<&str> = seen.iter().map(|(at, _, _)| at.as_str()).collect();
+        if points.contains(&"built") && points.contains(&"snapshot") {
+            break seen;
+        }
+        assert!(Instant::now() < deadline, "no build and snapshot: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let base = vicinity::priority::current_nice().unwrap();
+    for (at, name, nice) in &seen {
+        assert!(name.starts_with("maintenance-"), "{at} ran on {name:?}");
+        if cfg!(target_os = "linux") {
+            assert_eq!(*nice, base.max(10), "{at} on {name}");
+        }
+    }
+    svc.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_being_written_holds_up_no_query_and_no_write() {
     let dir = tempfile::tempdir().unwrap();

@@ -95,8 +95,9 @@ pub(crate) struct WorkerArgs {
     #[arg(long, env = "VICINITY_BULK_CHUNK", default_value_t = WorkerOptions::default().bulk_chunk)]
     pub(crate) bulk_chunk: usize,
 
-    /// Share of the model's tokens upserts are owed while queries also wait (0 to 1; 0 gives
-    /// queries strict priority).
+    /// Share of the CPU that embedding upserts keeps while queries keep it busy (0 to 1; sets
+    /// the nice value of its threads: 0.1 is nice 10, 0.5 and above the same priority as
+    /// queries, 0 the lowest).
     #[arg(long, env = "VICINITY_BULK_MIN_SHARE", default_value_t = WorkerOptions::default().bulk_min_share)]
     pub(crate) bulk_min_share: f64,
 }

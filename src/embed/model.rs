@@ -193,6 +193,17 @@ impl SentenceEncoder {
     ///
     /// A text's embedding does not depend on what else is in the batch (up to float rounding).
     pub fn embed_encoded(&self, batch: &[Encoded]) -> EmbedResult<Vec<Vec<f32>>> {
+        self.embed_encoded_on(&self.pool, batch)
+    }
+
+    /// [`embed_encoded`](Self::embed_encoded) on the threads of `pool` instead of the
+    /// encoder's own: for a caller that runs some of its work on threads of another
+    /// scheduling priority. The result is the same.
+    pub fn embed_encoded_on(
+        &self,
+        pool: &ThreadPool,
+        batch: &[Encoded],
+    ) -> EmbedResult<Vec<Vec<f32>>> {
         let vocab = self.bert.config().vocab_size;
         for (i, e) in batch.iter().enumerate() {
             if e.is_empty() {
@@ -236,9 +247,8 @@ impl SentenceEncoder {
             let (chunk, tail) = rest.split_at(take);
             rest = tail;
             let seqs: Vec<&[u32]> = chunk.iter().map(Encoded::ids).collect();
-            let states = self
-                .pool
-                .install(|| self.bert.forward(&seqs, self.threads, &mut scratch));
+            let threads = pool.current_num_threads();
+            let states = pool.install(|| self.bert.forward(&seqs, threads, &mut scratch));
             let mut row = 0;
             for seq in &seqs {
                 let mut v = vec![0.0f32; dim];

@@ -1,26 +1,26 @@
-//! [`EmbeddingWorker`]: the production [`Embedder`]. It owns a [`SentenceEncoder`], runs it on a
-//! dedicated thread, and coalesces concurrent requests into batches.
+//! [`EmbeddingWorker`]: the production [`Embedder`]. It owns a [`SentenceEncoder`], runs it on
+//! dedicated threads, and coalesces concurrent requests into batches.
 //!
 //! # Pipeline
 //!
 //! ```text
-//!                  ┌─ interactive lane ─┐
-//! embed(texts) ─admission─▶ tokenizer thread(s) ─┤                    ├─▶ model thread ─▶ oneshot reply
-//! embed_bulk(texts) ─admission, in chunks─▶      └─ bulk lane ────────┘
+//! embed(texts) ──admission──▶ tokenizer ─▶ interactive lane ─▶ embed-model thread ─▶ reply
+//! embed_bulk(texts) ─admission, ─▶ thread(s) ─▶ bulk lane ──▶ embed-bulk thread ──▶ reply
+//!                    in chunks                                 (lowered priority)
 //! ```
 //!
-//! * **Two lanes.** [`Embedder::embed`] (query texts, the embeddings endpoints) feeds the
-//!   *interactive* lane; [`Embedder::embed_bulk`] (document passages of an upsert) feeds the
-//!   *bulk* lane. The model thread fills every batch from the interactive lane first, so a
-//!   query text that fits in a batch waits for at most the batch already running, however much
-//!   ingest is queued; bulk texts take the room the queries leave, and whole batches when no
-//!   query waits.
-//! * **Bulk keeps a minimum share.** Under query load that fills every batch, bulk work would
-//!   never run, and an upsert would wait until its request timed out. So while both lanes
-//!   wait, the bulk lane is owed [`WorkerOptions::bulk_min_share`] of the tokens the model
-//!   runs: what it is owed and did not get (because queries filled the batches) goes to the
-//!   front of a later batch. Bulk that already takes more than its share from leftover room is
-//!   owed nothing, so without query saturation the share changes nothing.
+//! * **Two lanes, two model threads.** [`Embedder::embed`] (query texts, the embeddings
+//!   endpoints) feeds the *interactive* lane; [`Embedder::embed_bulk`] (document passages of an
+//!   upsert) feeds the *bulk* lane. Each lane has a model thread of its own, and the bulk one
+//!   runs the encoder on a thread pool of its own whose threads run at a lowered scheduling
+//!   priority ([`crate::priority`]). So a query never waits for a bulk batch to finish, however
+//!   long the batch or the backlog behind it: its batch starts at once and takes the CPU from
+//!   the bulk threads while it runs.
+//! * **Bulk keeps a minimum share.** The bulk threads' priority follows
+//!   [`WorkerOptions::bulk_min_share`]: under query load that keeps every CPU busy, the
+//!   kernel's scheduler still gives them about that share of the CPU, so upserts progress
+//!   rather than stall (and time out); when queries leave the CPU idle, bulk work takes all of
+//!   it.
 //! * **Admission** happens synchronously: [`EmbeddingWorker::submit`] counts the interactive
 //!   texts admitted but not yet taken into a batch and refuses a request that would take that
 //!   count above [`WorkerOptions::queue_capacity`] with [`EmbedError::Overloaded`], at once and
@@ -32,16 +32,15 @@
 //!   and a bulk request larger than any queue is still admitted (it is refused only when other
 //!   bulk work fills the backlog, never for its own size).
 //! * **Tokenization** runs on threads of its own (`embed-tokenize-{i}`), so that the next
-//!   requests are tokenized while the model runs the current batch, and so that the token
-//!   counts the batcher budgets with are known when a request reaches its lane. Interactive
+//!   requests are tokenized while the model runs the current batches, and so that the token
+//!   counts the batchers budget with are known when a request reaches its lane. Interactive
 //!   requests are tokenized first; a bulk chunk being tokenized gives way to them between texts.
-//! * **Batching** runs on the model thread (`embed-model`) whenever it is free: it takes texts
-//!   first come, first served within each lane, until the batch holds
-//!   [`WorkerOptions::max_batch_size`] texts or the next text would take it past
-//!   [`WorkerOptions::max_batch_tokens`]. A batch always takes at least one text, so a text
-//!   longer than the token budget runs alone rather than being refused; a request with more
-//!   texts than fit is spread over consecutive batches. Requests whose caller has gone away
-//!   (the future was dropped) are skipped.
+//! * **Batching** runs on each model thread whenever it is free: it takes texts of its lane
+//!   first come, first served, until the batch holds [`WorkerOptions::max_batch_size`] texts or
+//!   the next text would take it past [`WorkerOptions::max_batch_tokens`]. A batch always takes
+//!   at least one text, so a text longer than the token budget runs alone rather than being
+//!   refused; a request with more texts than fit is spread over consecutive batches. Requests
+//!   whose caller has gone away (the future was dropped) are skipped.
 //! * **The batch** is sorted longest first before the forward pass. The encoder runs sequences
 //!   unpadded, so sorting cannot cut padding; it keeps sequences of similar length in the same
 //!   internal pass and lets the per-sequence attention work, scheduled longest first, balance
@@ -65,6 +64,7 @@ use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use rayon::ThreadPool;
 use tokenizers::Tokenizer;
 use tokio::sync::oneshot;
 
@@ -108,14 +108,14 @@ pub struct WorkerOptions {
     /// a request has at most two such chunks in the lane, so concurrent upserts take turns
     /// chunk by chunk and the tokenized texts waiting are bounded. Default 256.
     pub bulk_chunk: usize,
-    /// Share of the model's tokens the bulk lane is owed while both lanes have work, between
-    /// 0 and 1. Queries always fill a batch first; when they fill batch after batch, what the
-    /// bulk lane was owed and did not get goes first into a later batch, so that upserts
-    /// progress at this share of the model's throughput rather than stopping (and timing out)
-    /// under saturating query load. 0 gives queries strict priority: bulk work then runs only
-    /// in the room queries leave. Default 0.1.
+    /// Share of the CPU the bulk lane's threads keep while queries keep the CPU busy, between
+    /// 0 and 1: it sets their nice value ([`crate::priority::nice_for_share`]), so that upserts
+    /// progress at about this share rather than stopping (and timing out) under saturating
+    /// query load. 0.5 and above give bulk work the same priority as queries; 0 the lowest
+    /// (about 1.5 %). Where threads have no priority of their own (outside Linux), bulk and
+    /// interactive batches share the CPU equally whatever this is. Default 0.1.
     pub bulk_min_share: f64,
-    /// Threads that tokenize requests ahead of the model thread. Default 1: tokenizing costs
+    /// Threads that tokenize requests ahead of the model threads. Default 1: tokenizing costs
     /// about 1 % of embedding.
     pub tokenizer_threads: usize,
 }
@@ -186,7 +186,7 @@ pub struct WorkerStats {
     /// Texts of bulk requests admitted and not yet embedded, in the lane or waiting for their
     /// chunk to enter it: what [`WorkerOptions::max_bulk_queue`] bounds.
     pub bulk_backlog: usize,
-    /// Texts in the batch the model is running now (0 when idle).
+    /// Texts in the batches the model threads are running now, both lanes (0 when idle).
     pub running_texts: usize,
     /// Batches run.
     pub batches: u64,
@@ -202,19 +202,19 @@ pub struct WorkerStats {
     pub cancelled_texts: u64,
     /// Batches the model failed on (their requests got [`EmbedError::Inference`]).
     pub failed_batches: u64,
-    /// Time the model thread spent running batches.
+    /// Time the model threads spent running batches, both lanes added up.
     pub busy: Duration,
     /// Texts per batch.
     pub batch_texts: BatchHistogram,
     /// Tokens per batch.
     pub batch_tokens: BatchHistogram,
-    /// For each interactive request, the batches that started from the moment it was queued
-    /// (tokenized) to the one that took its last text, that one included: 1 when it went into
-    /// the next batch, however much bulk work was queued ahead of it.
+    /// For each interactive request, the interactive batches that started from the moment it
+    /// was queued (tokenized) to the one that took its last text, that one included: 1 when it
+    /// went into the next batch. Bulk batches never count: they run on a thread of their own.
     pub interactive_waits: BatchHistogram,
 }
 
-/// The two queues the model thread takes work from.
+/// The two queues, each with a model thread of its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Lane {
     /// Texts a caller waits for interactively: queries, the embeddings endpoints.
@@ -222,8 +222,6 @@ enum Lane {
     /// Document passages of upserts.
     Bulk = 1,
 }
-
-const LANES: [Lane; 2] = [Lane::Interactive, Lane::Bulk];
 
 /// A request on its way through the worker: tokenized texts, how far batching has got, and
 /// the results so far.
@@ -235,7 +233,7 @@ struct Request {
     done: usize,
     vectors: Vec<Vec<f32>>,
     reply: oneshot::Sender<Reply>,
-    /// Batches started before the request reached its lane.
+    /// Batches of its lane started before the request reached the lane.
     queued_at: u64,
 }
 
@@ -246,26 +244,26 @@ struct TokenizeJob {
     lane: Lane,
 }
 
-/// State shared by the caller side, the tokenizer threads and the model thread.
+/// State shared by the caller side, the tokenizer threads and the model threads.
 struct State {
     /// Requests admitted and waiting for a tokenizer thread, by lane.
     jobs: [VecDeque<TokenizeJob>; 2],
-    /// Tokenized requests waiting for the model thread, by lane.
+    /// Tokenized requests waiting for their lane's model thread.
     lanes: [VecDeque<Request>; 2],
     /// Requests admitted and not yet pushed to a lane.
     tokenizing: usize,
-    /// Batches the model thread has started.
-    batches_started: u64,
+    /// Batches each lane's model thread has started.
+    batches_started: [u64; 2],
     /// No new requests are admitted; the threads finish what they have and exit.
     closing: bool,
-    /// The model thread has exited; nothing will be answered any more.
-    stopped: bool,
+    /// The lane's model thread has exited; nothing of that lane will be answered any more.
+    stopped: [bool; 2],
     stats: WorkerStats,
 }
 
 struct Shared {
     state: Mutex<State>,
-    /// Signals the model thread: work was queued, or the worker is closing.
+    /// Signals the model threads: work was queued, or the worker is closing.
     work: Condvar,
     /// Signals the tokenizer threads: a job was admitted, or the worker is closing.
     jobs: Condvar,
@@ -282,19 +280,19 @@ impl Shared {
     }
 }
 
-/// The production [`Embedder`]: a [`SentenceEncoder`] run on a dedicated model thread that
-/// batches concurrent requests, fed by tokenizer threads through two bounded lanes.
+/// The production [`Embedder`]: a [`SentenceEncoder`] run by two model threads that batch
+/// concurrent requests, one per lane, fed by tokenizer threads.
 ///
 /// An interactive request ([`Embedder::embed`], [`submit`](Self::submit)) is admitted or
 /// refused ([`EmbedError::Overloaded`]) when it is submitted; a bulk request
 /// ([`Embedder::embed_bulk`]) is admitted against the ingest backlog
-/// ([`EmbedError::BulkOverloaded`]) and then enters its lane in chunks. Whenever the model
-/// thread is free it fills a batch from the interactive lane first, then from the bulk lane,
-/// up to [`WorkerOptions::max_batch_size`] texts and [`WorkerOptions::max_batch_tokens`] tokens
-/// (at least one text, however long), keeping the bulk lane its
-/// [`WorkerOptions::bulk_min_share`]; runs them longest first, and answers each request once
-/// all its texts are done, in its own order. Texts of callers that have gone away are
-/// skipped. Dropping the worker (or [`shutdown`](Self::shutdown)) finishes every queued
+/// ([`EmbedError::BulkOverloaded`]) and then enters its lane in chunks. Whenever a lane's
+/// model thread is free it fills a batch from its lane, up to
+/// [`WorkerOptions::max_batch_size`] texts and [`WorkerOptions::max_batch_tokens`] tokens (at
+/// least one text, however long); runs them longest first, and answers each request once all
+/// its texts are done, in its own order. The bulk lane runs on threads of lowered priority
+/// ([`WorkerOptions::bulk_min_share`]), so queries never wait for bulk work. Texts of callers
+/// that have gone away are skipped. Dropping the worker (or [`shutdown`](Self::shutdown)) finishes every queued
 /// request and joins the threads, blocking until then.
 ///
 /// Its futures need no particular async runtime (they wait on oneshot channels), and the
@@ -303,7 +301,8 @@ pub struct EmbeddingWorker {
     encoder: Arc<SentenceEncoder>,
     shared: Arc<Shared>,
     tokenizers: Vec<JoinHandle<()>>,
-    model: Option<JoinHandle<()>>,
+    /// The model threads, one per lane.
+    models: Vec<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for EmbeddingWorker {
@@ -340,7 +339,7 @@ impl Future for PendingEmbeddings {
                     .take()
                     .expect("PendingEmbeddings polled after completion. This is a bug."),
             ),
-            // The sender is dropped without a reply only when the model thread is gone.
+            // The sender is dropped without a reply only when the lane's model thread is gone.
             PendingInner::Waiting(rx) => Pin::new(rx)
                 .poll(cx)
                 .map(|r| r.unwrap_or(Err(EmbedError::WorkerStopped))),
@@ -371,7 +370,8 @@ impl Drop for BulkBacklog {
 }
 
 impl EmbeddingWorker {
-    /// Starts the model thread and the tokenizer threads around `encoder`.
+    /// Starts the two model threads (the bulk one with a pool of lowered threads) and the
+    /// tokenizer threads around `encoder`.
     ///
     /// # Errors
     /// [`EmbedError::InvalidOptions`] for a zero in `options` or a
@@ -404,9 +404,9 @@ impl EmbeddingWorker {
                 jobs: [VecDeque::new(), VecDeque::new()],
                 lanes: [VecDeque::new(), VecDeque::new()],
                 tokenizing: 0,
-                batches_started: 0,
+                batches_started: [0; 2],
                 closing: false,
-                stopped: false,
+                stopped: [false; 2],
                 stats: WorkerStats::default(),
             }),
             work: Condvar::new(),
@@ -418,20 +418,36 @@ impl EmbeddingWorker {
             encoder: Arc::clone(&encoder),
             shared: Arc::clone(&shared),
             tokenizers: Vec::new(),
-            model: None,
+            models: Vec::new(),
         };
         let spawn_error = |e: std::io::Error| EmbedError::ThreadPool(e.to_string());
+        let nice = crate::priority::nice_for_share(shared.options.bulk_min_share);
+        let bulk_pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(encoder.threads())
+            .thread_name(|i| format!("embed-bulk-{i}"))
+            .start_handler(move |_| lower_priority(nice))
+            .build()
+            .map_err(|e| EmbedError::ThreadPool(e.to_string()))?;
         // On an early return, dropping `worker` closes and joins whatever was started.
-        worker.model = Some(
-            std::thread::Builder::new()
-                .name("embed-model".into())
+        for (lane, name, pool) in [
+            (Lane::Interactive, "embed-model", None),
+            (Lane::Bulk, "embed-bulk", Some(bulk_pool)),
+        ] {
+            let handle = std::thread::Builder::new()
+                .name(name.into())
                 .spawn({
                     let encoder = Arc::clone(&encoder);
                     let shared = Arc::clone(&shared);
-                    move || model_thread(&encoder, &shared)
+                    move || {
+                        if pool.is_some() {
+                            lower_priority(nice);
+                        }
+                        model_thread(&encoder, &shared, lane, pool.as_ref());
+                    }
                 })
-                .map_err(spawn_error)?,
-        );
+                .map_err(spawn_error)?;
+            worker.models.push(handle);
+        }
         for i in 0..shared.options.tokenizer_threads {
             let handle = std::thread::Builder::new()
                 .name(format!("embed-tokenize-{i}"))
@@ -467,8 +483,8 @@ impl EmbeddingWorker {
     ///
     /// # Errors
     /// [`EmbedError::Overloaded`] when the interactive lane has no room for `texts`;
-    /// [`EmbedError::WorkerStopped`] when the worker is shutting down or its model thread is
-    /// gone.
+    /// [`EmbedError::WorkerStopped`] when the worker is shutting down or the interactive
+    /// lane's model thread is gone.
     pub fn submit(&self, texts: Vec<String>) -> EmbedResult<PendingEmbeddings> {
         self.enqueue(texts, Lane::Interactive)
     }
@@ -485,7 +501,7 @@ impl EmbeddingWorker {
         let (tx, rx) = oneshot::channel();
         {
             let mut state = self.shared.lock();
-            if state.closing || state.stopped {
+            if state.closing || state.stopped[lane as usize] {
                 return Err(EmbedError::WorkerStopped);
             }
             match lane {
@@ -518,7 +534,7 @@ impl EmbeddingWorker {
     /// Admits `n` bulk texts to the ingest backlog, or refuses them.
     fn admit_bulk(&self, n: usize) -> EmbedResult<BulkBacklog> {
         let mut state = self.shared.lock();
-        if state.closing || state.stopped {
+        if state.closing || state.stopped[Lane::Bulk as usize] {
             return Err(EmbedError::WorkerStopped);
         }
         let backlog = state.stats.bulk_backlog;
@@ -552,7 +568,7 @@ impl EmbeddingWorker {
             let _ = handle.join();
         }
         self.shared.work.notify_all();
-        if let Some(handle) = self.model.take() {
+        for handle in self.models.drain(..) {
             let _ = handle.join();
         }
     }
@@ -712,8 +728,8 @@ fn run_job(encoder: &SentenceEncoder, shared: &Shared, job: TokenizeJob) {
         state.stats.cancelled_texts += n as u64;
     } else {
         match outcome {
-            Ok(()) if !state.stopped => {
-                let queued_at = state.batches_started;
+            Ok(()) if !state.stopped[lane as usize] => {
+                let queued_at = state.batches_started[lane as usize];
                 state.lanes[lane as usize].push_back(Request {
                     vectors: vec![Vec::new(); seqs.len()],
                     seqs,
@@ -734,124 +750,46 @@ fn run_job(encoder: &SentenceEncoder, shared: &Shared, job: TokenizeJob) {
     shared.work.notify_all();
 }
 
-/// Marks the worker stopped when the model thread ends, however it ends, so that callers are
+/// Marks a lane stopped when its model thread ends, however it ends, so that its callers are
 /// answered ([`EmbedError::WorkerStopped`]) instead of waiting forever.
-struct StoppedOnExit<'a>(&'a Shared);
+struct StoppedOnExit<'a>(&'a Shared, Lane);
 
 impl Drop for StoppedOnExit<'_> {
     fn drop(&mut self) {
+        let lane = self.1;
         let mut state = self.0.lock();
-        state.stopped = true;
-        state.stats.running_texts = 0;
+        state.stopped[lane as usize] = true;
         // Dropping the queued requests' senders answers their callers.
-        let mut queued = Vec::new();
-        for lane in LANES {
-            let requests: Vec<Request> = state.lanes[lane as usize].drain(..).collect();
-            for request in &requests {
-                release(&mut state, lane, request.seqs.len() - request.taken);
-            }
-            queued.push(requests);
+        let requests: Vec<Request> = state.lanes[lane as usize].drain(..).collect();
+        for request in &requests {
+            release(&mut state, lane, request.seqs.len() - request.taken);
         }
         drop(state);
-        drop(queued);
+        drop(requests);
     }
 }
 
-/// What the next batch takes: the first `take[lane]` untaken texts of each lane, in order.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct BatchPlan {
-    take: [usize; 2],
-    tokens: usize,
-}
-
-impl BatchPlan {
-    fn texts(&self) -> usize {
-        self.take[0] + self.take[1]
+/// Lowers the calling thread's priority for bulk work; where that fails, the work still runs,
+/// at the priority of queries.
+fn lower_priority(nice: i32) {
+    if let Err(e) = crate::priority::lower_current_thread(nice) {
+        tracing::warn!(error = %e, nice, "cannot lower the priority of a bulk embedding thread");
     }
 }
 
-/// Decides what each batch takes from the two lanes: interactive texts first, bulk texts in
-/// the room left, and, while both lanes wait, the bulk lane's minimum share.
-///
-/// The share is kept as a debt in tokens: after each batch run while both lanes had work, the
-/// bulk lane is owed `share × the batch's tokens` more, less what it got. What it is owed goes
-/// to the front of the next batch, text by text while a text fits in the debt. The debt never
-/// goes below zero (bulk work that filled leftover room earns no credit against later
-/// batches) and never above one batch (a long saturation does not make a backlog of bulk-only
-/// batches); it is cleared whenever either lane is empty.
-#[derive(Debug)]
-struct Scheduler {
-    max_texts: usize,
-    max_tokens: usize,
-    share: f64,
-    owed: f64,
-}
-
-impl Scheduler {
-    fn new(options: &WorkerOptions) -> Self {
-        Scheduler {
-            max_texts: options.max_batch_size,
-            max_tokens: options.max_batch_tokens,
-            share: options.bulk_min_share,
-            owed: 0.0,
+/// How many of the untaken texts (their token counts, in order) the next batch takes, and
+/// their tokens: first come, first served, within `max_texts` texts and `max_tokens` tokens,
+/// and at least one text however long.
+fn plan(lens: impl Iterator<Item = usize>, max_texts: usize, max_tokens: usize) -> (usize, usize) {
+    let (mut take, mut tokens) = (0usize, 0usize);
+    for len in lens {
+        if take > 0 && (take == max_texts || tokens.saturating_add(len) > max_tokens) {
+            break;
         }
+        take += 1;
+        tokens += len;
     }
-
-    /// Plans the next batch from the token counts of each lane's untaken texts, in order.
-    fn plan(
-        &mut self,
-        interactive: impl Iterator<Item = usize>,
-        bulk: impl Iterator<Item = usize>,
-    ) -> BatchPlan {
-        let mut interactive = interactive.peekable();
-        let mut bulk = bulk.peekable();
-        let first_bulk = bulk.peek().copied();
-        let contended = interactive.peek().is_some() && first_bulk.is_some();
-        let mut plan = BatchPlan::default();
-        let mut bulk_tokens = 0;
-        let fits = |plan: &BatchPlan, len: usize| {
-            plan.texts() == 0
-                || (plan.texts() < self.max_texts
-                    && plan.tokens.saturating_add(len) <= self.max_tokens)
-        };
-        if contended {
-            while let Some(&len) = bulk.peek() {
-                if (bulk_tokens + len) as f64 > self.owed || !fits(&plan, len) {
-                    break;
-                }
-                bulk.next();
-                plan.take[Lane::Bulk as usize] += 1;
-                plan.tokens += len;
-                bulk_tokens += len;
-            }
-        }
-        while let Some(&len) = interactive.peek() {
-            if !fits(&plan, len) {
-                break;
-            }
-            interactive.next();
-            plan.take[Lane::Interactive as usize] += 1;
-            plan.tokens += len;
-        }
-        while let Some(&len) = bulk.peek() {
-            if !fits(&plan, len) {
-                break;
-            }
-            bulk.next();
-            plan.take[Lane::Bulk as usize] += 1;
-            plan.tokens += len;
-            bulk_tokens += len;
-        }
-        self.owed = match first_bulk {
-            Some(first) if contended => {
-                // At least the next bulk text, however long, can become owed.
-                let most = self.max_tokens.max(first) as f64;
-                (self.owed + self.share * plan.tokens as f64 - bulk_tokens as f64).clamp(0.0, most)
-            }
-            _ => 0.0,
-        };
-        plan
-    }
+    (take, tokens)
 }
 
 /// Token counts of the texts of `queue` not yet taken into a batch, in order.
@@ -878,15 +816,18 @@ fn withdraw(state: &mut State, lane: Lane, queue: &mut VecDeque<Request>) {
     });
 }
 
-fn model_thread(encoder: &SentenceEncoder, shared: &Shared) {
-    let _stopped = StoppedOnExit(shared);
-    let mut scheduler = Scheduler::new(&shared.options);
-    // Requests this thread has taken from the shared lanes, oldest first in each; only the
-    // first of a lane may be partly batched.
-    let mut lanes: [VecDeque<Request>; 2] = [VecDeque::new(), VecDeque::new()];
+/// The model thread of `lane`: batches the lane's requests and runs them on `pool` (the
+/// encoder's own when `None`).
+fn model_thread(encoder: &SentenceEncoder, shared: &Shared, lane: Lane, pool: Option<&ThreadPool>) {
+    let _stopped = StoppedOnExit(shared, lane);
+    let l = lane as usize;
+    let options = &shared.options;
+    // Requests this thread has taken from the shared lane, oldest first; only the first may be
+    // partly batched.
+    let mut queue: VecDeque<Request> = VecDeque::new();
     loop {
         let mut state = shared.lock();
-        while state.lanes.iter().all(VecDeque::is_empty) && lanes.iter().all(VecDeque::is_empty) {
+        while state.lanes[l].is_empty() && queue.is_empty() {
             if state.closing && state.tokenizing == 0 {
                 return;
             }
@@ -895,56 +836,51 @@ fn model_thread(encoder: &SentenceEncoder, shared: &Shared) {
                 .wait(state)
                 .unwrap_or_else(PoisonError::into_inner);
         }
-        for lane in LANES {
-            let l = lane as usize;
-            lanes[l].extend(state.lanes[l].drain(..));
-            withdraw(&mut state, lane, &mut lanes[l]);
-        }
-        if lanes.iter().all(VecDeque::is_empty) {
+        queue.extend(state.lanes[l].drain(..));
+        withdraw(&mut state, lane, &mut queue);
+        if queue.is_empty() {
             continue;
         }
 
-        let plan = scheduler.plan(untaken(&lanes[0]), untaken(&lanes[1]));
-        state.batches_started += 1;
-        let mut batch: Vec<(Lane, usize, usize)> = Vec::with_capacity(plan.texts());
-        for lane in LANES {
-            let mut want = plan.take[lane as usize];
-            for (ri, request) in lanes[lane as usize].iter_mut().enumerate() {
-                if want == 0 {
-                    break;
-                }
-                let k = want.min(request.seqs.len() - request.taken);
-                batch.extend((request.taken..request.taken + k).map(|si| (lane, ri, si)));
-                request.taken += k;
-                want -= k;
-                match lane {
-                    Lane::Interactive => state.stats.queued_texts -= k,
-                    Lane::Bulk => state.stats.bulk_queued_texts -= k,
-                }
-                if k > 0 && request.taken == request.seqs.len() && lane == Lane::Interactive {
-                    state.stats.queued_requests -= 1;
-                    let waited = state.batches_started - request.queued_at;
-                    state.stats.interactive_waits.record(waited as usize);
-                }
+        let (take, tokens) = plan(
+            untaken(&queue),
+            options.max_batch_size,
+            options.max_batch_tokens,
+        );
+        state.batches_started[l] += 1;
+        let mut batch: Vec<(usize, usize)> = Vec::with_capacity(take);
+        let mut want = take;
+        for (ri, request) in queue.iter_mut().enumerate() {
+            if want == 0 {
+                break;
+            }
+            let k = want.min(request.seqs.len() - request.taken);
+            batch.extend((request.taken..request.taken + k).map(|si| (ri, si)));
+            request.taken += k;
+            want -= k;
+            match lane {
+                Lane::Interactive => state.stats.queued_texts -= k,
+                Lane::Bulk => state.stats.bulk_queued_texts -= k,
+            }
+            if k > 0 && request.taken == request.seqs.len() && lane == Lane::Interactive {
+                state.stats.queued_requests -= 1;
+                let waited = state.batches_started[l] - request.queued_at;
+                state.stats.interactive_waits.record(waited as usize);
             }
         }
-        state.stats.running_texts = batch.len();
+        state.stats.running_texts += batch.len();
         drop(state);
 
-        batch.sort_by_key(|&(lane, ri, si)| {
-            std::cmp::Reverse(lanes[lane as usize][ri].seqs[si].len())
-        });
+        batch.sort_by_key(|&(ri, si)| std::cmp::Reverse(queue[ri].seqs[si].len()));
         let seqs: Vec<Encoded> = batch
             .iter()
-            .map(|&(lane, ri, si)| {
-                std::mem::replace(
-                    &mut lanes[lane as usize][ri].seqs[si],
-                    Encoded::from_ids(vec![]),
-                )
-            })
+            .map(|&(ri, si)| std::mem::replace(&mut queue[ri].seqs[si], Encoded::from_ids(vec![])))
             .collect();
         let started = Instant::now();
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| encoder.embed_encoded(&seqs)));
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| match pool {
+            Some(pool) => encoder.embed_encoded_on(pool, &seqs),
+            None => encoder.embed_encoded(&seqs),
+        }));
         let busy = started.elapsed();
         let outcome = match outcome {
             Ok(Ok(vectors)) if vectors.len() == seqs.len() => Ok(vectors),
@@ -957,45 +893,38 @@ fn model_thread(encoder: &SentenceEncoder, shared: &Shared) {
             Err(panic) => Err(panic_message("encoder", &*panic)),
         };
 
-        let mut last: [Option<usize>; 2] = [None, None];
-        for &(lane, ri, _) in &batch {
-            let l = &mut last[lane as usize];
-            *l = Some(l.map_or(ri, |x| x.max(ri)));
-        }
+        let last = batch.iter().map(|&(ri, _)| ri).max();
         let mut state = shared.lock();
-        state.stats.running_texts = 0;
+        state.stats.running_texts -= batch.len();
         state.stats.busy += busy;
         state.stats.batches += 1;
         state.stats.batch_texts.record(seqs.len());
-        state.stats.batch_tokens.record(plan.tokens);
+        state.stats.batch_tokens.record(tokens);
         match outcome {
             Ok(vectors) => {
                 state.stats.texts += seqs.len() as u64;
-                state.stats.bulk_texts += plan.take[Lane::Bulk as usize] as u64;
-                state.stats.tokens += plan.tokens as u64;
+                if lane == Lane::Bulk {
+                    state.stats.bulk_texts += seqs.len() as u64;
+                }
+                state.stats.tokens += tokens as u64;
                 drop(state);
-                for (&(lane, ri, si), vector) in batch.iter().zip(vectors) {
-                    let request = &mut lanes[lane as usize][ri];
+                for (&(ri, si), vector) in batch.iter().zip(vectors) {
+                    let request = &mut queue[ri];
                     request.vectors[si] = vector;
                     request.done += 1;
                 }
-                for queue in &mut lanes {
-                    while queue.front().is_some_and(|r| r.done == r.seqs.len()) {
-                        let request = queue.pop_front().expect("front exists. This is a bug.");
-                        // A caller that has gone away no longer wants the reply.
-                        let _ = request.reply.send(Ok(request.vectors));
-                    }
+                while queue.front().is_some_and(|r| r.done == r.seqs.len()) {
+                    let request = queue.pop_front().expect("front exists. This is a bug.");
+                    // A caller that has gone away no longer wants the reply.
+                    let _ = request.reply.send(Ok(request.vectors));
                 }
             }
             Err(message) => {
                 // Every request with a text in the failed batch fails whole.
                 state.stats.failed_batches += 1;
                 tracing::error!(error = %message, texts = seqs.len(), "embedding batch failed");
-                for lane in LANES {
-                    let Some(last) = last[lane as usize] else {
-                        continue;
-                    };
-                    for request in lanes[lane as usize].drain(..=last) {
+                if let Some(last) = last {
+                    for request in queue.drain(..=last) {
                         let untaken = request.seqs.len() - request.taken;
                         if untaken > 0 {
                             release(&mut state, lane, untaken);
@@ -1021,7 +950,7 @@ fn panic_message(what: &str, panic: &(dyn std::any::Any + Send)) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{BatchHistogram, BatchPlan, Scheduler, WorkerOptions};
+    use super::{BatchHistogram, plan};
 
     #[test]
     fn histogram_buckets_are_powers_of_two() {
@@ -1047,127 +976,15 @@ mod tests {
         assert_eq!(h.sum(), 144);
     }
 
-    fn scheduler(max_batch_size: usize, max_batch_tokens: usize, share: f64) -> Scheduler {
-        Scheduler::new(&WorkerOptions {
-            max_batch_size,
-            max_batch_tokens,
-            bulk_min_share: share,
-            ..WorkerOptions::default()
-        })
-    }
-
-    /// Plans `batches` batches with both lanes always full of texts of the given lengths (the
-    /// queries saturate the model); returns the bulk and total tokens run and the plans.
-    fn saturate(
-        s: &mut Scheduler,
-        interactive_len: usize,
-        bulk_len: usize,
-        batches: usize,
-    ) -> (usize, usize, Vec<BatchPlan>) {
-        let (mut bulk, mut total) = (0, 0);
-        let mut plans = Vec::new();
-        for _ in 0..batches {
-            let plan = s.plan(
-                std::iter::repeat_n(interactive_len, 10_000),
-                std::iter::repeat_n(bulk_len, 10_000),
-            );
-            bulk += plan.take[1] * bulk_len;
-            total += plan.tokens;
-            assert_eq!(
-                plan.tokens,
-                plan.take[0] * interactive_len + plan.take[1] * bulk_len
-            );
-            plans.push(plan);
-        }
-        (bulk, total, plans)
-    }
-
     #[test]
-    fn queries_fill_the_batch_first_and_bulk_takes_the_room_left() {
-        let mut s = scheduler(8, 100, 0.1);
-        // Bulk alone takes whole batches.
-        for _ in 0..5 {
-            let plan = s.plan(std::iter::empty(), std::iter::repeat_n(30, 1000));
-            assert_eq!(
-                plan,
-                BatchPlan {
-                    take: [0, 3],
-                    tokens: 90
-                }
-            );
-        }
-        // A query arriving behind a long bulk backlog goes into the very next batch, first;
-        // bulk fills what is left, by tokens, then by texts.
-        let plan = s.plan([12, 7].into_iter(), std::iter::repeat_n(30, 1000));
-        assert_eq!(
-            plan,
-            BatchPlan {
-                take: [2, 2],
-                tokens: 79
-            }
-        );
-        let plan = s.plan([1; 7].into_iter(), std::iter::repeat_n(5, 1000));
-        assert_eq!(
-            plan,
-            BatchPlan {
-                take: [7, 1],
-                tokens: 12
-            }
-        );
-        // Bulk took more than its share from leftover room: it is owed nothing.
-        assert_eq!(s.owed, 0.0);
-        // Queries alone.
-        let plan = s.plan([60, 50, 1].into_iter(), std::iter::empty());
-        assert_eq!(
-            plan,
-            BatchPlan {
-                take: [1, 0],
-                tokens: 60
-            }
-        );
+    fn a_batch_takes_texts_in_order_within_both_budgets() {
+        // By tokens, then by texts.
+        assert_eq!(plan([30, 30, 30, 30].into_iter(), 8, 100), (3, 90));
+        assert_eq!(plan([1; 20].into_iter(), 8, 100), (8, 8));
+        // First come, first served: a short text does not jump a long one that does not fit.
+        assert_eq!(plan([60, 50, 1].into_iter(), 8, 100), (1, 60));
         // A text longer than the budget runs, alone.
-        let plan = s.plan([500, 1].into_iter(), std::iter::empty());
-        assert_eq!(
-            plan,
-            BatchPlan {
-                take: [1, 0],
-                tokens: 500
-            }
-        );
-    }
-
-    #[test]
-    fn bulk_keeps_its_share_under_saturating_queries() {
-        for share in [0.05, 0.1, 0.25, 0.5] {
-            let mut s = scheduler(128, 2048, share);
-            let (bulk, total, plans) = saturate(&mut s, 16, 200, 2000);
-            let got = bulk as f64 / total as f64;
-            assert!(
-                (got - share).abs() < 0.01,
-                "share {share}: bulk got {got} of the tokens"
-            );
-            // Every batch still carries queries: the share takes part of batches, not turns.
-            assert!(plans.iter().all(|p| p.take[0] > 0), "share {share}");
-        }
-    }
-
-    #[test]
-    fn a_bulk_text_longer_than_the_budget_still_gets_its_turn() {
-        let mut s = scheduler(128, 100, 0.1);
-        let (bulk, _, plans) = saturate(&mut s, 10, 150, 200);
-        assert!(bulk > 0);
-        // It runs alone, as any text over the budget does.
-        assert!(plans.iter().filter(|p| p.take[1] > 0).all(|p| *p
-            == BatchPlan {
-                take: [0, 1],
-                tokens: 150
-            }));
-    }
-
-    #[test]
-    fn a_zero_share_gives_queries_strict_priority() {
-        let mut s = scheduler(128, 2048, 0.0);
-        let (bulk, total, _) = saturate(&mut s, 16, 200, 500);
-        assert_eq!((bulk, total), (0, 500 * 2048));
+        assert_eq!(plan([500, 1].into_iter(), 8, 100), (1, 500));
+        assert_eq!(plan(std::iter::empty(), 8, 100), (0, 0));
     }
 }

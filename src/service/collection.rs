@@ -93,7 +93,8 @@ pub struct PlannerSettings {
     /// scan of the matching passages, which beats a graph search that must skip most nodes.
     pub filter_exact_fraction: f64,
     /// Passages inserted into the approximate index per write-lock hold, so that queries wait
-    /// at most one small step behind background indexing.
+    /// at most one small step behind background indexing: about 0.3 ms of CPU each into an
+    /// HNSW graph (`ef_construction` 200), so the default step holds the lock for about 2 ms.
     pub insert_step: usize,
     /// Rebuild an IVF index once the collection has grown this many times past the size it was
     /// trained on (its cells no longer fit the data).
@@ -116,7 +117,7 @@ impl Default for PlannerSettings {
         PlannerSettings {
             exact_threshold: 10_000,
             filter_exact_fraction: 0.02,
-            insert_step: 64,
+            insert_step: 8,
             ivf_regrow_factor: 4.0,
             defer_max_unindexed: 100_000,
             defer_quiet: Duration::from_millis(250),

@@ -15,10 +15,16 @@
 //! [`super::collection`]): removals queued by writes are applied first, never deferred (a
 //! removal is a tombstone, and queries pay for every queued one), then builds and insertions.
 //! A build runs beside the live index, and a snapshot is written from the shared index with no
-//! lock held, so neither makes a query or a write wait.
+//! lock held, so neither makes a query or a write wait. Both run on the service's maintenance
+//! pool, whose threads have a lowered scheduling priority ([`crate::priority`]): they take the
+//! CPU that queries leave, rather than slowing queries down. Insertion steps, which hold the
+//! collection's write lock, stay at normal priority so that a lock queries wait for is never
+//! held by a thread the scheduler holds back.
 
 use std::path::Path;
 use std::sync::{Arc, Weak};
+
+use rayon::ThreadPool;
 use std::time::{Duration, Instant};
 
 use crate::index::VectorIndex;
@@ -58,13 +64,14 @@ pub(super) async fn run(
         let settings = svc.settings.clone();
         let dir = svc.snapshot_dir(&coll);
         let foreground = svc.foreground.clone();
+        let pool = svc.maintenance.clone();
         drop(svc);
         let due = last_snapshot.elapsed() >= settings.snapshot_interval;
         let c = coll.clone();
         let result = tokio::task::spawn_blocking(move || -> ServiceResult<(bool, bool)> {
             let planner = &settings.planner;
             let give_way = || foreground.busy(planner.defer_quiet) && c.may_defer(planner);
-            let finished = maintain(&c, planner, &give_way)?;
+            let finished = maintain(&c, planner, &give_way, &pool)?;
             if !finished {
                 return Ok((false, false));
             }
@@ -73,7 +80,7 @@ pub(super) async fn run(
             } else {
                 settings.snapshot_every_changes
             };
-            Ok((true, snapshot(&c, &dir, threshold)?))
+            Ok((true, pool.install(|| snapshot(&c, &dir, threshold))?))
         })
         .await;
         unfinished = false;
@@ -94,13 +101,14 @@ pub(super) async fn run(
     }
 }
 
-/// Builds the approximate index if it is due, then drains pending passages into it, checking
-/// `give_way` before the build and between steps. Returns `false` when it stopped to give way
-/// with work left.
+/// Builds the approximate index if it is due (on `pool`), then drains pending passages into it,
+/// checking `give_way` before the build and between steps. Returns `false` when it stopped to
+/// give way with work left.
 pub(super) fn maintain(
     coll: &Collection,
     settings: &PlannerSettings,
     give_way: &dyn Fn() -> bool,
+    pool: &ThreadPool,
 ) -> ServiceResult<bool> {
     coll.apply_removals()?;
     if coll.wants_build(settings) {
@@ -110,7 +118,7 @@ pub(super) fn maintain(
         let started = Instant::now();
         let n = coll.len();
         tracing::info!(collection = %coll.record.name, passages = n, "building approximate index");
-        coll.build_ann()?;
+        pool.install(|| coll.build_ann())?;
         tracing::info!(
             collection = %coll.record.name,
             passages = n,

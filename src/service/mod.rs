@@ -47,6 +47,10 @@ use collection::Collection;
 use foreground::Foreground;
 use query::SearchSlots;
 
+/// Nice value of the maintenance threads: under contention they get about a tenth of a CPU
+/// beside a query's thread ([`crate::priority`]), all of it otherwise.
+const MAINTENANCE_NICE: i32 = 10;
+
 /// Settings of the service layer.
 #[derive(Clone, Debug)]
 pub struct ServiceSettings {
@@ -138,6 +142,9 @@ pub struct Service {
     indexers: parking_lot::Mutex<tokio::task::JoinSet<()>>,
     /// Embeddings that requests wait for; background indexing gives way to them.
     foreground: Arc<Foreground>,
+    /// Threads of lowered priority for index builds and snapshots, so that queries get the CPU
+    /// first; builds parallelise over them.
+    maintenance: Arc<rayon::ThreadPool>,
 }
 
 impl std::fmt::Debug for Service {
@@ -159,7 +166,18 @@ impl Service {
     ) -> ServiceResult<Arc<Service>> {
         let started = Instant::now();
         let (shutdown, _) = tokio::sync::watch::channel(false);
+        let maintenance = rayon::ThreadPoolBuilder::new()
+            .num_threads(std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .thread_name(|i| format!("maintenance-{i}"))
+            .start_handler(|_| {
+                if let Err(e) = crate::priority::lower_current_thread(MAINTENANCE_NICE) {
+                    tracing::warn!(error = %e, "cannot lower the priority of a maintenance thread");
+                }
+            })
+            .build()
+            .map_err(|e| ServiceError::internal("maintenance threads", e))?;
         let service = Arc::new(Service {
+            maintenance: Arc::new(maintenance),
             search_slots: Arc::new(SearchSlots::new(settings.search_concurrency.max(1))),
             settings,
             store,
