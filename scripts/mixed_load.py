@@ -554,6 +554,10 @@ def main():
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--json-out", help="also write every result to this file")
     p.add_argument("--keep", action="store_true", help="keep the data directories")
+    p.add_argument("--template", action="append", default=[], metavar="LABEL=DIR",
+                   help="use DIR, a setup directory kept by an earlier run (--keep), as LABEL's "
+                        "template instead of ingesting again (repeatable); it is copied, never "
+                        "changed")
     args = p.parse_args()
 
     binaries = []
@@ -564,17 +568,28 @@ def main():
     if len({label for label, _ in binaries}) != len(binaries):
         sys.exit("give the binaries distinct labels: --binary main=PATH --binary new=PATH")
 
+    given = {}
+    for t in args.template:
+        label, sep, path = t.partition("=")
+        if not sep or not os.path.isfile(os.path.join(path, "vicinity.db")):
+            sys.exit(f"--template {t}: give LABEL=DIR, DIR a data directory kept by --keep")
+        given[label] = os.path.abspath(path)
+
     wall = time.monotonic()
     templates, results = {}, []
     try:
         for label, path in binaries:
+            if label in given:
+                log(f"{label}: template {given[label]}")
+                continue
             templates[label], ingested = setup(label, path, args)
             results.append({"binary": label, "phase": "setup", "ingest": ingested})
             print(json.dumps(results[-1]), flush=True)
         for rnd in range(1, args.rounds + 1):
             order = binaries if rnd % 2 else binaries[::-1]
             for label, path in order:
-                results.extend(one_round(label, path, templates[label], args, rnd))
+                template = given.get(label) or templates[label]
+                results.extend(one_round(label, path, template, args, rnd))
     finally:
         if not args.keep:
             for d in templates.values():

@@ -50,6 +50,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::{RwLock, RwLockUpgradableReadGuard};
+use rayon::ThreadPool;
 use serde_json::Value;
 
 use crate::distance::Metric;
@@ -480,7 +481,11 @@ impl Collection {
     /// Builds the approximate index from the current vectors beside the live one, then swaps
     /// it in. No lock is held for the build or for more than one chunk of the copy of its
     /// input; queries keep using the live index throughout (see the module docs).
-    pub(crate) fn build_ann(&self) -> ServiceResult<()> {
+    ///
+    /// The build itself runs on `pool` (threads of lowered priority); the copy and the swap,
+    /// which take the collection's lock, stay on the calling thread, so that a lock queries
+    /// wait for is never held by a thread the scheduler holds back.
+    pub(crate) fn build_ann(&self, pool: &ThreadPool) -> ServiceResult<()> {
         let Some(params) = self.ann_params() else {
             return Ok(());
         };
@@ -498,7 +503,7 @@ impl Collection {
             st.build_removed.clear();
             ids
         };
-        let built = self.build_beside(&params, ids);
+        let built = self.build_beside(&params, ids, pool);
         let mut guard = self.state.write();
         let st = &mut *guard;
         st.building = false;
@@ -533,12 +538,14 @@ impl Collection {
     }
 
     /// Copies the vectors of `ids` in chunks, each under its own short read lock, and builds an
-    /// approximate index of them with no lock held. Passages removed meanwhile are left out
-    /// (they are in `build_removed` too). Returns the index and how many passages it holds.
+    /// approximate index of them on `pool` with no lock held. Passages removed meanwhile are
+    /// left out (they are in `build_removed` too). Returns the index and how many passages it
+    /// holds.
     fn build_beside(
         &self,
         params: &AnnParams,
         ids: Vec<PassageId>,
+        pool: &ThreadPool,
     ) -> ServiceResult<(AnnIndex, usize)> {
         let rows_per_chunk = (COPY_CHUNK_BYTES / (self.dim * std::mem::size_of::<f32>())).max(1);
         let mut kept = Vec::with_capacity(ids.len());
@@ -553,9 +560,12 @@ impl Collection {
             }
         }
         drop(ids);
-        let ann = AnnIndex::build(params, self.metric, self.dim, &kept, &vectors)?;
+        let ann = pool.install(|| {
+            let ann = AnnIndex::build(params, self.metric, self.dim, &kept, &vectors);
+            self.maintenance_point("built");
+            ann
+        })?;
         drop(vectors);
-        self.maintenance_point("built");
         Ok((ann, kept.len()))
     }
 

@@ -15,11 +15,12 @@
 //! [`super::collection`]): removals queued by writes are applied first, never deferred (a
 //! removal is a tombstone, and queries pay for every queued one), then builds and insertions.
 //! A build runs beside the live index, and a snapshot is written from the shared index with no
-//! lock held, so neither makes a query or a write wait. Both run on the service's maintenance
-//! pool, whose threads have a lowered scheduling priority ([`crate::priority`]): they take the
-//! CPU that queries leave, rather than slowing queries down. Insertion steps, which hold the
-//! collection's write lock, stay at normal priority so that a lock queries wait for is never
-//! held by a thread the scheduler holds back.
+//! lock held, so neither makes a query or a write wait. The build and the file writing run on
+//! the service's maintenance pool, whose threads have a lowered scheduling priority
+//! ([`crate::priority`]): they take the CPU that queries leave, rather than slowing queries
+//! down. Everything that takes the collection's lock (insertion steps, the build's copy and
+//! swap) stays at normal priority, so that a lock queries wait for is never held by a thread
+//! the scheduler holds back.
 
 use std::path::Path;
 use std::sync::{Arc, Weak};
@@ -80,7 +81,7 @@ pub(super) async fn run(
             } else {
                 settings.snapshot_every_changes
             };
-            Ok((true, pool.install(|| snapshot(&c, &dir, threshold))?))
+            Ok((true, snapshot(&c, &dir, threshold, &pool)?))
         })
         .await;
         unfinished = false;
@@ -118,7 +119,7 @@ pub(super) fn maintain(
         let started = Instant::now();
         let n = coll.len();
         tracing::info!(collection = %coll.record.name, passages = n, "building approximate index");
-        pool.install(|| coll.build_ann())?;
+        coll.build_ann(pool)?;
         tracing::info!(
             collection = %coll.record.name,
             passages = n,
@@ -141,17 +142,25 @@ pub(super) fn maintain(
 }
 
 /// Writes a snapshot of the approximate index when at least `min_changes` changes are not in
-/// the last one. Returns whether it wrote one. No lock is held while the file is written; the
-/// index is shared meanwhile, which is why only this task, which waits for the save, mutates it.
-pub(super) fn snapshot(coll: &Collection, dir: &Path, min_changes: u64) -> ServiceResult<bool> {
+/// the last one. Returns whether it wrote one. No lock is held while the file is written (on
+/// `pool`); the index is shared meanwhile, which is why only this task, which waits for the
+/// save, mutates it.
+pub(super) fn snapshot(
+    coll: &Collection,
+    dir: &Path,
+    min_changes: u64,
+    pool: &ThreadPool,
+) -> ServiceResult<bool> {
     let started = Instant::now();
     // Deletion waits for this: no file lands after the directory is removed.
     let _saving = coll.saving.blocking_lock();
     let Some((ann, changes)) = coll.snapshot_source(min_changes) else {
         return Ok(false);
     };
-    coll.maintenance_point("snapshot");
-    ann.save(dir)?;
+    pool.install(|| {
+        coll.maintenance_point("snapshot");
+        ann.save(dir)
+    })?;
     // The index is the indexer's own again once this share is gone.
     drop(ann);
     coll.snapshot_written(changes);

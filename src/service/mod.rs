@@ -293,10 +293,12 @@ impl Service {
         for coll in collections {
             let dir = self.snapshot_dir(&coll);
             let name = coll.record.name.clone();
-            let saved = tokio::task::spawn_blocking(move || indexer::snapshot(&coll, &dir, 1))
-                .await
-                .map_err(|e| ServiceError::internal("snapshot task", e))
-                .and_then(|r| r);
+            let pool = self.maintenance.clone();
+            let saved =
+                tokio::task::spawn_blocking(move || indexer::snapshot(&coll, &dir, 1, &pool))
+                    .await
+                    .map_err(|e| ServiceError::internal("snapshot task", e))
+                    .and_then(|r| r);
             if let Err(e) = saved {
                 tracing::warn!(collection = %name, error = %e, "snapshot at shutdown failed");
             }
