@@ -481,9 +481,8 @@ fn assert_some_equal(enc: &SentenceEncoder, texts: &[String], got: &[Vec<f32>]) 
 }
 
 /// The queue-jumping guarantee, by batch accounting: with thousands of passages queued in the
-/// bulk lane ahead of it, a query goes into the first batch that starts after it was queued,
-/// so it waits for at most the batch already running; the bulk work queued before it needs
-/// thousands of batches more.
+/// bulk lane ahead of it, a query goes into the first interactive batch that starts after it
+/// was queued; the bulk work queued before it needs thousands of batches more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_waits_for_at_most_the_running_batch_behind_a_long_bulk_backlog() {
     const BULK: usize = 8_000;

@@ -309,7 +309,7 @@ fn embedder_families(stats: &WorkerStats) -> Vec<MetricFamily> {
         ),
         one(
             "vicinity_embed_busy_seconds_total",
-            "Time the model spent running batches.",
+            "Time the model threads spent running batches, both lanes added up (so it can grow faster than wall time).",
             MetricType::COUNTER,
             stats.busy.as_secs_f64(),
         ),
