@@ -780,3 +780,105 @@ fn default_ef_grows_with_the_graph_and_an_explicit_ef_wins() {
         None
     );
 }
+
+/// Inserts and deletes through `&self` while other threads search: every search returns `k`
+/// hits, best first, all of them ids that were inserted and none that was deleted before the
+/// search began; afterwards the index holds what a sequential run would and keeps its recall.
+#[test]
+fn searches_run_while_inserts_and_deletes_change_the_index() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let (n, nq, dim, k) = (6_000, 100, 32, 10);
+    let mut data = clustered_vectors(n + nq, dim, 20, 2.0, SEED + 21);
+    let queries = data.split_off(n * dim);
+    let ids = ids(n);
+    let batch = 50;
+    let first = 1_000;
+    let index = HnswIndex::builder()
+        .build_with(Metric::Cosine, dim, &ids[..first], &data[..first * dim])
+        .unwrap();
+    // Every 4th batch, the first id of an earlier batch is deleted; `deleted_batches` counts
+    // the batches whose deletion is complete.
+    let to_delete: Vec<u64> = ids[first..].chunks(batch).map(|c| c[0]).collect();
+    let deleted_batches = AtomicUsize::new(0);
+    let done = AtomicBool::new(false);
+    let searches = AtomicUsize::new(0);
+    let all: HashSet<u64> = ids.iter().copied().collect();
+    std::thread::scope(|s| {
+        for t in 0..2 {
+            let (index, queries, to_delete, all) = (&index, &queries, &to_delete, &all);
+            let (deleted_batches, done, searches) = (&deleted_batches, &done, &searches);
+            s.spawn(move || {
+                let mut q = t;
+                while !done.load(Ordering::Acquire) {
+                    let gone: HashSet<u64> = to_delete[..deleted_batches.load(Ordering::Acquire)]
+                        .iter()
+                        .copied()
+                        .collect();
+                    let query = &queries[(q % nq) * dim..(q % nq + 1) * dim];
+                    let hits = index
+                        .search(query, k, &SearchParams::default(), None)
+                        .unwrap();
+                    assert_eq!(hits.len(), k);
+                    for pair in hits.windows(2) {
+                        assert!(pair[0].score >= pair[1].score, "hits best first");
+                    }
+                    for h in &hits {
+                        assert!(all.contains(&h.id), "unknown id {}", h.id);
+                        assert!(!gone.contains(&h.id), "id {} was deleted", h.id);
+                    }
+                    q += 2;
+                    searches.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        for (b, (chunk_ids, chunk)) in ids[first..]
+            .chunks(batch)
+            .zip(data[first * dim..].chunks(batch * dim))
+            .enumerate()
+        {
+            index.insert(chunk_ids, chunk).unwrap();
+            if b % 4 == 3 {
+                let d = deleted_batches.load(Ordering::Relaxed);
+                let upto = (b + 1).min(to_delete.len());
+                assert_eq!(index.delete(&to_delete[d..upto]), upto - d);
+                deleted_batches.store(upto, Ordering::Release);
+            }
+        }
+        done.store(true, Ordering::Release);
+    });
+    assert!(searches.load(Ordering::Relaxed) > 0);
+    let deleted = deleted_batches.load(Ordering::Relaxed);
+    assert_eq!(index.len(), n - deleted);
+    assert_eq!(index.tombstones(), deleted);
+    // Recall over the live vectors, against the exact oracle.
+    let gone: HashSet<u64> = to_delete[..deleted].iter().copied().collect();
+    let (live_ids, live_data): (Vec<u64>, Vec<f32>) = {
+        let mut li = Vec::new();
+        let mut ld = Vec::new();
+        for (i, &id) in ids.iter().enumerate() {
+            if !gone.contains(&id) {
+                li.push(id);
+                ld.extend_from_slice(&data[i * dim..(i + 1) * dim]);
+            }
+        }
+        (li, ld)
+    };
+    let r = mean_recall(
+        &index,
+        Metric::Cosine,
+        dim,
+        &live_ids,
+        &live_data,
+        &queries,
+        k,
+    );
+    println!(
+        "insert while searching: recall@10 = {r:.4} (seed {:#x})",
+        SEED + 21
+    );
+    assert!(
+        r >= 0.95,
+        "recall@10 {r:.4} < 0.95 after concurrent inserts"
+    );
+}

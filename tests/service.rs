@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -918,5 +919,77 @@ async fn removed_passages_are_never_returned_while_their_removal_waits() {
     wait_indexed(&svc, "c").await;
     let info = svc.get_collection("c").await.unwrap();
     assert_eq!(info.index_state.indexed, 600);
+    svc.shutdown().await;
+}
+
+/// An insertion step adds passages to the HNSW graph with no lock held: queries, writes and
+/// deletes go on meanwhile, a passage in both the graph and `pending` is served once, and one
+/// deleted while it was being inserted never comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insertion_step_holds_up_no_query_and_no_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = open(dir.path()).await;
+    svc.create_collection("c", spec(IndexType::Hnsw))
+        .await
+        .unwrap();
+    let (docs, data) = vector_docs(600, 37);
+    svc.upsert_documents("c", docs).await.unwrap();
+    wait_indexed(&svc, "c").await;
+
+    let fresh = clustered_vectors(40, DIM, 4, 0.5, 38);
+    let fresh_docs: Vec<DocumentInput> = fresh
+        .chunks_exact(DIM)
+        .enumerate()
+        .map(|(i, v)| vector_doc(&format!("n{i}"), v.to_vec()))
+        .collect();
+    let mut pause = Pause::at(&svc, "c", "inserted");
+    svc.upsert_documents("c", fresh_docs).await.unwrap();
+    pause.reached().await;
+
+    // n5 is in the graph and still pending: one hit, not two.
+    let n5 = &fresh[5 * DIM..6 * DIM];
+    let r = unblocked("a query", svc.query("c", vq(n5, 5)))
+        .await
+        .unwrap();
+    let got = ids(&r);
+    assert_eq!((r.plan, got[0].as_str()), (Plan::Hnsw, "n5"));
+    let unique: HashSet<&String> = got.iter().collect();
+    assert_eq!(unique.len(), got.len(), "a passage served twice: {got:?}");
+    assert_eq!(got.len(), 5, "a duplicate took the place of a hit: {got:?}");
+    let q = &data[7 * DIM..8 * DIM];
+    let r = unblocked("a query", svc.query("c", vq(q, 5)))
+        .await
+        .unwrap();
+    assert_eq!(ids(&r)[0], "d7");
+    // n3 is deleted while the graph already holds it.
+    unblocked(
+        "a delete",
+        svc.delete_documents("c", Selector::Ids(vec!["n3".into()])),
+    )
+    .await
+    .unwrap();
+    let n3 = &fresh[3 * DIM..4 * DIM];
+    let r = unblocked("a query", svc.query("c", vq(n3, 10)))
+        .await
+        .unwrap();
+    assert!(!ids(&r).contains(&"n3".to_string()), "deleted n3 served");
+    unblocked(
+        "an upsert",
+        svc.upsert_documents("c", vec![vector_doc("late", one_hot(4))]),
+    )
+    .await
+    .unwrap();
+
+    pause.release();
+    wait_indexed(&svc, "c").await;
+    let info = svc.get_collection("c").await.unwrap();
+    assert_eq!(info.passages, 640);
+    assert_eq!(info.index_state.indexed, 640, "{:?}", info.index_state);
+    let r = svc.query("c", vq(n3, 10)).await.unwrap();
+    assert!(!ids(&r).contains(&"n3".to_string()), "deleted n3 came back");
+    let r = svc.query("c", vq(n5, 1)).await.unwrap();
+    assert_eq!((r.plan, ids(&r)[0].as_str()), (Plan::Hnsw, "n5"));
+    let r = svc.query("c", vq(&one_hot(4), 1)).await.unwrap();
+    assert_eq!(ids(&r)[0], "late");
     svc.shutdown().await;
 }

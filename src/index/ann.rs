@@ -71,9 +71,9 @@ impl AnnParams {
 #[derive(Debug)]
 pub enum AnnIndex {
     /// A hierarchical navigable small-world graph.
-    Hnsw(HnswIndex),
+    Hnsw(Box<HnswIndex>),
     /// An inverted file over k-means cells.
-    Ivf(IvfIndex),
+    Ivf(Box<IvfIndex>),
 }
 
 impl AnnIndex {
@@ -87,16 +87,16 @@ impl AnnIndex {
         vectors: &[f32],
     ) -> IndexResult<AnnIndex> {
         match params.kind {
-            IndexKind::Hnsw => Ok(AnnIndex::Hnsw(
+            IndexKind::Hnsw => Ok(AnnIndex::Hnsw(Box::new(
                 HnswBuilder::new()
                     .params(params.hnsw())
                     .build_with(metric, dim, ids, vectors)?,
-            )),
-            IndexKind::Ivf => Ok(AnnIndex::Ivf(
+            ))),
+            IndexKind::Ivf => Ok(AnnIndex::Ivf(Box::new(
                 IvfIndex::builder(metric, dim)
                     .params(params.ivf())
                     .build_with(ids, vectors)?,
-            )),
+            ))),
             IndexKind::Flat => Err(IndexError::InvalidParameter(
                 "a flat index is not an approximate index".into(),
             )),
@@ -107,8 +107,8 @@ impl AnnIndex {
     pub fn load(dir: &Path) -> IndexResult<AnnIndex> {
         let reader = SnapshotReader::open(dir)?;
         match reader.manifest().kind {
-            IndexKind::Hnsw => Ok(AnnIndex::Hnsw(HnswIndex::load(dir)?)),
-            IndexKind::Ivf => Ok(AnnIndex::Ivf(IvfIndex::load(dir)?)),
+            IndexKind::Hnsw => Ok(AnnIndex::Hnsw(Box::new(HnswIndex::load(dir)?))),
+            IndexKind::Ivf => Ok(AnnIndex::Ivf(Box::new(IvfIndex::load(dir)?))),
             IndexKind::Flat => Err(IndexError::corrupt(
                 dir,
                 "holds a flat index, not an approximate one",
@@ -128,6 +128,31 @@ impl AnnIndex {
         }
     }
 
+    /// Whether the index takes insertions and removals while it is searched
+    /// ([`insert_shared`](Self::insert_shared), [`remove_shared`](Self::remove_shared)).
+    pub fn changes_while_searched(&self) -> bool {
+        matches!(self, AnnIndex::Hnsw(_))
+    }
+
+    /// Adds vectors while searches of this same index run, when its kind can (HNSW, see
+    /// [`HnswIndex::insert`]); `None` when the change needs exclusive access ([`IndexMut::add`]).
+    pub fn insert_shared(&self, ids: &[u64], vectors: &[f32]) -> Option<IndexResult<()>> {
+        match self {
+            AnnIndex::Hnsw(h) => Some(h.insert(ids, vectors)),
+            AnnIndex::Ivf(_) => None,
+        }
+    }
+
+    /// Removes ids while searches of this same index run, when its kind can (HNSW, see
+    /// [`HnswIndex::delete`]); `None` when the change needs exclusive access
+    /// ([`IndexMut::remove`]). Returns how many were live.
+    pub fn remove_shared(&self, ids: &[u64]) -> Option<usize> {
+        match self {
+            AnnIndex::Hnsw(h) => Some(h.delete(ids)),
+            AnnIndex::Ivf(_) => None,
+        }
+    }
+
     /// Sets the default HNSW search breadth of an index loaded from a snapshot to its owner's
     /// current setting (`None`: grows with the size), since the snapshot carries the value it
     /// was saved with. An IVF index has no `ef` and is left as it is.
@@ -140,15 +165,15 @@ impl AnnIndex {
 
     fn inner(&self) -> &dyn IndexMut {
         match self {
-            AnnIndex::Hnsw(h) => h,
-            AnnIndex::Ivf(i) => i,
+            AnnIndex::Hnsw(h) => h.as_ref(),
+            AnnIndex::Ivf(i) => i.as_ref(),
         }
     }
 
     fn inner_mut(&mut self) -> &mut dyn IndexMut {
         match self {
-            AnnIndex::Hnsw(h) => h,
-            AnnIndex::Ivf(i) => i,
+            AnnIndex::Hnsw(h) => h.as_mut(),
+            AnnIndex::Ivf(i) => i.as_mut(),
         }
     }
 }

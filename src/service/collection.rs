@@ -20,11 +20,19 @@
 //!   passages they add become `pending`, passages they remove are queued as `stale`. Searches of
 //!   the approximate index skip stale ids (through the id filter its search takes), so a removed
 //!   passage is never returned, however long its removal waits.
-//! * The approximate index is an `Arc<AnnIndex>` that only the indexer task mutates, in bounded
-//!   steps under the write lock (removals, then `insert_step` insertions). A snapshot clones the
-//!   `Arc` under a brief read lock and writes the file with no lock held; since the indexer
-//!   itself is the only other user and it waits for the save, `Arc::get_mut` succeeds again
-//!   once the save is done, so the index is never copied.
+//! * The approximate index is an `Arc<AnnIndex>` that only the indexer task changes. An HNSW
+//!   graph takes insertions and removals while it is searched (its storage never moves and
+//!   its lists are atomics, see [`crate::index::hnsw`]), so the indexer changes it with no lock
+//!   held: a brief write lock takes up to `shared_insert_step` pending passages (they stay
+//!   pending, listed in `inserting`, so queries keep scanning them and drop their copies from
+//!   the graph), the insertion runs on the maintenance pool beside the queries, and a second
+//!   brief write lock moves them out of `pending`. A passage removed meanwhile is made stale,
+//!   since the graph may hold it already. Removals likewise tombstone with no lock held, then
+//!   leave `stale`. An IVF index needs exclusive access: its steps (`insert_step` insertions,
+//!   [`REMOVE_STEP`] removals) run under the write lock through `Arc::get_mut`. A snapshot
+//!   clones the `Arc` under a brief read lock and writes the file with no lock held; the
+//!   indexer waits for the save before it changes the index again, so the index is never
+//!   copied.
 //! * A build or rebuild takes the list of passage ids under a read lock (8 bytes a passage),
 //!   then copies their vectors in chunks of [`COPY_CHUNK_BYTES`], releasing the lock between
 //!   chunks, and builds with no lock held. Meanwhile the live index keeps answering queries
@@ -93,10 +101,14 @@ pub struct PlannerSettings {
     /// Filters estimated to match at most this fraction of passages are answered by an exact
     /// scan of the matching passages, which beats a graph search that must skip most nodes.
     pub filter_exact_fraction: f64,
-    /// Passages inserted into the approximate index per write-lock hold, so that queries wait
-    /// at most one small step behind background indexing: about 0.3 ms of CPU each into an
-    /// HNSW graph (`ef_construction` 200), so the default step holds the lock for about 2 ms.
+    /// Passages inserted per step into an approximate index that needs exclusive access for it
+    /// (IVF), under the write lock: queries wait at most one such small step.
     pub insert_step: usize,
+    /// Passages inserted per step into an HNSW graph, which takes insertions while queries
+    /// search it: no lock is held for the insertion, only briefly before and after it to move
+    /// the passages out of `pending`. Each insertion costs about 0.3 ms of CPU
+    /// (`ef_construction` 200); larger steps take the lock less often.
+    pub shared_insert_step: usize,
     /// Rebuild an IVF index once the collection has grown this many times past the size it was
     /// trained on (its cells no longer fit the data).
     pub ivf_regrow_factor: f64,
@@ -119,6 +131,7 @@ impl Default for PlannerSettings {
             exact_threshold: 10_000,
             filter_exact_fraction: 0.02,
             insert_step: 8,
+            shared_insert_step: 256,
             ivf_regrow_factor: 4.0,
             defer_max_unindexed: 100_000,
             defer_quiet: Duration::from_millis(250),
@@ -146,6 +159,10 @@ pub(crate) struct State {
     building: bool,
     /// Passages in `flat` that the live approximate index does not hold yet: scanned exactly.
     pending: HashSet<PassageId>,
+    /// Pending passages an insertion step is adding to the live index with no lock held: still
+    /// pending (queries scan them and skip their copies in the index), and made stale if they
+    /// are removed meanwhile, since the index may already hold them.
+    inserting: HashSet<PassageId>,
     /// Passages gone from `flat` that the live approximate index still holds: searches skip
     /// them until the indexer removes them.
     stale: HashSet<PassageId>,
@@ -187,7 +204,9 @@ pub(crate) struct Collection {
     /// hold, since it last held them all: what deferring their indexing has cost so far.
     exact_debt: AtomicU64,
     /// Called by background maintenance at its named points (`"built"`: a new index is built
-    /// and not yet swapped in; `"snapshot"`: a snapshot is about to be written, no lock held).
+    /// and not yet swapped in; `"snapshot"`: a snapshot is about to be written, no lock held;
+    /// `"inserted"`: an insertion step's passages are in the graph and still pending, no lock
+    /// held).
     #[cfg(any(test, feature = "testing"))]
     pub(crate) hook: parking_lot::Mutex<Option<MaintenanceHook>>,
 }
@@ -212,6 +231,7 @@ impl Collection {
                 ann: None,
                 building: false,
                 pending: HashSet::new(),
+                inserting: HashSet::new(),
                 stale: HashSet::new(),
                 build_added: Vec::new(),
                 build_removed: Vec::new(),
@@ -341,8 +361,10 @@ impl Collection {
             st.flat.remove_rows(removed_passages);
             for &p in removed_passages {
                 st.passage_doc.remove(&p);
-                // A pending passage never reached the live index: nothing to take out of it.
-                if !st.pending.remove(&p) && st.ann.is_some() {
+                // A pending passage never reached the live index: nothing to take out of it,
+                // unless an insertion step is adding it right now.
+                let was_pending = st.pending.remove(&p);
+                if st.ann.is_some() && (!was_pending || st.inserting.contains(&p)) {
                     st.stale.insert(p);
                 }
             }
@@ -599,22 +621,38 @@ impl Collection {
         Ok(())
     }
 
-    /// Takes stale passages out of the approximate index, in steps of [`REMOVE_STEP`] per
-    /// write-lock hold. Only the indexer calls this.
+    /// Takes stale passages out of the approximate index: an HNSW graph takes them while it is
+    /// searched (tombstones), with the write lock held only to update `stale` after each step;
+    /// other kinds in steps of [`REMOVE_STEP`] under the write lock. Only the indexer calls
+    /// this.
     pub(crate) fn apply_removals(&self) -> ServiceResult<()> {
         loop {
-            let mut guard = self.state.write();
-            let st = &mut *guard;
-            if st.building || st.stale.is_empty() {
-                return Ok(());
-            }
-            let Some(ann) = st.ann.as_mut() else {
-                st.stale.clear();
-                return Ok(());
+            let (ann, take) = {
+                let mut guard = self.state.write();
+                let st = &mut *guard;
+                if st.building || st.stale.is_empty() {
+                    return Ok(());
+                }
+                let Some(ann) = st.ann.as_mut() else {
+                    st.stale.clear();
+                    return Ok(());
+                };
+                let take: Vec<u64> = st.stale.iter().copied().take(REMOVE_STEP).collect();
+                if ann.changes_while_searched() {
+                    (ann.clone(), take)
+                } else {
+                    Arc::get_mut(ann).ok_or_else(shared_index)?.remove(&take)?;
+                    for id in &take {
+                        st.stale.remove(id);
+                    }
+                    st.unsnapshotted += take.len() as u64;
+                    continue;
+                }
             };
-            let ann = Arc::get_mut(ann).ok_or_else(shared_index)?;
-            let take: Vec<u64> = st.stale.iter().copied().take(REMOVE_STEP).collect();
-            ann.remove(&take)?;
+            // Searches skip these ids already (they are stale); tombstoning them needs no lock.
+            ann.remove_shared(&take);
+            drop(ann);
+            let mut st = self.state.write();
             for id in &take {
                 st.stale.remove(id);
             }
@@ -622,33 +660,73 @@ impl Collection {
         }
     }
 
-    /// Moves up to `step` pending passages into the approximate index, after any stale ones
-    /// have been taken out. Returns how many are still pending. Only the indexer calls this.
-    pub(crate) fn drain_pending_step(&self, step: usize) -> ServiceResult<usize> {
+    /// Moves pending passages into the approximate index, after any stale ones have been taken
+    /// out: up to `settings.shared_insert_step` into an HNSW graph on `pool` with no lock held
+    /// (queries keep searching the graph meanwhile), or `settings.insert_step` under the write
+    /// lock into an index that needs exclusive access. Returns how many are still pending. Only
+    /// the indexer calls this.
+    pub(crate) fn drain_pending_step(
+        &self,
+        settings: &PlannerSettings,
+        pool: &ThreadPool,
+    ) -> ServiceResult<usize> {
         self.apply_removals()?;
-        let mut guard = self.state.write();
-        let st = &mut *guard;
-        if st.building {
-            return Ok(0);
-        }
-        let Some(ann) = st.ann.as_mut() else {
-            return Ok(0);
-        };
-        let ann = Arc::get_mut(ann).ok_or_else(shared_index)?;
-        let take: Vec<u64> = st.pending.iter().copied().take(step).collect();
-        let mut ids = Vec::with_capacity(take.len());
-        let mut values = Vec::with_capacity(take.len() * self.dim);
-        for id in take {
-            st.pending.remove(&id);
-            if let Some(v) = st.flat.get(id) {
-                ids.push(id);
-                values.extend_from_slice(v);
+        let (ann, ids, values) = {
+            let mut guard = self.state.write();
+            let st = &mut *guard;
+            if st.building {
+                return Ok(0);
             }
+            let Some(ann) = st.ann.as_mut() else {
+                return Ok(0);
+            };
+            if !ann.changes_while_searched() {
+                let ann = Arc::get_mut(ann).ok_or_else(shared_index)?;
+                let take: Vec<u64> = st
+                    .pending
+                    .iter()
+                    .copied()
+                    .take(settings.insert_step)
+                    .collect();
+                let (ids, values) = vectors_of(&st.flat, &take, self.dim);
+                for id in &take {
+                    st.pending.remove(id);
+                }
+                if !ids.is_empty() {
+                    ann.add(&ids, &values)?;
+                    st.unsnapshotted += ids.len() as u64;
+                }
+                return Ok(st.pending.len());
+            }
+            let take: Vec<u64> = st
+                .pending
+                .iter()
+                .copied()
+                .take(settings.shared_insert_step)
+                .collect();
+            let (ids, values) = vectors_of(&st.flat, &take, self.dim);
+            st.inserting.extend(ids.iter().copied());
+            (ann.clone(), ids, values)
+        };
+        let inserted = pool.install(|| {
+            let inserted = ann
+                .insert_shared(&ids, &values)
+                .expect("the index took shared insertions a moment ago");
+            self.maintenance_point("inserted");
+            inserted
+        });
+        drop(ann);
+        let mut st = self.state.write();
+        for id in &ids {
+            st.inserting.remove(id);
         }
-        if !ids.is_empty() {
-            ann.add(&ids, &values)?;
-            st.unsnapshotted += ids.len() as u64;
+        // A failed insertion leaves its passages pending: queries keep finding them by exact
+        // scan, and the next step tries again.
+        inserted?;
+        for id in &ids {
+            st.pending.remove(id);
         }
+        st.unsnapshotted += ids.len() as u64;
         Ok(st.pending.len())
     }
 
@@ -796,8 +874,22 @@ fn exact_subset(st: &State, metric: Metric, query: &[f32], k: usize, ids: &[u64]
     top.into_sorted_vec()
 }
 
+/// The vectors of those of `ids` that `flat` holds, row-major, with their ids.
+fn vectors_of(flat: &FlatIndex, ids: &[u64], dim: usize) -> (Vec<u64>, Vec<f32>) {
+    let mut kept = Vec::with_capacity(ids.len());
+    let mut values = Vec::with_capacity(ids.len() * dim);
+    for &id in ids {
+        if let Some(v) = flat.get(id) {
+            kept.push(id);
+            values.extend_from_slice(v);
+        }
+    }
+    (kept, values)
+}
+
 /// Folds the exact scores of pending passages (written but not yet in the approximate index)
-/// into approximate hits.
+/// into approximate hits. A passage an insertion step is adding may be in both: its copy from
+/// the index is dropped, the exact one kept.
 fn merge_pending(
     st: &State,
     metric: Metric,
@@ -811,7 +903,9 @@ fn merge_pending(
     }
     let mut top = TopK::new(k);
     for h in hits.drain(..) {
-        top.push(h.id, h.score);
+        if !st.inserting.contains(&h.id) {
+            top.push(h.id, h.score);
+        }
     }
     for &id in &st.pending {
         if filter.is_some_and(|f| !f(id)) {

@@ -15,12 +15,13 @@
 //! [`super::collection`]): removals queued by writes are applied first, never deferred (a
 //! removal is a tombstone, and queries pay for every queued one), then builds and insertions.
 //! A build runs beside the live index, and a snapshot is written from the shared index with no
-//! lock held, so neither makes a query or a write wait. The build and the file writing run on
-//! the service's maintenance pool, whose threads have a lowered scheduling priority
-//! ([`crate::priority`]): they take the CPU that queries leave, rather than slowing queries
-//! down. Everything that takes the collection's lock (insertion steps, the build's copy and
-//! swap) stays at normal priority, so that a lock queries wait for is never held by a thread
-//! the scheduler holds back.
+//! lock held, so neither makes a query or a write wait; so does an insertion step into an HNSW
+//! graph, which takes insertions while it is searched. The build, the file writing and those
+//! insertions run on the service's maintenance pool, whose threads have a lowered scheduling
+//! priority ([`crate::priority`]): they take the CPU that queries leave, rather than slowing
+//! queries down. Everything that takes the collection's lock (the brief holds around an
+//! insertion step, IVF insertion steps, the build's copy and swap) stays at normal priority,
+//! so that a lock queries wait for is never held by a thread the scheduler holds back.
 
 use std::path::Path;
 use std::sync::{Arc, Weak};
@@ -131,7 +132,7 @@ pub(super) fn maintain(
         if give_way() {
             return Ok(false);
         }
-        if coll.drain_pending_step(settings.insert_step)? == 0 {
+        if coll.drain_pending_step(settings, pool)? == 0 {
             break;
         }
     }
@@ -178,9 +179,10 @@ use super::collection::MaintenanceHook;
 #[cfg(any(test, feature = "testing"))]
 impl Service {
     /// Sets (or with `None` clears) a function that a collection's background maintenance
-    /// calls at its pause points, on its blocking thread: `"built"` once a new approximate
+    /// calls at its pause points, on its maintenance thread: `"built"` once a new approximate
     /// index is built and before it replaces the live one, `"snapshot"` before a snapshot is
-    /// written (no lock held). A hook that blocks holds the work there, so that tests can
+    /// written, `"inserted"` once an insertion step has added its passages to an HNSW graph and
+    /// before they leave `pending` (no lock held at any of them). A hook that blocks holds the work there, so that tests can
     /// catch a rebuild or a snapshot in progress.
     pub fn set_maintenance_hook(
         &self,

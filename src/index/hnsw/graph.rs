@@ -1,8 +1,8 @@
-//! The compact HNSW graph: neighbour lists in flat arrays with fixed strides, addressed by
-//! internal `u32` node numbers.
+//! The compact HNSW graph: neighbour lists in arrays of fixed-width rows, addressed by internal
+//! `u32` node numbers.
 //!
-//! * Level 0 holds every node: one list of `1 + 2·M` slots per node in a single array (a count,
-//!   then up to `2·M` neighbours), so a node's list is one contiguous read.
+//! * Level 0 holds every node: one list of `1 + 2·M` slots per node (a count, then up to `2·M`
+//!   neighbours), so a node's list is one contiguous read.
 //! * Upper levels hold about one node in `M` (and one in `M²` above that, …): each such node owns
 //!   `level` consecutive lists of `1 + M` slots in a second array, found through
 //!   `upper_start`.
@@ -13,10 +13,15 @@
 //! old and the new list, which only costs the search a slightly different path: every slot
 //! always holds a valid node number. On x86-64 and aarch64 these loads and stores are plain
 //! moves.
+//!
+//! Nodes are added at the end ([`Graph::push_nodes`], one caller at a time) into storage that
+//! never moves ([`Rows`]), and the node count and entry point are atomics, so a graph can grow
+//! while it is searched: readers reach a new node only through a list that names it, published
+//! after the node's level and lists were set up.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-use parking_lot::{Mutex, MutexGuard};
+use super::rows::Rows;
 
 /// Highest level a node may be drawn at. With `M ≥ 2` a level above 16 has probability below
 /// 2⁻¹⁶ per node and only adds a layer with a handful of nodes, so draws are capped here.
@@ -24,6 +29,12 @@ pub(super) const MAX_LEVEL: usize = 16;
 
 /// `upper_start` of a node that lives on level 0 only.
 const NO_UPPER: u32 = u32::MAX;
+
+/// The packed entry point of a graph that has none.
+const NO_ENTRY: u64 = u64::MAX;
+
+/// Spins of a contended node lock before it yields the thread.
+const LOCK_SPINS: u32 = 64;
 
 /// The node searches start from: the first node drawn at the highest level.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,16 +45,44 @@ pub(super) struct Entry {
     pub(super) level: usize,
 }
 
+impl Entry {
+    fn pack(entry: Option<Entry>) -> u64 {
+        entry.map_or(NO_ENTRY, |e| u64::from(e.node) | (e.level as u64) << 32)
+    }
+
+    fn unpack(word: u64) -> Option<Entry> {
+        (word != NO_ENTRY).then_some(Entry {
+            node: word as u32,
+            level: (word >> 32) as usize,
+        })
+    }
+}
+
 /// Neighbour lists of every level, for nodes `0..len()`.
-#[derive(Debug)]
 pub(super) struct Graph {
     m: usize,
-    level0: Vec<AtomicU32>,
-    levels: Vec<u8>,
-    upper_start: Vec<u32>,
-    upper: Vec<AtomicU32>,
-    locks: Vec<Mutex<()>>,
-    entry: Option<Entry>,
+    /// Published nodes.
+    len: AtomicUsize,
+    level0: Rows<AtomicU32>,
+    levels: Rows<AtomicU8>,
+    /// Per node, its first row in `upper`, or [`NO_UPPER`].
+    upper_start: Rows<AtomicU32>,
+    /// One row per list of a node on a level above 0.
+    upper: Rows<AtomicU32>,
+    /// Rows of `upper` handed out.
+    upper_rows: AtomicUsize,
+    /// One spin lock per node: 0 free, 1 held.
+    locks: Rows<AtomicU8>,
+    entry: AtomicU64,
+}
+
+/// Holds a node's lock; releases it when dropped.
+pub(super) struct NodeGuard<'a>(&'a AtomicU8);
+
+impl Drop for NodeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.store(0, Ordering::Release);
+    }
 }
 
 impl Graph {
@@ -51,19 +90,21 @@ impl Graph {
     pub(super) fn new(m: usize) -> Self {
         Graph {
             m,
-            level0: Vec::new(),
-            levels: Vec::new(),
-            upper_start: Vec::new(),
-            upper: Vec::new(),
-            locks: Vec::new(),
-            entry: None,
+            len: AtomicUsize::new(0),
+            level0: Rows::new(1 + 2 * m),
+            levels: Rows::new(1),
+            upper_start: Rows::new(1),
+            upper: Rows::new(1 + m),
+            upper_rows: AtomicUsize::new(0),
+            locks: Rows::new(1),
+            entry: AtomicU64::new(NO_ENTRY),
         }
     }
 
     /// Number of nodes.
     #[inline]
     pub(super) fn len(&self) -> usize {
-        self.levels.len()
+        self.len.load(Ordering::Acquire)
     }
 
     /// The `M` parameter.
@@ -79,23 +120,28 @@ impl Graph {
 
     /// The entry point, `None` while the graph is empty.
     pub(super) fn entry(&self) -> Option<Entry> {
-        self.entry
+        Entry::unpack(self.entry.load(Ordering::Acquire))
     }
 
-    /// Replaces the entry point.
-    pub(super) fn set_entry(&mut self, entry: Option<Entry>) {
-        self.entry = entry;
+    /// Replaces the entry point. The new entry's lists must be in place: searches start from it
+    /// as soon as this returns.
+    pub(super) fn set_entry(&self, entry: Option<Entry>) {
+        self.entry.store(Entry::pack(entry), Ordering::Release);
     }
 
     /// The highest level of `node`.
     #[inline]
     pub(super) fn level(&self, node: u32) -> usize {
-        usize::from(self.levels[node as usize])
+        usize::from(self.levels.row(node as usize)[0].load(Ordering::Relaxed))
     }
 
-    /// Per-node levels.
-    pub(super) fn levels(&self) -> &[u8] {
-        &self.levels
+    /// Per-node levels, for snapshots.
+    pub(super) fn levels(&self) -> Vec<u8> {
+        self.levels
+            .runs(self.len())
+            .flatten()
+            .map(|l| l.load(Ordering::Relaxed))
+            .collect()
     }
 
     /// The slots of `node`'s list on `level` (`level ≤ self.level(node)`): the count, then
@@ -103,13 +149,10 @@ impl Graph {
     #[inline]
     pub(super) fn slots(&self, node: u32, level: usize) -> &[AtomicU32] {
         if level == 0 {
-            let stride = 1 + 2 * self.m;
-            let at = node as usize * stride;
-            &self.level0[at..at + stride]
+            self.level0.row(node as usize)
         } else {
-            let stride = 1 + self.m;
-            let at = self.upper_start[node as usize] as usize + (level - 1) * stride;
-            &self.upper[at..at + stride]
+            let start = self.upper_start.row(node as usize)[0].load(Ordering::Relaxed);
+            self.upper.row(start as usize + level - 1)
         }
     }
 
@@ -152,37 +195,59 @@ impl Graph {
         true
     }
 
-    /// Serialises writers of `node`'s lists.
+    /// Serialises writers of `node`'s lists. Held only while a list is rewritten, so a
+    /// contended lock spins briefly, then yields.
     #[inline]
-    pub(super) fn lock(&self, node: u32) -> MutexGuard<'_, ()> {
-        self.locks[node as usize].lock()
-    }
-
-    /// Adds nodes with the given levels and empty lists; returns the first new node number.
-    pub(super) fn push_nodes(&mut self, levels: &[u8]) -> u32 {
-        let first = self.len() as u32;
-        let stride0 = 1 + 2 * self.m;
-        let stride = 1 + self.m;
-        self.level0
-            .resize_with((self.len() + levels.len()) * stride0, || AtomicU32::new(0));
-        for &level in levels {
-            if level == 0 {
-                self.upper_start.push(NO_UPPER);
+    pub(super) fn lock(&self, node: u32) -> NodeGuard<'_> {
+        let lock = &self.locks.row(node as usize)[0];
+        let mut spins = 0;
+        while lock
+            .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            if spins < LOCK_SPINS {
+                spins += 1;
+                std::hint::spin_loop();
             } else {
-                self.upper_start.push(self.upper.len() as u32);
-                let len = self.upper.len() + usize::from(level) * stride;
-                self.upper.resize_with(len, || AtomicU32::new(0));
+                std::thread::yield_now();
             }
         }
-        self.levels.extend_from_slice(levels);
-        self.locks.resize_with(self.levels.len(), || Mutex::new(()));
-        first
+        NodeGuard(lock)
+    }
+
+    /// Adds nodes with the given levels and empty lists, and publishes them; returns the first
+    /// new node number. One caller at a time (the index's writer): searches may run meanwhile.
+    pub(super) fn push_nodes(&self, levels: &[u8]) -> u32 {
+        let first = self.len();
+        let end = first + levels.len();
+        self.level0.reserve(end);
+        self.levels.reserve(end);
+        self.upper_start.reserve(end);
+        self.locks.reserve(end);
+        let mut upper_rows = self.upper_rows.load(Ordering::Relaxed);
+        for (i, &level) in levels.iter().enumerate() {
+            let node = first + i;
+            self.levels.row(node)[0].store(level, Ordering::Relaxed);
+            let start = if level == 0 {
+                NO_UPPER
+            } else {
+                let start = upper_rows;
+                upper_rows += usize::from(level);
+                self.upper.reserve(upper_rows);
+                u32::try_from(start).expect("upper lists fit u32 row numbers")
+            };
+            self.upper_start.row(node)[0].store(start, Ordering::Relaxed);
+        }
+        self.upper_rows.store(upper_rows, Ordering::Relaxed);
+        self.len.store(end, Ordering::Release);
+        first as u32
     }
 
     /// Level-0 slots as plain numbers, for snapshots.
     pub(super) fn level0_words(&self) -> Vec<u32> {
         self.level0
-            .iter()
+            .runs(self.len())
+            .flatten()
             .map(|s| s.load(Ordering::Relaxed))
             .collect()
     }
@@ -190,7 +255,8 @@ impl Graph {
     /// Upper-level slots as plain numbers, for snapshots.
     pub(super) fn upper_words(&self) -> Vec<u32> {
         self.upper
-            .iter()
+            .runs(self.upper_rows.load(Ordering::Relaxed))
+            .flatten()
             .map(|s| s.load(Ordering::Relaxed))
             .collect()
     }
@@ -271,25 +337,42 @@ impl Graph {
             }
             None => {}
         }
-        let mut graph = Graph::new(m);
+        let graph = Graph::new(m);
         graph.push_nodes(&levels);
-        for (slot, w) in graph.level0.iter_mut().zip(level0) {
-            *slot.get_mut() = w;
+        for (node, list) in level0.chunks_exact(stride0).enumerate() {
+            for (slot, &w) in graph.level0.row(node).iter().zip(list) {
+                slot.store(w, Ordering::Relaxed);
+            }
         }
-        for (slot, w) in graph.upper.iter_mut().zip(upper) {
-            *slot.get_mut() = w;
+        for (row, list) in upper.chunks_exact(stride).enumerate() {
+            for (slot, &w) in graph.upper.row(row).iter().zip(list) {
+                slot.store(w, Ordering::Relaxed);
+            }
         }
-        graph.entry = entry;
+        graph.set_entry(entry);
         Ok(graph)
     }
 
-    /// Heap bytes held.
+    /// Memory the lists, levels and locks of the nodes take.
     pub(super) fn memory_bytes(&self) -> usize {
-        self.level0.capacity() * std::mem::size_of::<AtomicU32>()
-            + self.levels.capacity()
-            + self.upper_start.capacity() * std::mem::size_of::<u32>()
-            + self.upper.capacity() * std::mem::size_of::<AtomicU32>()
-            + self.locks.capacity() * std::mem::size_of::<Mutex<()>>()
+        let n = self.len();
+        self.level0.memory_bytes(n)
+            + self.levels.memory_bytes(n)
+            + self.upper_start.memory_bytes(n)
+            + self
+                .upper
+                .memory_bytes(self.upper_rows.load(Ordering::Relaxed))
+            + self.locks.memory_bytes(n)
+    }
+}
+
+impl std::fmt::Debug for Graph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Graph")
+            .field("m", &self.m)
+            .field("nodes", &self.len())
+            .field("entry", &self.entry())
+            .finish()
     }
 }
 
@@ -299,7 +382,7 @@ mod tests {
 
     #[test]
     fn lists_round_trip_through_parts() {
-        let mut g = Graph::new(2);
+        let g = Graph::new(2);
         g.push_nodes(&[1, 2, 1]);
         g.set_neighbours(0, 0, &[1, 2]);
         g.set_neighbours(1, 1, &[2, 0, 0]); // one too many: truncated to M = 2
@@ -308,14 +391,8 @@ mod tests {
         assert!(!g.try_push(2, 1, 0));
         g.set_entry(Some(Entry { node: 1, level: 2 }));
         assert_eq!(g.neighbours(1, 1).collect::<Vec<_>>(), vec![2, 0]);
-        let h = Graph::from_parts(
-            2,
-            g.levels().to_vec(),
-            g.level0_words(),
-            g.upper_words(),
-            g.entry(),
-        )
-        .unwrap();
+        let h =
+            Graph::from_parts(2, g.levels(), g.level0_words(), g.upper_words(), g.entry()).unwrap();
         for node in 0..3 {
             for level in 0..=h.level(node) {
                 assert_eq!(

@@ -35,14 +35,12 @@ impl SimilarityDistance {
     pub(super) fn new(metric: Metric, vectors: &VectorStore) -> Self {
         let offset = match metric {
             Metric::Cosine => 1.0,
-            Metric::Dot => {
-                let dim = vectors.as_slice().len() / vectors.len().max(1);
-                vectors
-                    .as_slice()
-                    .chunks_exact(dim.max(1))
-                    .map(|v| crate::distance::dot(v, v))
-                    .fold(0.0f32, f32::max)
-            }
+            Metric::Dot => (0..vectors.len() as u32)
+                .map(|i| {
+                    let v = vectors.row(i);
+                    crate::distance::dot(v, v)
+                })
+                .fold(0.0f32, f32::max),
             Metric::L2 => 0.0,
         };
         SimilarityDistance {
@@ -78,11 +76,12 @@ pub(super) fn build(
     ef_construction: usize,
 ) -> Graph {
     let n = vectors.len();
-    let mut graph = Graph::new(m);
+    let graph = Graph::new(m);
     if n == 0 {
         return graph;
     }
-    let dim = vectors.as_slice().len() / n;
+    let rows = vectors.to_vec();
+    let dim = rows.len() / n;
     let hnsw: Hnsw<'_, f32, SimilarityDistance> = Hnsw::new(
         m,
         n,
@@ -90,8 +89,7 @@ pub(super) fn build(
         ef_construction,
         SimilarityDistance::new(metric, vectors),
     );
-    let data: Vec<(&[f32], usize)> = vectors
-        .as_slice()
+    let data: Vec<(&[f32], usize)> = rows
         .chunks_exact(dim)
         .enumerate()
         .map(|(i, v)| (v, i))

@@ -31,6 +31,17 @@
 //! live vectors ([`HnswIndex::rebuild`]), which frees their memory; that call then takes as long
 //! as a build of the live vectors.
 //!
+//! # Changes while searching
+//! [`HnswIndex::insert`] and [`HnswIndex::delete`] take `&self`: an owner can add and remove
+//! vectors while other threads search the same index, and no search waits for them. Vectors,
+//! ids, levels and lists live in storage that grows without moving what it holds (buckets
+//! that double in size, `rows`), the node count and entry point are atomics, and a new node's
+//! vector, id and level are written before any list names it, so a search reaches only nodes
+//! that are complete; a search that started before a node was added may or may not see it.
+//! Tombstones are atomic bits, seen by searches from their next look on. Changes through
+//! `&self` are serialised among themselves and with [`save`](VectorIndex::save) by one
+//! mutex; they never compact (the owner decides when to, through [`IndexMut`]).
+//!
 //! # Search breadth
 //! A query's `ef` ([`SearchParams::ef`]) wins; then the index's [`HnswParams::ef_search`]; when
 //! both are unset the breadth grows with the graph ([`default_ef`]: 64 up to 1,000 nodes, then
@@ -58,6 +69,9 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use parking_lot::Mutex;
 
 use serde::{Deserialize, Serialize};
 
@@ -71,11 +85,13 @@ use crate::distance::Metric;
 mod build;
 mod graph;
 mod hnsw_rs_builder;
+mod rows;
 mod search;
 mod store;
 
 use build::{Inserter, draw_level};
 use graph::{Entry, Graph};
+use rows::Rows;
 use search::{Scorer, View, with_scratch};
 use store::VectorStore;
 
@@ -295,12 +311,17 @@ pub struct HnswIndex {
     vectors: VectorStore,
     graph: Graph,
     /// Caller's id of every node, tombstoned or not.
-    ids: Vec<u64>,
-    /// Live ids to their node.
-    by_id: HashMap<u64, u32>,
-    /// Tombstone bit per node.
-    deleted: Vec<u64>,
-    tombstones: usize,
+    ids: Rows<AtomicU64>,
+    /// Live ids to their node. Only writers use it, under `writer`.
+    by_id: Mutex<HashMap<u64, u32>>,
+    /// Live ids.
+    live: AtomicUsize,
+    /// Tombstone bits, one word per 64 nodes.
+    deleted: Rows<AtomicU64>,
+    tombstones: AtomicUsize,
+    /// Serialises changes made through `&self` ([`HnswIndex::insert`], [`HnswIndex::delete`])
+    /// and snapshots, which must see no change half made. Searches never take it.
+    writer: Mutex<()>,
 }
 
 impl HnswIndex {
@@ -321,10 +342,12 @@ impl HnswIndex {
             vectors: VectorStore::with_capacity(dim, 0),
             graph: Graph::new(params.m),
             params,
-            ids: Vec::new(),
-            by_id: HashMap::new(),
-            deleted: Vec::new(),
-            tombstones: 0,
+            ids: Rows::new(1),
+            by_id: Mutex::new(HashMap::new()),
+            live: AtomicUsize::new(0),
+            deleted: Rows::new(1),
+            tombstones: AtomicUsize::new(0),
+            writer: Mutex::new(()),
         }
     }
 
@@ -354,7 +377,7 @@ impl HnswIndex {
 
     /// Number of tombstoned nodes still in the graph.
     pub fn tombstones(&self) -> usize {
-        self.tombstones
+        self.tombstones.load(Ordering::Acquire)
     }
 
     /// Rebuilds the graph from the live vectors alone, dropping every tombstone and the memory
@@ -368,9 +391,9 @@ impl HnswIndex {
         for &n in &live {
             rows.extend_from_slice(self.vectors.row(n));
         }
-        let ids: Vec<u64> = live.iter().map(|&n| self.ids[n as usize]).collect();
+        let ids: Vec<u64> = live.iter().map(|&n| self.id_of(n)).collect();
         let mut fresh = HnswIndex::empty(self.metric, self.dim, self.params.clone());
-        fresh.append(&ids, &rows);
+        fresh.append_new(&ids, &rows);
         *self = fresh;
     }
 
@@ -424,26 +447,40 @@ impl HnswIndex {
         index.vectors = VectorStore::from_rows(dim, &vectors);
         drop(vectors);
         index.graph = graph;
-        index.deleted = deleted;
-        index.tombstones = index.deleted.iter().map(|w| w.count_ones() as usize).sum();
-        index.by_id.reserve(nodes - index.tombstones);
+        index.deleted.reserve(deleted.len());
+        for (i, &w) in deleted.iter().enumerate() {
+            index.deleted.row(i)[0].store(w, Ordering::Relaxed);
+        }
+        let tombstones: usize = deleted.iter().map(|w| w.count_ones() as usize).sum();
+        index.tombstones.store(tombstones, Ordering::Relaxed);
+        index.ids.reserve(nodes);
+        let by_id = index.by_id.get_mut();
+        by_id.reserve(nodes - tombstones);
         for (node, &id) in ids.iter().enumerate() {
-            if !index.is_deleted(node as u32) && index.by_id.insert(id, node as u32).is_some() {
+            index.ids.row(node)[0].store(id, Ordering::Relaxed);
+            if !is_set(&deleted, node as u32) && by_id.insert(id, node as u32).is_some() {
                 return Err(corrupt(format!("id {id} is live on two nodes")));
             }
         }
-        index.ids = ids;
+        index.live.store(by_id.len(), Ordering::Relaxed);
         Ok(index)
     }
 
     #[inline]
     fn is_deleted(&self, node: u32) -> bool {
-        is_set(&self.deleted, node)
+        self.deleted.row(node as usize / 64)[0].load(Ordering::Relaxed) >> (node % 64) & 1 == 1
     }
 
-    fn tombstone(&mut self, node: u32) {
-        self.deleted[node as usize / 64] |= 1 << (node % 64);
-        self.tombstones += 1;
+    /// The caller's id of `node`.
+    #[inline]
+    fn id_of(&self, node: u32) -> u64 {
+        self.ids.row(node as usize)[0].load(Ordering::Relaxed)
+    }
+
+    /// Marks `node` deleted. Searches skip it from their next look at it on.
+    fn tombstone(&self, node: u32) {
+        self.deleted.row(node as usize / 64)[0].fetch_or(1 << (node % 64), Ordering::Release);
+        self.tombstones.fetch_add(1, Ordering::AcqRel);
     }
 
     fn view(&self) -> View<'_> {
@@ -454,8 +491,45 @@ impl HnswIndex {
         }
     }
 
-    /// Adds prepared rows under ids that are not live, and links them into the graph.
-    fn append(&mut self, ids: &[u64], rows: &[f32]) {
+    /// Adds prepared rows under ids that are not live to an index that may be empty: the first
+    /// batch of an empty index is built by the configured [`Engine`].
+    fn append_new(&mut self, ids: &[u64], rows: &[f32]) {
+        if self.graph.len() == 0 && self.params.engine == Engine::HnswRs && !ids.is_empty() {
+            self.vectors.push(rows);
+            self.register(ids);
+            self.graph = hnsw_rs_builder::build(
+                self.metric,
+                &self.vectors,
+                self.params.m,
+                self.params.ef_construction,
+            );
+            let nodes = self.graph.len() as u32;
+            let dead = |n: u32| self.is_deleted(n);
+            Inserter::new(self.view(), self.params.ef_construction, &dead).repair(0..nodes);
+            return;
+        }
+        self.append(ids, rows);
+    }
+
+    /// Records the ids of nodes about to be pushed (from node `vectors.len() - ids.len()` on).
+    fn register(&self, ids: &[u64]) {
+        let first = self.graph.len();
+        let nodes = first + ids.len();
+        self.ids.reserve(nodes);
+        self.deleted.reserve(nodes.div_ceil(64));
+        let mut by_id = self.by_id.lock();
+        by_id.reserve(ids.len());
+        for (i, &id) in ids.iter().enumerate() {
+            self.ids.row(first + i)[0].store(id, Ordering::Relaxed);
+            by_id.insert(id, (first + i) as u32);
+        }
+        self.live.store(by_id.len(), Ordering::Release);
+    }
+
+    /// Adds prepared rows under ids that are not live, and links them into the graph with the
+    /// native inserter. One writer at a time; searches may run meanwhile: each new node's vector,
+    /// id and level are in place before any list names it.
+    fn append(&self, ids: &[u64], rows: &[f32]) {
         if ids.is_empty() {
             return;
         }
@@ -463,47 +537,88 @@ impl HnswIndex {
         let levels: Vec<u8> = (0..ids.len() as u32)
             .map(|i| draw_level(self.params.seed, first + i, self.params.m))
             .collect();
-        self.vectors.extend(rows);
-        self.ids.extend_from_slice(ids);
-        self.by_id.reserve(ids.len());
-        for (i, &id) in ids.iter().enumerate() {
-            self.by_id.insert(id, first + i as u32);
-        }
-        let nodes = self.ids.len();
-        self.deleted.resize(nodes.div_ceil(64), 0);
-
-        let built_by_hnsw_rs = first == 0 && self.params.engine == Engine::HnswRs;
-        if built_by_hnsw_rs {
-            self.graph = hnsw_rs_builder::build(
-                self.metric,
-                &self.vectors,
-                self.params.m,
-                self.params.ef_construction,
-            );
-        } else {
-            self.graph.push_nodes(&levels);
-        }
-        let new_nodes = first..nodes as u32;
-        let deleted = &self.deleted;
-        let dead = |n: u32| is_set(deleted, n);
-        if !built_by_hnsw_rs {
-            let entry = Inserter::new(self.view(), self.params.ef_construction, &dead)
-                .insert_all(new_nodes.clone());
-            self.graph.set_entry(entry);
-        }
+        self.vectors.push(rows);
+        self.register(ids);
+        self.graph.push_nodes(&levels);
+        let nodes = self.graph.len() as u32;
+        let new_nodes = first..nodes;
+        let dead = |n: u32| self.is_deleted(n);
+        let entry = Inserter::new(self.view(), self.params.ef_construction, &dead)
+            .insert_all(new_nodes.clone());
+        self.graph.set_entry(entry);
         // Repair after builds and large batches; a small batch's nodes get in-edges from their
         // own reverse links, and a check per small insert would dominate its cost.
-        if ids.len() * 16 >= nodes {
+        if ids.len() * 16 >= nodes as usize {
             Inserter::new(self.view(), self.params.ef_construction, &dead).repair(new_nodes);
         }
+    }
+
+    /// Adds vectors under `ids` while searches may run: a live id whose vector differs is
+    /// replaced (its old node tombstoned), one with a bit-identical vector is left alone. Never
+    /// compacts (see [`IndexMut::add`] for the owner's call that may). Changes through `&self`
+    /// are serialised among themselves; searches never wait for them.
+    pub fn insert(&self, ids: &[u64], vectors: &[f32]) -> IndexResult<()> {
+        let rows = validate::prepare_batch(self.metric, self.dim, ids, vectors)?;
+        let _writer = self.writer.lock();
+        let fresh_nodes = self.graph.len() + ids.len();
+        if fresh_nodes >= u32::MAX as usize {
+            return Err(IndexError::InvalidParameter(format!(
+                "an HNSW index holds fewer than {} nodes (tombstones included)",
+                u32::MAX
+            )));
+        }
+        let existing: Vec<Option<u32>> = {
+            let by_id = self.by_id.lock();
+            ids.iter().map(|id| by_id.get(id).copied()).collect()
+        };
+        if existing.iter().all(Option::is_none) {
+            self.append(ids, &rows);
+            return Ok(());
+        }
+        let dim = self.dim;
+        let mut keep_ids = Vec::with_capacity(ids.len());
+        let mut keep_rows: Vec<f32> = Vec::new();
+        for ((row, &id), old) in rows.chunks_exact(dim).zip(ids).zip(existing) {
+            if let Some(node) = old {
+                let same = self
+                    .vectors
+                    .row(node)
+                    .iter()
+                    .zip(row)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                if same {
+                    continue;
+                }
+                self.tombstone(node);
+            }
+            keep_ids.push(id);
+            keep_rows.extend_from_slice(row);
+        }
+        self.append(&keep_ids, &keep_rows);
+        Ok(())
+    }
+
+    /// Tombstones the nodes of `ids` while searches may run; returns how many were live. Never
+    /// compacts.
+    pub fn delete(&self, ids: &[u64]) -> usize {
+        let _writer = self.writer.lock();
+        let mut by_id = self.by_id.lock();
+        let mut removed = 0;
+        for id in ids {
+            if let Some(node) = by_id.remove(id) {
+                self.tombstone(node);
+                removed += 1;
+            }
+        }
+        self.live.store(by_id.len(), Ordering::Release);
+        removed
     }
 
     /// Rebuilds when tombstones exceed the configured share of the nodes.
     fn maybe_compact(&mut self) {
         let nodes = self.graph.len();
-        if self.tombstones > 0
-            && self.tombstones as f64 > self.params.max_tombstone_ratio * nodes as f64
-        {
+        let tombstones = self.tombstones();
+        if tombstones > 0 && tombstones as f64 > self.params.max_tombstone_ratio * nodes as f64 {
             self.rebuild();
         }
     }
@@ -523,7 +638,7 @@ impl HnswIndex {
                 continue;
             }
             live += 1;
-            pass += usize::from(filter(self.ids[node as usize]));
+            pass += usize::from(filter(self.id_of(node)));
         }
         (live > 0).then(|| pass as f64 / live as f64)
     }
@@ -536,7 +651,7 @@ impl HnswIndex {
             if self.is_deleted(node) {
                 continue;
             }
-            let id = self.ids[node as usize];
+            let id = self.id_of(node);
             if filter.is_some_and(|f| !f(id)) {
                 continue;
             }
@@ -564,7 +679,7 @@ impl HnswIndex {
                 .found
                 .iter()
                 .map(|&(score, node)| Hit {
-                    id: self.ids[node as usize],
+                    id: self.id_of(node),
                     score,
                 })
                 .collect();
@@ -581,8 +696,8 @@ impl std::fmt::Debug for HnswIndex {
         f.debug_struct("HnswIndex")
             .field("metric", &self.metric)
             .field("dim", &self.dim)
-            .field("live", &self.by_id.len())
-            .field("tombstones", &self.tombstones)
+            .field("live", &self.len())
+            .field("tombstones", &self.tombstones())
             .field("entry", &self.graph.entry())
             .field("params", &self.params)
             .finish_non_exhaustive()
@@ -609,23 +724,23 @@ impl VectorIndex for HnswIndex {
     }
 
     fn len(&self) -> usize {
-        self.by_id.len()
+        self.live.load(Ordering::Acquire)
     }
 
     fn contains(&self, id: u64) -> bool {
-        self.by_id.contains_key(&id)
+        self.by_id.lock().contains_key(&id)
     }
 
     fn live_ids(&self) -> Vec<u64> {
-        self.by_id.keys().copied().collect()
+        self.by_id.lock().keys().copied().collect()
     }
 
     fn memory_bytes(&self) -> usize {
         self.vectors.memory_bytes()
             + self.graph.memory_bytes()
-            + self.ids.capacity() * std::mem::size_of::<u64>()
-            + self.by_id.capacity() * (std::mem::size_of::<(u64, u32)>() + 1)
-            + self.deleted.capacity() * std::mem::size_of::<u64>()
+            + self.ids.memory_bytes(self.graph.len())
+            + self.by_id.lock().capacity() * (std::mem::size_of::<(u64, u32)>() + 1)
+            + self.deleted.memory_bytes(self.graph.len().div_ceil(64))
     }
 
     fn search(
@@ -659,11 +774,11 @@ impl VectorIndex for HnswIndex {
         .max(k)
         .min(nodes);
         let (hits, saw_all) = match filter {
-            None if self.tombstones == 0 => self.graph_search(&query, k, ef, |_| true),
+            None if self.tombstones() == 0 => self.graph_search(&query, k, ef, |_| true),
             None => self.graph_search(&query, k, ef, |n| !self.is_deleted(n)),
-            Some(f) => self.graph_search(&query, k, ef, |n| {
-                !self.is_deleted(n) && f(self.ids[n as usize])
-            }),
+            Some(f) => {
+                self.graph_search(&query, k, ef, |n| !self.is_deleted(n) && f(self.id_of(n)))
+            }
         };
         if hits.len() < k && !saw_all {
             // The walk ran out of reachable nodes before finding k admitted ones, so some nodes
@@ -674,13 +789,29 @@ impl VectorIndex for HnswIndex {
     }
 
     fn save(&self, dir: &Path) -> IndexResult<()> {
+        // A change made meanwhile through `&self` would leave the arrays disagreeing.
+        let _writer = self.writer.lock();
+        let nodes = self.graph.len();
         let mut w = SnapshotWriter::create(dir)?;
-        w.write_f32s("vectors", self.vectors.as_slice())?;
-        w.write_u64s("ids", &self.ids)?;
-        w.write_bytes("levels", self.graph.levels())?;
+        w.write_f32_parts("vectors", self.vectors.runs())?;
+        let ids: Vec<u64> = self
+            .ids
+            .runs(nodes)
+            .flatten()
+            .map(|x| x.load(Ordering::Relaxed))
+            .collect();
+        w.write_u64s("ids", &ids)?;
+        drop(ids);
+        w.write_bytes("levels", &self.graph.levels())?;
         w.write_u32s("level0", &self.graph.level0_words())?;
         w.write_u32s("upper", &self.graph.upper_words())?;
-        w.write_u64s("deleted", &self.deleted)?;
+        let deleted: Vec<u64> = self
+            .deleted
+            .runs(nodes.div_ceil(64))
+            .flatten()
+            .map(|x| x.load(Ordering::Relaxed))
+            .collect();
+        w.write_u64s("deleted", &deleted)?;
         let entry = self.graph.entry().map(|e| (e.node, e.level));
         w.commit(
             IndexKind::Hnsw,
@@ -698,54 +829,27 @@ impl VectorIndex for HnswIndex {
 
 impl IndexMut for HnswIndex {
     fn add(&mut self, ids: &[u64], vectors: &[f32]) -> IndexResult<()> {
-        let rows = validate::prepare_batch(self.metric, self.dim, ids, vectors)?;
-        let fresh_nodes = self.graph.len() + ids.len();
-        if fresh_nodes >= u32::MAX as usize {
-            return Err(IndexError::InvalidParameter(format!(
-                "an HNSW index holds fewer than {} nodes (tombstones included)",
-                u32::MAX
-            )));
-        }
-        if !ids.iter().any(|id| self.by_id.contains_key(id)) {
-            self.append(ids, &rows);
+        if self.graph.len() == 0 && !ids.is_empty() {
+            let rows = validate::prepare_batch(self.metric, self.dim, ids, vectors)?;
+            if ids.len() >= u32::MAX as usize {
+                return Err(IndexError::InvalidParameter(format!(
+                    "an HNSW index holds fewer than {} nodes (tombstones included)",
+                    u32::MAX
+                )));
+            }
+            self.append_new(ids, &rows);
             return Ok(());
         }
-        let dim = self.dim;
-        let mut keep_ids = Vec::with_capacity(ids.len());
-        let mut keep_rows: Vec<f32> = Vec::new();
-        let mut replaced = false;
-        for (row, &id) in rows.chunks_exact(dim).zip(ids) {
-            if let Some(&node) = self.by_id.get(&id) {
-                let same = self
-                    .vectors
-                    .row(node)
-                    .iter()
-                    .zip(row)
-                    .all(|(a, b)| a.to_bits() == b.to_bits());
-                if same {
-                    continue;
-                }
-                self.tombstone(node);
-                replaced = true;
-            }
-            keep_ids.push(id);
-            keep_rows.extend_from_slice(row);
-        }
-        self.append(&keep_ids, &keep_rows);
-        if replaced {
+        let tombstones = self.tombstones();
+        self.insert(ids, vectors)?;
+        if self.tombstones() > tombstones {
             self.maybe_compact();
         }
         Ok(())
     }
 
     fn remove(&mut self, ids: &[u64]) -> IndexResult<usize> {
-        let mut removed = 0;
-        for id in ids {
-            if let Some(node) = self.by_id.remove(id) {
-                self.tombstone(node);
-                removed += 1;
-            }
-        }
+        let removed = self.delete(ids);
         if removed > 0 {
             self.maybe_compact();
         }

@@ -123,6 +123,10 @@ impl Scratch {
     /// Marks `node` visited; returns whether it was new.
     #[inline(always)]
     fn visit(&mut self, node: u32) -> bool {
+        if node as usize >= self.visited.len() {
+            // A node added to the graph since this search began.
+            self.grow(node);
+        }
         let tag = &mut self.visited[node as usize];
         if *tag == self.epoch {
             false
@@ -130,6 +134,14 @@ impl Scratch {
             *tag = self.epoch;
             true
         }
+    }
+}
+
+impl Scratch {
+    #[cold]
+    fn grow(&mut self, node: u32) {
+        let len = (node as usize + 1).max(self.visited.len() * 5 / 4);
+        self.visited.resize(len, 0);
     }
 }
 

@@ -1,104 +1,84 @@
-//! Contiguous vector storage: one row per graph node, row-major, starting on a cache-line
-//! boundary.
+//! Vector storage: one row per graph node, in [`Rows`] that never move, so that the index's
+//! writer can append vectors while searches read the published ones.
 //!
-//! The allocator only promises `f32` alignment, and a row that straddles one more cache line
-//! than it needs costs a memory access on every distance computation. So the buffer keeps up to
-//! 15 spare floats in front and the rows start at the first 64-byte boundary; when growth moves
-//! the allocation, the rows are shifted to the new boundary. With a dimension that is a multiple
-//! of 16 (384, 768, …) every row is then cache-line aligned.
+//! Buckets start on a cache-line boundary, so with a dimension that is a multiple of 16 (384,
+//! 768, …) every row is cache-line aligned and a distance computation touches no more lines
+//! than it must.
 
-/// Floats per cache line.
-const LINE_FLOATS: usize = 16;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Row-major `f32` rows of a fixed dimension.
-#[derive(Clone, Debug, Default)]
+use super::rows::{F32Cell, Rows};
+
+/// Rows of `f32` of a fixed dimension.
+#[derive(Debug)]
 pub(super) struct VectorStore {
     dim: usize,
-    rows: usize,
-    /// Index in `buf` of the first component of row 0.
-    start: usize,
-    buf: Vec<f32>,
+    rows: Rows<F32Cell>,
+    /// Published rows.
+    len: AtomicUsize,
 }
 
 impl VectorStore {
-    /// An empty store for rows of `dim` components, with room for `rows` rows.
+    /// An empty store for rows of `dim` (at least 1) components, with room for `rows` rows.
     pub(super) fn with_capacity(dim: usize, rows: usize) -> Self {
-        let mut store = VectorStore {
+        let store = VectorStore {
             dim,
-            rows: 0,
-            start: 0,
-            buf: Vec::new(),
+            rows: Rows::new(dim.max(1)),
+            len: AtomicUsize::new(0),
         };
-        store.reserve_exact(rows);
+        store.rows.reserve(rows);
         store
     }
 
     /// A store holding `values` (`values.len() / dim` rows).
     pub(super) fn from_rows(dim: usize, values: &[f32]) -> Self {
-        let mut store = Self::with_capacity(dim, values.len() / dim.max(1));
-        store.extend(values);
+        let store = Self::with_capacity(dim, values.len() / dim.max(1));
+        store.push(values);
         store
     }
 
     /// Number of rows.
     #[inline]
     pub(super) fn len(&self) -> usize {
-        self.rows
+        self.len.load(Ordering::Acquire)
     }
 
-    /// Row `i`. Panics if `i` is out of range.
+    /// Row `i`. Panics if `i` was never written.
     #[inline]
     pub(super) fn row(&self, i: u32) -> &[f32] {
-        let at = self.start + i as usize * self.dim;
-        &self.buf[at..at + self.dim]
+        self.rows.floats(i as usize)
     }
 
-    /// Every row, row-major.
-    pub(super) fn as_slice(&self) -> &[f32] {
-        &self.buf[self.start..self.start + self.rows * self.dim]
+    /// Every row, row-major, as the contiguous runs they are stored in.
+    pub(super) fn runs(&self) -> impl Iterator<Item = &[f32]> + '_ {
+        self.rows.float_runs(self.len())
     }
 
-    /// Makes room for `additional` more rows without over-allocating.
-    fn reserve_exact(&mut self, additional: usize) {
-        let needed = (self.rows + additional) * self.dim + LINE_FLOATS - 1;
-        if self.buf.capacity() < needed {
-            self.buf.reserve_exact(needed - self.buf.len());
+    /// Every row, row-major, in one buffer.
+    pub(super) fn to_vec(&self) -> Vec<f32> {
+        let mut out = Vec::with_capacity(self.len() * self.dim);
+        for run in self.runs() {
+            out.extend_from_slice(run);
         }
+        out
     }
 
-    /// Appends `values`, a whole number of rows.
-    pub(super) fn extend(&mut self, values: &[f32]) {
-        debug_assert_eq!(values.len() % self.dim.max(1), 0);
-        let added = values.len() / self.dim.max(1);
-        let needed = (self.rows + added) * self.dim + LINE_FLOATS - 1;
-        if self.buf.capacity() < needed {
-            // Grow geometrically so that a stream of small batches stays amortised O(1).
-            let target = needed.max(self.buf.capacity() + self.buf.capacity() / 2);
-            self.buf.reserve_exact(target - self.buf.len());
-        }
-        let old_end = self.start + self.rows * self.dim;
-        let start = self
-            .buf
-            .as_ptr()
-            .align_offset(LINE_FLOATS * 4)
-            .min(LINE_FLOATS - 1);
-        let end = start + (self.rows + added) * self.dim;
-        if self.buf.len() < end {
-            // Capacity suffices, so this never reallocates and `start` stays valid.
-            self.buf.resize(end, 0.0);
-        }
-        if start != self.start {
-            self.buf.copy_within(self.start..old_end, start);
-            self.start = start;
-        }
-        let at = start + self.rows * self.dim;
-        self.buf[at..at + values.len()].copy_from_slice(values);
-        self.rows += added;
+    /// Appends `values`, a whole number of rows, and publishes them. One caller at a time (the
+    /// index's writer); searches may read the published rows meanwhile.
+    pub(super) fn push(&self, values: &[f32]) {
+        debug_assert_eq!(values.len() % self.rows.width(), 0);
+        let first = self.len();
+        let end = first + values.len() / self.rows.width();
+        self.rows.reserve(end);
+        // SAFETY: rows `first..end` lie beyond the published count, which readers never go past,
+        // and the single writer is the caller; they are published by the store below.
+        unsafe { self.rows.write_floats(first, values) };
+        self.len.store(end, Ordering::Release);
     }
 
-    /// Heap bytes held.
+    /// Memory the rows take.
     pub(super) fn memory_bytes(&self) -> usize {
-        self.buf.capacity() * std::mem::size_of::<f32>()
+        self.rows.memory_bytes(self.len())
     }
 }
 
@@ -109,18 +89,26 @@ mod tests {
     #[test]
     fn rows_stay_aligned_and_intact_across_growth() {
         let dim = 32;
-        let mut s = VectorStore::with_capacity(dim, 1);
+        let s = VectorStore::with_capacity(dim, 1);
         let mut expect = Vec::new();
-        for batch in 0..50u32 {
+        let first = {
+            s.push(&vec![0.5; dim]);
+            expect.extend(vec![0.5; dim]);
+            s.row(0).as_ptr()
+        };
+        for batch in 0..400u32 {
             let rows: Vec<f32> = (0..dim * (batch as usize % 3 + 1))
                 .map(|i| (batch * 1000 + i as u32) as f32)
                 .collect();
-            s.extend(&rows);
+            s.push(&rows);
             expect.extend_from_slice(&rows);
-            assert_eq!(s.as_slice(), &expect[..]);
-            assert_eq!(s.row(0).as_ptr() as usize % 64, 0);
+            assert_eq!(s.to_vec(), expect);
         }
+        assert_eq!(s.row(0).as_ptr(), first, "rows never move");
         assert_eq!(s.len(), expect.len() / dim);
-        assert_eq!(s.row(3), &expect[3 * dim..4 * dim]);
+        for i in [0, 3, 255, 256, s.len() as u32 - 1] {
+            assert_eq!(s.row(i), &expect[i as usize * dim..(i as usize + 1) * dim]);
+            assert_eq!(s.row(i).as_ptr() as usize % 64, 0);
+        }
     }
 }
