@@ -104,6 +104,41 @@ impl FlatIndex {
         self.rows.reserve(additional);
     }
 
+    /// A larger, still empty row buffer, when `additional` new rows would not fit the current
+    /// one; `None` when they fit. Filling it ([`FlatGrowth::copy_step`]) and installing it
+    /// ([`FlatIndex::install_growth`]) moves the rows without one long hold of the index: an
+    /// owner that keeps the rows unchanged meanwhile can copy in chunks while others read.
+    pub fn growth_for(&self, additional: usize) -> Option<FlatGrowth> {
+        let need = self
+            .vectors
+            .len()
+            .checked_add(additional.saturating_mul(self.dim))
+            .expect("row buffer capacity overflows usize");
+        if need <= self.vectors.capacity() {
+            return None;
+        }
+        let mut buf = RowBuf::new();
+        buf.grow_to(need.max(self.vectors.capacity().saturating_mul(2)));
+        Some(FlatGrowth { buf })
+    }
+
+    /// Makes a buffer filled by [`FlatGrowth::copy_step`] the row buffer, and returns the old one
+    /// for the caller to free (after releasing any lock: freeing a large buffer takes a while).
+    /// The rows must not have changed since the copy began.
+    ///
+    /// # Panics
+    /// If the growth holds fewer rows than the index: it was not filled, or the rows changed.
+    pub fn install_growth(&mut self, growth: FlatGrowth) -> FlatGrowth {
+        assert_eq!(
+            growth.buf.len(),
+            self.vectors.len(),
+            "a row buffer installed before it was filled. This is a bug."
+        );
+        FlatGrowth {
+            buf: std::mem::replace(&mut self.vectors, growth.buf),
+        }
+    }
+
     /// The stored vector for `id` (normalised under cosine), if present.
     pub fn get(&self, id: u64) -> Option<&[f32]> {
         self.rows.get(&id).map(|&r| self.row(r))
@@ -487,6 +522,35 @@ impl FlatIndex {
     }
 }
 
+/// A larger row buffer for a [`FlatIndex`], filled beside it (see [`FlatIndex::growth_for`]).
+pub struct FlatGrowth {
+    buf: RowBuf,
+}
+
+impl FlatGrowth {
+    /// Copies up to `max_values` more of `from`'s row values; returns whether every row is
+    /// copied.
+    pub fn copy_step(&mut self, from: &FlatIndex, max_values: usize) -> bool {
+        let done = self.buf.len();
+        let end = done
+            .saturating_add(max_values.max(1))
+            .min(from.vectors.len());
+        if done < end {
+            self.buf.extend_from_slice(&from.vectors[done..end]);
+        }
+        end >= from.vectors.len()
+    }
+}
+
+impl std::fmt::Debug for FlatGrowth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlatGrowth")
+            .field("values", &self.buf.len())
+            .field("capacity", &self.buf.capacity())
+            .finish()
+    }
+}
+
 /// A growable `f32` buffer for the row array: an ordinary `Vec` while small, an anonymous memory
 /// map advised onto transparent huge pages once it reaches [`RowBuf::MAP_MIN_BYTES`] (Linux
 /// only). See the module docs for why.
@@ -650,6 +714,44 @@ impl std::fmt::Debug for RowBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rows_grow_beside_the_index_in_chunks_and_the_next_add_copies_nothing() {
+        let dim = 8;
+        let mut idx = FlatIndex::new(Metric::L2, dim).unwrap();
+        let rows = |from: u64, n: u64| -> (Vec<u64>, Vec<f32>) {
+            let ids: Vec<u64> = (from..from + n).collect();
+            let v = ids
+                .iter()
+                .flat_map(|&i| (0..dim).map(move |j| (i * 10 + j as u64) as f32))
+                .collect();
+            (ids, v)
+        };
+        let (ids, v) = rows(0, 1000);
+        idx.add_prepared(&ids, &v);
+        let spare = (idx.vectors.capacity() - idx.vectors.len()) / dim;
+        assert!(idx.growth_for(spare).is_none(), "what fits needs no growth");
+        let mut growth = idx
+            .growth_for(spare + 500)
+            .expect("500 more rows do not fit");
+        let mut steps = 1;
+        while !growth.copy_step(&idx, 1000) {
+            steps += 1;
+        }
+        assert_eq!(steps, 8, "8,000 values in chunks of 1,000");
+        let old = idx.install_growth(growth);
+        assert_eq!(old.buf.len(), 1000 * dim);
+        let capacity = idx.vectors.capacity();
+        let at = idx.vectors.as_ptr();
+        let (more, w) = rows(1000, spare as u64 + 500);
+        idx.add_prepared(&more, &w);
+        assert_eq!(idx.vectors.capacity(), capacity, "the add reallocated");
+        assert_eq!(idx.vectors.as_ptr(), at, "the add moved the rows");
+        for id in [0u64, 999, 1000, 1000 + spare as u64 + 499] {
+            let want: Vec<f32> = (0..dim).map(|j| (id * 10 + j as u64) as f32).collect();
+            assert_eq!(idx.get(id).unwrap(), &want[..], "row {id}");
+        }
+    }
 
     #[test]
     fn row_buffer_moves_between_heap_and_map_without_losing_values() {

@@ -311,6 +311,7 @@ impl Service {
                     .zip(&done)
                     .map(|(doc, up)| (doc.id.clone(), doc.metadata.clone(), up.passage_ids.clone()))
                     .collect();
+                c.make_room(ready.len() / c.dim);
                 c.apply_write(&[], &removed, added, &ready);
                 Ok(())
             })
