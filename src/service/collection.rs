@@ -696,15 +696,16 @@ impl Collection {
             let Some(ann) = st.ann.as_mut() else {
                 return Ok(0);
             };
-            if !ann.changes_while_searched() {
+            let shared = ann.changes_while_searched();
+            let step = if shared {
+                settings.shared_insert_step
+            } else {
+                settings.insert_step
+            };
+            let take: Vec<u64> = st.pending.iter().copied().take(step).collect();
+            let (ids, values) = vectors_of(&st.flat, &take, self.dim);
+            if !shared {
                 let ann = Arc::get_mut(ann).ok_or_else(shared_index)?;
-                let take: Vec<u64> = st
-                    .pending
-                    .iter()
-                    .copied()
-                    .take(settings.insert_step)
-                    .collect();
-                let (ids, values) = vectors_of(&st.flat, &take, self.dim);
                 for id in &take {
                     st.pending.remove(id);
                 }
@@ -714,13 +715,6 @@ impl Collection {
                 }
                 return Ok(st.pending.len());
             }
-            let take: Vec<u64> = st
-                .pending
-                .iter()
-                .copied()
-                .take(settings.shared_insert_step)
-                .collect();
-            let (ids, values) = vectors_of(&st.flat, &take, self.dim);
             st.inserting.extend(ids.iter().copied());
             (ann.clone(), ids, values)
         };

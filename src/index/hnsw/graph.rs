@@ -138,10 +138,7 @@ impl Graph {
     /// Per-node levels, for snapshots.
     pub(super) fn levels(&self) -> Vec<u8> {
         self.levels
-            .runs(self.len())
-            .flatten()
-            .map(|l| l.load(Ordering::Relaxed))
-            .collect()
+            .collect(self.len(), |l| l.load(Ordering::Relaxed))
     }
 
     /// The slots of `node`'s list on `level` (`level ≤ self.level(node)`): the count, then
@@ -246,19 +243,15 @@ impl Graph {
     /// Level-0 slots as plain numbers, for snapshots.
     pub(super) fn level0_words(&self) -> Vec<u32> {
         self.level0
-            .runs(self.len())
-            .flatten()
-            .map(|s| s.load(Ordering::Relaxed))
-            .collect()
+            .collect(self.len(), |s| s.load(Ordering::Relaxed))
     }
 
     /// Upper-level slots as plain numbers, for snapshots.
     pub(super) fn upper_words(&self) -> Vec<u32> {
         self.upper
-            .runs(self.upper_rows.load(Ordering::Relaxed))
-            .flatten()
-            .map(|s| s.load(Ordering::Relaxed))
-            .collect()
+            .collect(self.upper_rows.load(Ordering::Relaxed), |s| {
+                s.load(Ordering::Relaxed)
+            })
     }
 
     /// Reassembles a graph from snapshot arrays, checking that they are consistent: sizes match

@@ -511,7 +511,8 @@ impl HnswIndex {
         self.append(ids, rows);
     }
 
-    /// Records the ids of nodes about to be pushed (from node `vectors.len() - ids.len()` on).
+    /// Records the ids of the nodes about to be pushed, numbered from the graph's current
+    /// node count on.
     fn register(&self, ids: &[u64]) {
         let first = self.graph.len();
         let nodes = first + ids.len();
@@ -560,13 +561,7 @@ impl HnswIndex {
     pub fn insert(&self, ids: &[u64], vectors: &[f32]) -> IndexResult<()> {
         let rows = validate::prepare_batch(self.metric, self.dim, ids, vectors)?;
         let _writer = self.writer.lock();
-        let fresh_nodes = self.graph.len() + ids.len();
-        if fresh_nodes >= u32::MAX as usize {
-            return Err(IndexError::InvalidParameter(format!(
-                "an HNSW index holds fewer than {} nodes (tombstones included)",
-                u32::MAX
-            )));
-        }
+        check_node_room(self.graph.len(), ids.len())?;
         let existing: Vec<Option<u32>> = {
             let by_id = self.by_id.lock();
             ids.iter().map(|id| by_id.get(id).copied()).collect()
@@ -704,6 +699,17 @@ impl std::fmt::Debug for HnswIndex {
     }
 }
 
+/// Refuses a batch that would take a graph of `nodes` nodes past `u32` node numbers.
+fn check_node_room(nodes: usize, added: usize) -> IndexResult<()> {
+    if nodes.saturating_add(added) >= u32::MAX as usize {
+        return Err(IndexError::InvalidParameter(format!(
+            "an HNSW index holds fewer than {} nodes (tombstones included)",
+            u32::MAX
+        )));
+    }
+    Ok(())
+}
+
 /// Bit `i` of a bitset stored in 64-bit words.
 #[inline]
 fn is_set(words: &[u64], i: u32) -> bool {
@@ -794,23 +800,15 @@ impl VectorIndex for HnswIndex {
         let nodes = self.graph.len();
         let mut w = SnapshotWriter::create(dir)?;
         w.write_f32_parts("vectors", self.vectors.runs())?;
-        let ids: Vec<u64> = self
-            .ids
-            .runs(nodes)
-            .flatten()
-            .map(|x| x.load(Ordering::Relaxed))
-            .collect();
+        let ids = self.ids.collect(nodes, |x| x.load(Ordering::Relaxed));
         w.write_u64s("ids", &ids)?;
         drop(ids);
         w.write_bytes("levels", &self.graph.levels())?;
         w.write_u32s("level0", &self.graph.level0_words())?;
         w.write_u32s("upper", &self.graph.upper_words())?;
-        let deleted: Vec<u64> = self
+        let deleted = self
             .deleted
-            .runs(nodes.div_ceil(64))
-            .flatten()
-            .map(|x| x.load(Ordering::Relaxed))
-            .collect();
+            .collect(nodes.div_ceil(64), |x| x.load(Ordering::Relaxed));
         w.write_u64s("deleted", &deleted)?;
         let entry = self.graph.entry().map(|e| (e.node, e.level));
         w.commit(
@@ -831,12 +829,7 @@ impl IndexMut for HnswIndex {
     fn add(&mut self, ids: &[u64], vectors: &[f32]) -> IndexResult<()> {
         if self.graph.len() == 0 && !ids.is_empty() {
             let rows = validate::prepare_batch(self.metric, self.dim, ids, vectors)?;
-            if ids.len() >= u32::MAX as usize {
-                return Err(IndexError::InvalidParameter(format!(
-                    "an HNSW index holds fewer than {} nodes (tombstones included)",
-                    u32::MAX
-                )));
-            }
+            check_node_room(0, ids.len())?;
             self.append_new(ids, &rows);
             return Ok(());
         }

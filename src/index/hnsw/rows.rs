@@ -175,6 +175,11 @@ impl<T: Zeroed> Rows<T> {
         })
     }
 
+    /// The elements of the first `rows` rows, in order, each read by `read`.
+    pub(super) fn collect<V>(&self, rows: usize, read: impl Fn(&T) -> V) -> Vec<V> {
+        self.runs(rows).flatten().map(read).collect()
+    }
+
     /// Memory the first `rows` rows take. The rest of the last bucket is address space that
     /// no page backs until rows are written there, so this is what the rows cost.
     pub(super) fn memory_bytes(&self, rows: usize) -> usize {
