@@ -700,6 +700,38 @@ async fn check_after_rebuild(
     assert_eq!(ids(&r)[0], format!("d{moved}"));
 }
 
+/// While a build is held before it is done: the live HNSW graph takes the writes made
+/// meanwhile, so that queries scan none of them exactly for as long as the build takes.
+async fn check_live_graph_kept_current(svc: &Service, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let state = svc.get_collection(name).await.unwrap().index_state;
+        assert_eq!(state.status, "building");
+        if state.pending == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the live graph did not take the writes made during the build: {state:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Lets the build held at `"built"` go on and holds the indexer again right after the swap:
+/// before any insertion step could run, the new index already holds every write made during
+/// the build (it caught up before it was swapped in), and nothing removed.
+async fn check_caught_up_at_the_swap(svc: &Service, name: &str, built: Pause) {
+    let mut swapped = Pause::at(svc, name, "swapped");
+    built.release();
+    swapped.reached().await;
+    let info = svc.get_collection(name).await.unwrap();
+    assert_eq!(info.index_state.status, "ready");
+    assert_eq!(info.index_state.pending, 0, "{:?}", info.index_state);
+    assert_eq!(info.index_state.indexed as u64, info.passages);
+    swapped.release();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rebuilds_run_beside_the_live_index() {
     let dir = tempfile::tempdir().unwrap();
@@ -722,7 +754,8 @@ async fn rebuilds_run_beside_the_live_index() {
     pause.reached().await;
     let live: Vec<usize> = (200..600).collect();
     check_queries_during_rebuild(&svc, "h", Plan::Hnsw, &data, &live).await;
-    pause.release();
+    check_live_graph_kept_current(&svc, "h").await;
+    check_caught_up_at_the_swap(&svc, "h", pause).await;
     check_after_rebuild(&svc, "h", Plan::Hnsw, &data, &live).await;
 
     // IVF regrowth: four times the size it was trained at.
@@ -740,13 +773,13 @@ async fn rebuilds_run_beside_the_live_index() {
     pause.reached().await;
     let live: Vec<usize> = (0..1100).collect();
     check_queries_during_rebuild(&svc, "v", Plan::Ivf, &data, &live).await;
-    pause.release();
+    check_caught_up_at_the_swap(&svc, "v", pause).await;
     check_after_rebuild(&svc, "v", Plan::Ivf, &data, &live).await;
     svc.shutdown().await;
 }
 
 /// Index builds and snapshots run on the maintenance threads, whose priority is lowered so
-/// that queries get the CPU first.
+/// that queries get the CPU first; the swap of a new index, which takes the lock, does not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn builds_and_snapshots_run_on_lowered_maintenance_threads() {
     let dir = tempfile::tempdir().unwrap();
@@ -778,6 +811,12 @@ async fn builds_and_snapshots_run_on_lowered_maintenance_threads() {
     };
     let base = vicinity::priority::current_nice().unwrap();
     for (at, name, nice) in &seen {
+        if at == "swapped" {
+            // The swap takes the collection's write lock: never on a lowered thread.
+            assert!(!name.starts_with("maintenance-"), "{at} ran on {name:?}");
+            assert_eq!(*nice, base, "{at} on {name}");
+            continue;
+        }
         assert!(name.starts_with("maintenance-"), "{at} ran on {name:?}");
         if cfg!(target_os = "linux") {
             assert_eq!(*nice, base.max(10), "{at} on {name}");

@@ -36,12 +36,18 @@
 //! * A build or rebuild takes the list of passage ids under a read lock (8 bytes a passage),
 //!   then copies their vectors in chunks of [`COPY_CHUNK_BYTES`], releasing the lock between
 //!   chunks, and builds with no lock held. Meanwhile the live index keeps answering queries
-//!   (their plan stays `hnsw`/`ivf`), passages written meanwhile are pending and scanned exactly,
-//!   and removals are skipped as usual. The new index is then swapped in under a brief write lock
-//!   and reconciled: passages added during the build stay pending for it, passages removed
-//!   during the build become stale for it. The old index is dropped after the lock is released.
-//!   A rebuild therefore holds two indexes and a copy of the vectors at its peak; that memory is
-//!   the price of never dropping queries to exact scans.
+//!   (their plan stays `hnsw`/`ivf`), and writes are recorded for the new index
+//!   (`build_added`, `build_removed`). A live HNSW graph keeps taking them too, from the
+//!   indexer's thread while the maintenance pool builds, so the passages queries scan exactly
+//!   stay as few as between builds however long the build takes; a live IVF index leaves them
+//!   pending and stale. Once built, the new index catches up with the recorded writes in
+//!   chunks (copied under brief locks, applied with none), for at most as many as were waiting
+//!   when the catch-up began, so that a steady stream of writes cannot hold the swap off. It
+//!   is then swapped in under a brief write lock and reconciled: the few passages written
+//!   during the catch-up stay pending for it, those removed become stale for it. The old index
+//!   is dropped after the lock is released. A rebuild therefore holds two indexes and a copy
+//!   of the vectors at its peak; that memory is the price of never dropping queries to exact
+//!   scans.
 //!
 //! A write that would outgrow the flat index's row buffer first moves the rows to a buffer
 //! twice the size beside it ([`Collection::make_room`]: chunked copies under read locks, then a
@@ -57,6 +63,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::Duration;
 
 use parking_lot::{RwLock, RwLockUpgradableReadGuard};
@@ -87,6 +94,10 @@ pub(crate) const COPY_CHUNK_BYTES: usize = 1 << 20;
 /// Stale passages taken out of the approximate index per write-lock hold (a removal is a
 /// tombstone or a list swap, well under a microsecond).
 const REMOVE_STEP: usize = 4096;
+
+/// How long a build's calling thread waits, when the live index has nothing to catch up,
+/// before it looks again.
+const LIVE_STEP_NAP: Duration = Duration::from_millis(20);
 
 /// Largest squared length of a vector under dot or L2. Finite components are not enough: the
 /// score of two vectors of 3e38s overflows to infinity (or NaN), which ranks arbitrarily and
@@ -206,7 +217,8 @@ pub(crate) struct Collection {
     /// hold, since it last held them all: what deferring their indexing has cost so far.
     exact_debt: AtomicU64,
     /// Called by background maintenance at its named points (`"built"`: a new index is built
-    /// and not yet swapped in; `"snapshot"`: a snapshot is about to be written, no lock held;
+    /// and not yet swapped in; `"swapped"`: it has just replaced the live one; `"snapshot"`: a
+    /// snapshot is about to be written, no lock held;
     /// `"inserted"`: an insertion step's passages are in the graph and still pending, no lock
     /// held).
     #[cfg(any(test, feature = "testing"))]
@@ -516,14 +528,24 @@ impl Collection {
         }
     }
 
-    /// Builds the approximate index from the current vectors beside the live one, then swaps
-    /// it in. No lock is held for the build or for more than one chunk of the copy of its
-    /// input; queries keep using the live index throughout (see the module docs).
+    /// Builds the approximate index from the current vectors beside the live one, catches it
+    /// up with the writes made meanwhile, then swaps it in. No lock is held for the build or
+    /// for more than one chunk of a copy; queries keep using the live index throughout (see the
+    /// module docs).
     ///
-    /// The build itself runs on `pool` (threads of lowered priority); the copy and the swap,
+    /// While the build runs, the calling thread keeps the live index current with
+    /// `live_step` (one step of removals and insertions; it says whether it did any work), so
+    /// that queries do not scan an ever longer list of pending passages exactly for as long as
+    /// the build takes.
+    ///
+    /// The build itself runs on `pool` (threads of lowered priority); the copies and the swap,
     /// which take the collection's lock, stay on the calling thread, so that a lock queries
     /// wait for is never held by a thread the scheduler holds back.
-    pub(crate) fn build_ann(&self, pool: &ThreadPool) -> ServiceResult<()> {
+    pub(crate) fn build_ann(
+        &self,
+        pool: &ThreadPool,
+        live_step: &mut dyn FnMut() -> ServiceResult<bool>,
+    ) -> ServiceResult<()> {
         let Some(params) = self.ann_params() else {
             return Ok(());
         };
@@ -541,7 +563,12 @@ impl Collection {
             st.build_removed.clear();
             ids
         };
-        let built = self.build_beside(&params, ids, pool);
+        let built = self
+            .build_beside(&params, ids, pool, live_step)
+            .and_then(|(mut ann, len)| {
+                self.catch_up(&mut ann, pool, live_step)?;
+                Ok((ann, len))
+            });
         let mut guard = self.state.write();
         let st = &mut *guard;
         st.building = false;
@@ -558,6 +585,7 @@ impl Collection {
                 return Err(e);
             }
         };
+        // What the catch-up left: written in its last moments.
         let pending: HashSet<PassageId> = added
             .into_iter()
             .filter(|&id| st.flat.contains(id))
@@ -572,20 +600,22 @@ impl Collection {
         drop(guard);
         // Freeing a whole index takes a while; queries need not wait for it.
         drop((old, old_pending, old_stale));
+        self.maintenance_point("swapped");
         Ok(())
     }
 
     /// Copies the vectors of `ids` in chunks, each under its own short read lock, and builds an
-    /// approximate index of them on `pool` with no lock held. Passages removed meanwhile are
-    /// left out (they are in `build_removed` too). Returns the index and how many passages it
-    /// holds.
+    /// approximate index of them on `pool` with no lock held, running `live_step` on this
+    /// thread until the build is done. Passages removed meanwhile are left out (they are in
+    /// `build_removed` too). Returns the index and how many passages it holds.
     fn build_beside(
         &self,
         params: &AnnParams,
         ids: Vec<PassageId>,
         pool: &ThreadPool,
+        live_step: &mut dyn FnMut() -> ServiceResult<bool>,
     ) -> ServiceResult<(AnnIndex, usize)> {
-        let rows_per_chunk = (COPY_CHUNK_BYTES / (self.dim * std::mem::size_of::<f32>())).max(1);
+        let rows_per_chunk = self.rows_per_copy_chunk();
         let mut kept = Vec::with_capacity(ids.len());
         let mut vectors = Vec::with_capacity(ids.len() * self.dim);
         for chunk in ids.chunks(rows_per_chunk) {
@@ -598,13 +628,105 @@ impl Collection {
             }
         }
         drop(ids);
-        let ann = pool.install(|| {
-            let ann = AnnIndex::build(params, self.metric, self.dim, &kept, &vectors);
-            self.maintenance_point("built");
-            ann
-        })?;
+        let (done_tx, done) = std::sync::mpsc::channel::<()>();
+        let built = std::thread::scope(|scope| {
+            let build = scope.spawn(|| {
+                let ann = pool.install(|| {
+                    let ann = AnnIndex::build(params, self.metric, self.dim, &kept, &vectors);
+                    self.maintenance_point("built");
+                    ann
+                });
+                let _ = done_tx.send(());
+                ann
+            });
+            let mut worked = false;
+            loop {
+                // After a step that found work, only a look; otherwise a nap until the build is
+                // done or writes may have queued more.
+                let nap = if worked {
+                    Duration::ZERO
+                } else {
+                    LIVE_STEP_NAP
+                };
+                match done.recv_timeout(nap) {
+                    Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+                    Err(RecvTimeoutError::Timeout) => {}
+                }
+                worked = self.run_live_step(live_step);
+            }
+            build.join()
+        });
+        // A panicked build is a failed one: the live index stays, and a later build may try
+        // again.
+        let ann = built.map_err(|_| ServiceError::internal("index build", "it panicked"))??;
         drop(vectors);
         Ok((ann, kept.len()))
+    }
+
+    /// Brings a newly built index up to date with the writes made since its input was taken:
+    /// removals recorded in `build_removed`, then passages recorded in `build_added`, in chunks
+    /// taken under brief locks and applied on `pool` with no lock held, with a `live_step`
+    /// between chunks. Writes keep coming meanwhile, so it takes at most what was waiting when
+    /// it began, plus one chunk; the rest stays pending for the new index after the swap.
+    fn catch_up(
+        &self,
+        ann: &mut AnnIndex,
+        pool: &ThreadPool,
+        live_step: &mut dyn FnMut() -> ServiceResult<bool>,
+    ) -> ServiceResult<()> {
+        let rows_per_chunk = self.rows_per_copy_chunk();
+        let mut budget = None;
+        loop {
+            let (removed, taken) = {
+                let mut st = self.state.write();
+                let budget = budget.get_or_insert(st.build_added.len() + rows_per_chunk);
+                let n = st.build_added.len().min(rows_per_chunk).min(*budget);
+                if n == 0 && st.build_removed.is_empty() {
+                    return Ok(());
+                }
+                *budget -= n;
+                let removed = std::mem::take(&mut st.build_removed);
+                let taken: Vec<PassageId> = st.build_added.drain(..n).collect();
+                (removed, taken)
+            };
+            // Removed since they were taken: in `build_removed` again, for the next round or
+            // the swap.
+            let (ids, values) = vectors_of(&self.state.read().flat, &taken, self.dim);
+            let removed: Vec<PassageId> =
+                removed.into_iter().filter(|&id| ann.contains(id)).collect();
+            pool.install(|| -> ServiceResult<()> {
+                if !removed.is_empty() {
+                    ann.remove(&removed)?;
+                }
+                if !ids.is_empty() {
+                    ann.add(&ids, &values)?;
+                }
+                Ok(())
+            })?;
+            if taken.is_empty() {
+                // Only removals were left, and none of the additions the budget allows.
+                return Ok(());
+            }
+            self.run_live_step(live_step);
+        }
+    }
+
+    /// Runs one step that keeps the live index current during a build; says whether it found
+    /// work. A failed step leaves the live index as it was, and the build goes on.
+    fn run_live_step(&self, live_step: &mut dyn FnMut() -> ServiceResult<bool>) -> bool {
+        live_step().unwrap_or_else(|e| {
+            tracing::warn!(
+                collection = %self.record.name,
+                error = %e,
+                "keeping the live index current during a build failed"
+            );
+            false
+        })
+    }
+
+    /// Rows one copy under a lock may take: [`COPY_CHUNK_BYTES`] of vectors.
+    fn rows_per_copy_chunk(&self) -> usize {
+        (COPY_CHUNK_BYTES / (self.dim * std::mem::size_of::<f32>())).max(1)
     }
 
     /// Installs an index loaded from a snapshot, reconciled with the stored vectors: entries
@@ -646,13 +768,20 @@ impl Collection {
             let (ann, take) = {
                 let mut guard = self.state.write();
                 let st = &mut *guard;
-                if st.building || st.stale.is_empty() {
+                if st.stale.is_empty() {
                     return Ok(());
                 }
+                let building = st.building;
                 let Some(ann) = st.ann.as_mut() else {
                     st.stale.clear();
                     return Ok(());
                 };
+                // During a build, only an index that takes changes while it is searched is
+                // kept current (the build's thread does it between looks at the build); an
+                // exclusive one waits for the new index, which replaces `stale` anyway.
+                if building && !ann.changes_while_searched() {
+                    return Ok(());
+                }
                 let take: Vec<u64> = st.stale.iter().copied().take(REMOVE_STEP).collect();
                 if ann.changes_while_searched() {
                     (ann.clone(), take)
@@ -679,7 +808,8 @@ impl Collection {
     /// Moves pending passages into the approximate index, after any stale ones have been taken
     /// out: up to `settings.shared_insert_step` into an HNSW graph on `pool` with no lock held
     /// (queries keep searching the graph meanwhile), or `settings.insert_step` under the write
-    /// lock into an index that needs exclusive access. Returns how many are still pending. Only
+    /// lock into an index that needs exclusive access. Returns how many it moved: 0 when none
+    /// were pending or the index cannot take them now (an exclusive one during a build). Only
     /// the indexer calls this.
     pub(crate) fn drain_pending_step(
         &self,
@@ -690,13 +820,15 @@ impl Collection {
         let (ann, ids, values) = {
             let mut guard = self.state.write();
             let st = &mut *guard;
-            if st.building {
-                return Ok(0);
-            }
+            let building = st.building;
             let Some(ann) = st.ann.as_mut() else {
                 return Ok(0);
             };
             let shared = ann.changes_while_searched();
+            // As in `apply_removals`: during a build only a shared index is kept current.
+            if building && !shared {
+                return Ok(0);
+            }
             let step = if shared {
                 settings.shared_insert_step
             } else {
@@ -713,7 +845,7 @@ impl Collection {
                     ann.add(&ids, &values)?;
                     st.unsnapshotted += ids.len() as u64;
                 }
-                return Ok(st.pending.len());
+                return Ok(take.len());
             }
             st.inserting.extend(ids.iter().copied());
             (ann.clone(), ids, values)
@@ -737,7 +869,7 @@ impl Collection {
             st.pending.remove(id);
         }
         st.unsnapshotted += ids.len() as u64;
-        Ok(st.pending.len())
+        Ok(ids.len())
     }
 
     /// The approximate index to snapshot, with the changes it holds that no snapshot has, when
@@ -763,6 +895,24 @@ impl Collection {
         let st = self.state.read();
         hits.iter()
             .map(|h| st.passage_doc.get(&h.id).map(|d| d.metadata.clone()))
+            .collect()
+    }
+
+    /// The stored vectors of `ids` (`None` for passages gone since), as the index holds them
+    /// (normalised under cosine).
+    pub(crate) fn vectors_for(&self, ids: &[u64]) -> Vec<Option<Vec<f32>>> {
+        let st = self.state.read();
+        ids.iter()
+            .map(|&id| st.flat.get(id).map(<[f32]>::to_vec))
+            .collect()
+    }
+
+    /// A key per passage that is equal for passages of the same document and differs between
+    /// documents (`None` for passages gone since): valid for comparing the keys of one call.
+    pub(crate) fn document_keys(&self, ids: &[u64]) -> Vec<Option<usize>> {
+        let st = self.state.read();
+        ids.iter()
+            .map(|id| st.passage_doc.get(id).map(|d| Arc::as_ptr(d) as usize))
             .collect()
     }
 

@@ -14,9 +14,10 @@
 //! This task is the only one that changes a collection's approximate index (see
 //! [`super::collection`]): removals queued by writes are applied first, never deferred (a
 //! removal is a tombstone, and queries pay for every queued one), then builds and insertions.
-//! A build runs beside the live index, and a snapshot is written from the shared index with no
-//! lock held, so neither makes a query or a write wait; so does an insertion step into an HNSW
-//! graph, which takes insertions while it is searched. The build, the file writing and those
+//! A build runs beside the live index (a live HNSW graph keeps taking insertions and removals
+//! meanwhile, from this task's thread), and a snapshot is written from the shared index with
+//! no lock held, so neither makes a query or a write wait; so does an insertion step into an
+//! HNSW graph, which takes insertions while it is searched. The build, the file writing and those
 //! insertions run on the service's maintenance pool, whose threads have a lowered scheduling
 //! priority ([`crate::priority`]): they take the CPU that queries leave, rather than slowing
 //! queries down. Everything that takes the collection's lock (the brief holds around an
@@ -120,7 +121,16 @@ pub(super) fn maintain(
         let started = Instant::now();
         let n = coll.len();
         tracing::info!(collection = %coll.record.name, passages = n, "building approximate index");
-        coll.build_ann(pool)?;
+        // The live index keeps taking the writes made during the build, under the same rules
+        // as between builds: removals at once, insertions unless they give way.
+        let mut live_step = || -> ServiceResult<bool> {
+            coll.apply_removals()?;
+            if coll.unindexed(settings) == 0 || give_way() {
+                return Ok(false);
+            }
+            Ok(coll.drain_pending_step(settings, pool)? > 0)
+        };
+        coll.build_ann(pool, &mut live_step)?;
         tracing::info!(
             collection = %coll.record.name,
             passages = n,
@@ -179,11 +189,13 @@ use super::collection::MaintenanceHook;
 #[cfg(any(test, feature = "testing"))]
 impl Service {
     /// Sets (or with `None` clears) a function that a collection's background maintenance
-    /// calls at its pause points, on its maintenance thread: `"built"` once a new approximate
-    /// index is built and before it replaces the live one, `"snapshot"` before a snapshot is
-    /// written, `"inserted"` once an insertion step has added its passages to an HNSW graph and
-    /// before they leave `pending` (no lock held at any of them). A hook that blocks holds the work there, so that tests can
-    /// catch a rebuild or a snapshot in progress.
+    /// calls at its pause points: `"built"` once a new approximate index is built and before
+    /// it catches up and replaces the live one (on a maintenance thread, while the indexer
+    /// keeps the live index current), `"swapped"` right after it replaced the live one (on the
+    /// indexer's thread, before any insertion step), `"snapshot"` before a snapshot is written,
+    /// `"inserted"` once an insertion step has added its passages to an HNSW graph and before
+    /// they leave `pending` (no lock held at any of them). A hook that blocks holds the work
+    /// there, so that tests can catch a rebuild or a snapshot in progress.
     pub fn set_maintenance_hook(
         &self,
         collection: &str,
