@@ -1096,6 +1096,156 @@ fn long_document() -> String {
     std::fs::read_to_string(path).expect("the long-document fixture")
 }
 
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (norm(a) * norm(b))
+}
+
+/// Maximal marginal relevance as LangChain's `maximal_marginal_relevance` computes it, in
+/// f64: the indexes of the `k` candidates chosen, in order.
+fn mmr_reference(query: &[f32], cands: &[Vec<f32>], k: usize, lambda: f64) -> Vec<usize> {
+    let mut chosen: Vec<usize> = Vec::new();
+    while chosen.len() < k.min(cands.len()) {
+        let mut best = (usize::MAX, f64::NEG_INFINITY);
+        for (i, c) in cands
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !chosen.contains(i))
+        {
+            let score = match chosen
+                .iter()
+                .map(|&j| cosine(c, &cands[j]))
+                .reduce(f64::max)
+            {
+                None => cosine(query, c),
+                Some(redundant) => lambda * cosine(query, c) - (1.0 - lambda) * redundant,
+            };
+            if score > best.1 {
+                best = (i, score);
+            }
+        }
+        chosen.push(best.0);
+    }
+    chosen
+}
+
+fn passage_ids(response: &Value) -> Vec<String> {
+    hits(response)
+        .iter()
+        .map(|h| h["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mmr_and_grouping_shape_the_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::tiny(dir.path()).await;
+    assert_eq!(
+        app.send(PUT, "/collections/long", None).await.0,
+        StatusCode::CREATED
+    );
+    // Sections of a long document, each split into many passages by the tiny model.
+    let sections: Vec<String> = long_document().split("\n\n").map(str::to_owned).collect();
+    let docs: Vec<Value> = sections
+        .chunks(2)
+        .take(5)
+        .enumerate()
+        .map(|(i, s)| json!({"id": format!("s{i}"), "text": s.join("\n\n")}))
+        .collect();
+    assert_ok(
+        &app.send(
+            POST,
+            "/collections/long/documents",
+            Some(json!({ "documents": docs })),
+        )
+        .await,
+    );
+    let r = app
+        .send(
+            POST,
+            "/v1/embeddings",
+            Some(json!({"input": ["a starter of flour and water"]})),
+        )
+        .await;
+    assert_ok(&r);
+    let q = floats(&r.1["data"][0]["embedding"]);
+    let query = |extra: Value| {
+        let mut body = json!({"vector": q, "params": {"exact": true}, "include": ["vector"]});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let app = &app;
+        async move {
+            let r = app.send(POST, "/collections/long/query", Some(body)).await;
+            assert_ok(&r);
+            r.1
+        }
+    };
+    let everything = query(json!({"k": 1000})).await;
+    let ranked = hits(&everything);
+    assert!(ranked.len() > 30, "{} passages", ranked.len());
+
+    // Grouping: the best passages of k distinct documents, from the full ranking.
+    for (k, size) in [(3usize, 1usize), (3, 2), (4, 3), (9, 2)] {
+        let mut expected: Vec<(String, Vec<String>)> = Vec::new();
+        for h in ranked {
+            let (doc, id) = (
+                h["document_id"].as_str().unwrap(),
+                h["id"].as_str().unwrap(),
+            );
+            match expected.iter().position(|(d, _)| d == doc) {
+                Some(g) if expected[g].1.len() < size => expected[g].1.push(id.into()),
+                Some(_) => {}
+                None if expected.len() < k => expected.push((doc.into(), vec![id.into()])),
+                None => {}
+            }
+        }
+        let r = query(json!({"k": k, "group_by": "document", "group_size": size})).await;
+        let expected: Vec<String> = expected.into_iter().flat_map(|(_, ps)| ps).collect();
+        assert_eq!(passage_ids(&r), expected, "k {k}, group_size {size}");
+        let mut docs = doc_ids(&r);
+        docs.dedup();
+        assert_eq!(
+            docs.len(),
+            k.min(5),
+            "k {k}: distinct documents, each in one run"
+        );
+    }
+
+    // MMR: LangChain's choice among the fetch_k nearest.
+    for (k, fetch_k, lambda) in [
+        (4usize, 10usize, 0.5f64),
+        (6, 20, 0.25),
+        (5, 5, 0.9),
+        (3, 12, 0.0),
+    ] {
+        let candidates = &ranked[..fetch_k];
+        let vectors: Vec<Vec<f32>> = candidates.iter().map(|h| floats(&h["vector"])).collect();
+        let expected: Vec<String> = mmr_reference(&q, &vectors, k, lambda)
+            .into_iter()
+            .map(|i| candidates[i]["id"].as_str().unwrap().to_owned())
+            .collect();
+        let r = query(json!({"k": k, "mmr": {"lambda": lambda, "fetch_k": fetch_k}})).await;
+        assert_eq!(
+            passage_ids(&r),
+            expected,
+            "k {k}, fetch_k {fetch_k}, lambda {lambda}"
+        );
+    }
+    // lambda 1 is the plain ranking; the default fetch_k is 20.
+    let r = query(json!({"k": 7, "mmr": {"lambda": 1.0}})).await;
+    assert_eq!(passage_ids(&r), passage_ids(&query(json!({"k": 7})).await));
+    let r = query(json!({"k": 4, "mmr": {}})).await;
+    let vectors: Vec<Vec<f32>> = ranked[..20].iter().map(|h| floats(&h["vector"])).collect();
+    let expected: Vec<String> = mmr_reference(&q, &vectors, 4, 0.5)
+        .into_iter()
+        .map(|i| ranked[i]["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(passage_ids(&r), expected);
+    app.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_text_is_split_into_passages_at_char_offsets() {
     let dir = tempfile::tempdir().unwrap();
@@ -1429,6 +1579,15 @@ async fn bad_input_gets_its_status_and_code() {
         (POST, "/collections/docs/query", Some(json!({"query": "cat", "k": 1001})), S::BAD_REQUEST, "limit_exceeded"),
         (POST, "/collections/docs/query", Some(json!({"query": "cat", "k": -1})), S::BAD_REQUEST, "invalid_request"),
         (POST, "/collections/docs/query", Some(json!({"query": "cat", "params": {"ef": 0}})), S::BAD_REQUEST, "invalid_parameter"),
+        (POST, "/collections/docs/query", Some(json!({"query": "cat", "mmr": {"lambda": 1.5}})), S::BAD_REQUEST, "invalid_parameter"),
+        (POST, "/collections/docs/query", Some(json!({"query": "cat", "k": 5, "mmr": {"fetch_k": 4}})), S::BAD_REQUEST, "invalid_parameter"),
+        (POST, "/collections/docs/query", Some(json!({"query": "cat", "mmr": {"fetch_k": 1001}})), S::BAD_REQUEST, "limit_exceeded"),
+        (POST, "/collections/docs/query", Some(json!({"query": "cat", "mmr": {"lamda": 0.5}})), S::BAD_REQUEST, "invalid_request"),
+        (POST, "/collections/docs/query", Some(json!({"query": "cat", "mmr": {}, "group_by": "document"})), S::BAD_REQUEST, "invalid_parameter"),
+        (POST, "/collections/docs/query", Some(json!({"query": "cat", "group_size": 2})), S::BAD_REQUEST, "invalid_parameter"),
+        (POST, "/collections/docs/query", Some(json!({"query": "cat", "group_by": "section"})), S::BAD_REQUEST, "invalid_request"),
+        (POST, "/collections/docs/query", Some(json!({"query": "cat", "group_by": "document", "group_size": 0})), S::BAD_REQUEST, "invalid_parameter"),
+        (POST, "/collections/docs/query", Some(json!({"query": "cat", "k": 500, "group_by": "document", "group_size": 3})), S::BAD_REQUEST, "limit_exceeded"),
         (POST, "/collections/docs/query/batch", Some(json!({"queries": [{"query": "cat"}, {"query": "dog", "k": 0}]})), S::BAD_REQUEST, "invalid_parameter"),
         (POST, "/collections/docs/query", Some(json!({"query": "cat", "vector": [1, 0, 0, 0]})), S::BAD_REQUEST, "invalid_request"),
         (POST, "/collections/docs/query", Some(json!({"k": 3})), S::BAD_REQUEST, "invalid_request"),

@@ -88,6 +88,8 @@ fn vq(v: &[f32], k: usize) -> Query {
         nprobe: None,
         exact: false,
         include: Include::default(),
+        mmr: None,
+        group: None,
     }
 }
 

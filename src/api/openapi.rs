@@ -179,6 +179,14 @@ fn state_field_rules(doc: &mut serde_json::Value, dimension: Option<usize>) {
         json!({"minItems": 1}),
     );
     merge(
+        "QueryRequest",
+        &[],
+        json!({
+            "not": {"required": ["mmr", "group_by"]},
+            "dependentRequired": {"group_size": ["group_by"]},
+        }),
+    );
+    merge(
         "DeleteDocumentsRequest",
         &[],
         json!({"oneOf": one_of_required(&["ids", "filter", "all"])}),
@@ -358,8 +366,10 @@ fn state_limits(doc: &mut OpenApiDoc, limits: &Limits) {
         max_length: Some(limits.max_text_bytes),
         ..Bounds::default()
     };
-    let rules: [(&str, &str, Bounds); 17] = [
+    let rules: [(&str, &str, Bounds); 19] = [
         ("QueryRequest", "k", at_most(limits.max_k)),
+        ("QueryRequest", "group_size", at_most(limits.max_k)),
+        ("MmrRequest", "fetch_k", at_most(limits.max_k)),
         ("QueryRequest", "query", text),
         ("QueryParams", "ef", at_most(limits.max_ef)),
         ("QueryParams", "nprobe", at_most(limits.max_nprobe)),

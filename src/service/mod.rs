@@ -26,6 +26,7 @@ use crate::store::{CollectionId, CollectionRecord, Store};
 pub mod chunk;
 pub(crate) mod collection;
 mod collections;
+pub mod diversify;
 mod documents;
 pub mod error;
 pub mod filter;

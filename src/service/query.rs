@@ -14,6 +14,7 @@ use crate::index::{Hit, SearchParams, validate};
 
 use super::Service;
 use super::collection::Collection;
+use super::diversify::{self, Grouping, Mmr};
 use super::error::{ServiceError, ServiceResult};
 use super::filter::Filter;
 use super::limits::Limit;
@@ -290,6 +291,7 @@ impl Service {
         if let Some(nprobe) = query.nprobe {
             Limit::Nprobe.check("nprobe", nprobe, limits.max_nprobe)?;
         }
+        check_shaping(query, limits)?;
         Ok(match &query.filter {
             Some(Value::Null) | None => None,
             Some(f) => Some(Filter::parse_with(f, limits)?),
@@ -336,6 +338,11 @@ impl Service {
             nprobe: query.nprobe,
         };
         let (k, exact, want_meta) = (query.k, query.exact, query.include.metadata);
+        let shape = Shape {
+            mmr: query.mmr,
+            group: query.group,
+            max_fetch: self.settings.limits.max_k.saturating_mul(GROUP_FETCH_LIMIT),
+        };
         let (hits, plan, metadata) = Service::blocking(move || {
             let _permits = (permit, batch_permit);
             if !slots.start(&cancelled) {
@@ -344,7 +351,8 @@ impl Service {
                     "the request was cancelled".into(),
                 ));
             }
-            let (hits, plan) = c.search(&vector, k, &params, filter.as_ref(), exact, &planner)?;
+            let search = |k: usize| c.search(&vector, k, &params, filter.as_ref(), exact, &planner);
+            let (hits, plan) = shape.search(&c, &vector, k, search)?;
             let metadata: Vec<Option<Value>> = if want_meta {
                 c.metadata_of(&hits)
             } else {
@@ -407,6 +415,108 @@ impl Service {
         }
         Ok(out)
     }
+}
+
+/// How many times `max_k` candidates a grouped query may search for, at most, to find its
+/// `k` documents.
+const GROUP_FETCH_LIMIT: usize = 4;
+
+/// Checks a query's MMR and grouping settings.
+fn check_shaping(query: &Query, limits: &super::Limits) -> ServiceResult<()> {
+    let invalid = |message: String| Err(ServiceError::invalid("invalid_parameter", message));
+    if query.mmr.is_some() && query.group.is_some() {
+        return invalid("mmr and group_by cannot be combined in one query".into());
+    }
+    if let Some(mmr) = &query.mmr {
+        if !(0.0..=1.0).contains(&mmr.lambda) {
+            return invalid(format!(
+                "mmr.lambda must be between 0 and 1, got {}",
+                mmr.lambda
+            ));
+        }
+        if mmr.fetch_k < query.k {
+            return invalid(format!(
+                "mmr.fetch_k ({}) must be at least k ({})",
+                mmr.fetch_k, query.k
+            ));
+        }
+        Limit::K.check("mmr.fetch_k", mmr.fetch_k, limits.max_k)?;
+    }
+    if let Some(group) = &query.group {
+        if group.group_size == 0 {
+            return invalid("group_size must be at least 1".into());
+        }
+        Limit::K.check(
+            "k × group_size",
+            query.k.saturating_mul(group.group_size),
+            limits.max_k,
+        )?;
+    }
+    Ok(())
+}
+
+/// How a query's hits are chosen from the search's candidates.
+struct Shape {
+    mmr: Option<Mmr>,
+    group: Option<Grouping>,
+    /// Most candidates a grouped query searches for.
+    max_fetch: usize,
+}
+
+impl Shape {
+    /// Runs `search` (which takes a number of candidates) as often as the shape needs and
+    /// picks the query's hits from what it returns. CPU-bound: on a blocking thread.
+    fn search(
+        &self,
+        coll: &Collection,
+        query: &[f32],
+        k: usize,
+        search: impl Fn(usize) -> ServiceResult<(Vec<Hit>, Plan)>,
+    ) -> ServiceResult<(Vec<Hit>, Plan)> {
+        if let Some(mmr) = self.mmr {
+            let (hits, plan) = search(mmr.fetch_k)?;
+            let vectors = coll.vectors_for(&hit_ids(&hits));
+            // Passages deleted since the search have no vector and drop out.
+            let (hits, vectors): (Vec<Hit>, Vec<Vec<f32>>) = hits
+                .into_iter()
+                .zip(vectors)
+                .filter_map(|(h, v)| v.map(|v| (h, v)))
+                .unzip();
+            let rows: Vec<&[f32]> = vectors.iter().map(Vec::as_slice).collect();
+            let order = diversify::mmr_order(query, &rows, k, mmr.lambda);
+            return Ok((order.into_iter().map(|i| hits[i]).collect(), plan));
+        }
+        let Some(group) = self.group else {
+            return search(k);
+        };
+        // Enough candidates for k full groups, four times over; more while documents are
+        // missing and the search may have left some out.
+        let mut fetch = k
+            .saturating_mul(group.group_size)
+            .saturating_mul(4)
+            .clamp(k, self.max_fetch.max(k));
+        loop {
+            let (hits, plan) = search(fetch)?;
+            let exhausted = hits.len() < fetch || fetch >= self.max_fetch;
+            let ids = hit_ids(&hits);
+            let keys = coll.document_keys(&ids);
+            let docs: HashMap<u64, usize> = ids
+                .into_iter()
+                .zip(keys)
+                .filter_map(|(id, d)| d.map(|d| (id, d)))
+                .collect();
+            let (grouped, full) =
+                diversify::group_hits(hits, k, group, |id| docs.get(&id).copied());
+            if full || exhausted {
+                return Ok((grouped, plan));
+            }
+            fetch = fetch.saturating_mul(4).min(self.max_fetch);
+        }
+    }
+}
+
+fn hit_ids(hits: &[Hit]) -> Vec<u64> {
+    hits.iter().map(|h| h.id).collect()
 }
 
 /// Plans are reported by name in responses and logs.

@@ -1,5 +1,6 @@
 //! The service's domain types: what callers hand in and get back, independent of HTTP.
 
+pub use super::diversify::{Grouping, Mmr};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -258,6 +259,10 @@ pub struct Query {
     pub exact: bool,
     /// Fields to return.
     pub include: Include,
+    /// Choose the `k` hits by maximal marginal relevance among more candidates.
+    pub mmr: Option<Mmr>,
+    /// Return the best passages of `k` distinct documents.
+    pub group: Option<Grouping>,
 }
 
 /// Which search path answered a query.

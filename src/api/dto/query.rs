@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::service::{Include, Plan, Query, QueryHit, QueryInput, QueryResult};
+use crate::service::{Grouping, Include, Mmr, Plan, Query, QueryHit, QueryInput, QueryResult};
 
 use super::{filter_schema, metadata_schema};
 use crate::api::error::ApiError;
@@ -40,6 +40,41 @@ fn default_k() -> usize {
     10
 }
 
+fn default_lambda() -> f32 {
+    0.5
+}
+
+/// Candidates an MMR query chooses from when it does not say: LangChain's default, or `k`
+/// when that is larger.
+const DEFAULT_FETCH_K: usize = 20;
+
+/// Maximal marginal relevance (MMR), with LangChain's meaning
+/// (`max_marginal_relevance_search`): `fetch_k` nearest passages are found, and `k` of them
+/// chosen one at a time, each maximising `lambda · sim(query, p) − (1 − lambda) · max sim(p,
+/// chosen)` (cosine similarity of the stored vectors). Hits come in the order chosen, with
+/// their usual `score`.
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MmrRequest {
+    /// Relevance against diversity: 1 keeps the nearest-first order, 0 picks for diversity
+    /// alone.
+    #[serde(default = "default_lambda")]
+    #[schema(default = 0.5, minimum = 0.0, maximum = 1.0)]
+    pub lambda: f32,
+    /// Candidates to choose from, at least `k` (default 20, or `k` when larger).
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub fetch_k: Option<usize>,
+}
+
+/// What a query's hits are grouped by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupBy {
+    /// The document a passage belongs to.
+    Document,
+}
+
 /// A k-nearest-neighbour query: exactly one of `query` (text, embedded with the collection's
 /// model) and `vector`.
 #[derive(Clone, Debug, Deserialize, ToSchema)]
@@ -67,6 +102,20 @@ pub struct QueryRequest {
     /// Fields returned with each hit (default `["text", "metadata"]`).
     #[serde(default)]
     pub include: Option<Vec<IncludeField>>,
+    /// Choose the `k` hits by maximal marginal relevance, for answers that repeat themselves
+    /// less. Not with `group_by`.
+    #[serde(default)]
+    pub mmr: Option<MmrRequest>,
+    /// `"document"`: return the best passages of `k` distinct documents (`group_size` each),
+    /// documents ranked by their best passage, so that one long document cannot fill the
+    /// answer. Fewer when fewer documents match.
+    #[serde(default)]
+    pub group_by: Option<GroupBy>,
+    /// Passages per document with `group_by` (default 1); `k × group_size` is bounded like
+    /// `k`.
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub group_size: Option<usize>,
 }
 
 impl TryFrom<QueryRequest> for Query {
@@ -92,6 +141,22 @@ impl TryFrom<QueryRequest> for Query {
             },
         };
         let params = r.params.unwrap_or_default();
+        let mmr = r.mmr.map(|m| Mmr {
+            lambda: m.lambda,
+            fetch_k: m.fetch_k.unwrap_or(DEFAULT_FETCH_K.max(r.k)),
+        });
+        let group = match (r.group_by, r.group_size) {
+            (Some(GroupBy::Document), size) => Some(Grouping {
+                group_size: size.unwrap_or(1),
+            }),
+            (None, Some(_)) => {
+                return Err(ApiError::bad_request(
+                    "invalid_parameter",
+                    "group_size needs \"group_by\": \"document\"",
+                ));
+            }
+            (None, None) => None,
+        };
         Ok(Query {
             input,
             k: r.k,
@@ -100,6 +165,8 @@ impl TryFrom<QueryRequest> for Query {
             nprobe: params.nprobe,
             exact: params.exact,
             include,
+            mmr,
+            group,
         })
     }
 }
