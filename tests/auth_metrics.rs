@@ -497,6 +497,12 @@ async fn metrics_follow_requests_collections_and_the_embedder() {
     assert_eq!(value(&after, "vicinity_passage_cache_hits_total", &[]), 4.0);
     assert!(value(&after, "vicinity_passage_cache_bytes", &[]) > 0.0);
 
+    // The search slots: the three queries' searches ran, none is running or was skipped.
+    assert_eq!(value(&after, "vicinity_searches_total", &[]), 3.0);
+    assert_eq!(value(&after, "vicinity_searches_cancelled_total", &[]), 0.0);
+    assert_eq!(value(&after, "vicinity_search_slots_in_use", &[]), 0.0);
+    assert!(value(&after, "vicinity_search_slots", &[]) >= 1.0);
+
     // The process.
     if cfg!(target_os = "linux") {
         let rss = value(&after, "process_resident_memory_bytes", &[]);

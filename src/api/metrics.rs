@@ -27,7 +27,7 @@ use prometheus::proto::{
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
 use crate::embed::{BatchHistogram, WorkerStats};
-use crate::service::PassageCacheStats;
+use crate::service::{PassageCacheStats, SearchStats};
 
 use super::error::ApiError;
 use super::state::AppState;
@@ -169,7 +169,7 @@ fn route_label(template: &str) -> String {
     responses(
         (status = 200, description = "Metrics in the Prometheus text format (version 0.0.4): \
             request counts and latencies per route and status, the embedding queue and its \
-            batches, documents, passages and index memory per collection, resident memory.",
+            batches, the search slots, documents, passages and index memory per collection, resident memory.",
             content_type = "text/plain"),
     )
 )]
@@ -180,6 +180,7 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
             families.extend(embedder_families(&stats));
         }
         families.extend(passage_cache_families(&service.passage_cache_stats()));
+        families.extend(search_families(&service.search_stats()));
         let collections = service.list_collections().await?;
         let per_collection = |name: &str, help: &str, value: fn(&_) -> u64| {
             gauge_family(
@@ -258,6 +259,37 @@ fn passage_cache_families(stats: &PassageCacheStats) -> Vec<MetricFamily> {
             "Estimated memory held by cached passages.",
             MetricType::GAUGE,
             stats.bytes as f64,
+        ),
+    ]
+}
+
+/// The search slots' series.
+fn search_families(stats: &SearchStats) -> Vec<MetricFamily> {
+    vec![
+        one(
+            "vicinity_search_slots",
+            "Searches that may run at once (--search-concurrency).",
+            MetricType::GAUGE,
+            stats.slots as f64,
+        ),
+        one(
+            "vicinity_search_slots_in_use",
+            "Searches running now.",
+            MetricType::GAUGE,
+            stats.in_use as f64,
+        ),
+        one(
+            "vicinity_searches_total",
+            "Searches run.",
+            MetricType::COUNTER,
+            stats.searches as f64,
+        ),
+        one(
+            "vicinity_searches_cancelled_total",
+            "Searches skipped because their request had timed out or its client had gone \
+             before they started.",
+            MetricType::COUNTER,
+            stats.cancelled as f64,
         ),
     ]
 }
