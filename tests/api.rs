@@ -1151,7 +1151,9 @@ async fn mmr_and_grouping_shape_the_answer() {
         .chunks(2)
         .take(5)
         .enumerate()
-        .map(|(i, s)| json!({"id": format!("s{i}"), "text": s.join("\n\n")}))
+        .map(|(i, s)| {
+            json!({"id": format!("s{i}"), "text": s.join("\n\n"), "metadata": {"part": i % 2}})
+        })
         .collect();
     assert_ok(
         &app.send(
@@ -1243,6 +1245,70 @@ async fn mmr_and_grouping_shape_the_answer() {
         .map(|i| ranked[i]["id"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(passage_ids(&r), expected);
+
+    // With a filter, both choose among the matching passages only.
+    let even = json!({"part": 0});
+    let matching = query(json!({"k": 1000, "filter": even})).await;
+    let matching = hits(&matching);
+    let mut best_of_each: Vec<&Value> = Vec::new();
+    for h in matching {
+        if best_of_each
+            .iter()
+            .all(|b| b["document_id"] != h["document_id"])
+        {
+            best_of_each.push(h);
+        }
+    }
+    let docs: Vec<&str> = best_of_each
+        .iter()
+        .map(|h| h["document_id"].as_str().unwrap())
+        .collect();
+    let mut sorted = docs.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, ["s0", "s2", "s4"]);
+    let grouped = json!({"k": 3, "filter": even, "group_by": "document"});
+    let r = query(grouped.clone()).await;
+    let expected: Vec<&str> = best_of_each
+        .iter()
+        .map(|h| h["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(passage_ids(&r), expected);
+    let vectors: Vec<Vec<f32>> = matching[..10]
+        .iter()
+        .map(|h| floats(&h["vector"]))
+        .collect();
+    let expected: Vec<String> = mmr_reference(&q, &vectors, 4, 0.5)
+        .into_iter()
+        .map(|i| matching[i]["id"].as_str().unwrap().to_owned())
+        .collect();
+    let diverse = json!({"k": 4, "filter": even, "mmr": {"fetch_k": 10}});
+    assert_eq!(passage_ids(&query(diverse.clone()).await), expected);
+
+    // In a batch, each query is answered as it is alone.
+    let batch: Vec<Value> = [grouped, diverse]
+        .into_iter()
+        .map(|mut body| {
+            let extra = json!({"vector": q, "params": {"exact": true}, "include": ["vector"]});
+            body.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            body
+        })
+        .collect();
+    let r = app
+        .send(
+            POST,
+            "/collections/long/query/batch",
+            Some(json!({ "queries": batch })),
+        )
+        .await;
+    assert_ok(&r);
+    let answers = r.1["results"].as_array().unwrap();
+    assert_eq!(
+        passage_ids(&answers[0]),
+        passage_ids(&query(json!({"k": 3, "filter": even, "group_by": "document"})).await)
+    );
+    assert_eq!(passage_ids(&answers[1]), expected);
     app.close().await;
 }
 
