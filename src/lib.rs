@@ -14,6 +14,8 @@
 //!   above, independent of HTTP.
 //! * [`api`]: the HTTP edge: axum router, JSON errors, OpenAPI document, server loop.
 //! * [`import`]: the bulk importer, a client of the HTTP API (`vicinity import`).
+//! * [`eval`]: retrieval quality of queries with known answers, through the service
+//!   (`vicinity bench retrieval`).
 //! * [`config`], [`telemetry`], [`shutdown`]: the server's configuration, logging and signals.
 
 pub mod api;
@@ -21,6 +23,7 @@ pub mod config;
 pub mod dataset;
 pub mod distance;
 pub mod embed;
+pub mod eval;
 pub mod import;
 pub mod index;
 pub mod priority;

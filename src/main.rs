@@ -55,6 +55,9 @@ enum BenchCommand {
     Ann(cli::bench_ann::Args),
     /// Measure the sentence encoder: sentences per second and batch latency.
     Embed(cli::bench_embed::Args),
+    /// Load a corpus and score queries with known answers per retrieval mode: MRR, nDCG,
+    /// hit@1, recall and latency.
+    Retrieval(Box<cli::bench_retrieval::Args>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -73,6 +76,7 @@ fn main() -> ExitCode {
         Command::Model(ModelCommand::Fetch(args)) => cli::model::fetch(args),
         Command::Bench(BenchCommand::Ann(args)) => cli::bench_ann::run(args),
         Command::Bench(BenchCommand::Embed(args)) => cli::bench_embed::run(args),
+        Command::Bench(BenchCommand::Retrieval(args)) => cli::bench_retrieval::run(*args),
         Command::Healthcheck(args) => cli::healthcheck::run(args),
     };
     match result {

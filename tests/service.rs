@@ -1034,3 +1034,133 @@ async fn an_insertion_step_holds_up_no_query_and_no_write() {
     assert_eq!(ids(&r)[0], "late");
     svc.shutdown().await;
 }
+
+/// `vicinity bench retrieval`'s scoring, through the service: a query that is a document's own
+/// text finds it first, one whose answer is not in the corpus scores 0, and the kinds are
+/// scored apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retrieval_evaluation_scores_rankings_per_mode_and_kind() {
+    use vicinity::eval::{self, EvalQuery, Mode};
+    let dir = tempfile::tempdir().unwrap();
+    let svc = open(dir.path()).await;
+    svc.create_collection(
+        "e",
+        CollectionSpec {
+            dimension: None,
+            ..spec(IndexType::Auto)
+        },
+    )
+    .await
+    .unwrap();
+    let texts = [
+        ("a", "the cat sat on the mat"),
+        ("b", "a river runs through the valley"),
+        ("c", "bread rises in a warm oven"),
+    ];
+    let docs = texts
+        .iter()
+        .map(|(id, text)| DocumentInput {
+            id: Some((*id).into()),
+            text: Some((*text).into()),
+            vector: None,
+            metadata: serde_json::Value::Null,
+        })
+        .collect();
+    svc.upsert_documents("e", docs).await.unwrap();
+    let query = |text: &str, relevant: &str, kind: &str| EvalQuery {
+        query: text.into(),
+        relevant: vec![relevant.into()],
+        kind: Some(kind.into()),
+    };
+    let queries = [
+        query(texts[1].1, "b", "own text"),
+        query(texts[2].1, "c", "own text"),
+        query("anything at all", "not-in-the-corpus", "missing"),
+    ];
+    for mode in [Mode::Dense, Mode::Grouped] {
+        let reports = eval::evaluate(&svc, "e", &queries, mode, 3).await.unwrap();
+        let kinds: Vec<Option<&str>> = reports.iter().map(|r| r.kind.as_deref()).collect();
+        assert_eq!(kinds, [None, Some("missing"), Some("own text")]);
+        let (all, missing, own) = (&reports[0], &reports[1], &reports[2]);
+        assert_eq!(all.queries, 3);
+        assert!((all.scores.mrr - 2.0 / 3.0).abs() < 1e-9, "{all:?}");
+        assert_eq!(
+            (own.scores.mrr, own.scores.hit_at_1, own.scores.recall),
+            (1.0, 1.0, 1.0)
+        );
+        assert_eq!(own.scores.ndcg, 1.0);
+        assert_eq!((missing.scores.mrr, missing.scores.recall), (0.0, 0.0));
+        assert!(all.p50_ms > 0.0 && all.p99_ms >= all.p50_ms);
+    }
+    svc.shutdown().await;
+}
+
+/// `vicinity bench retrieval` end to end: a corpus and queries in JSONL, one JSON report per
+/// mode.
+#[test]
+fn bench_retrieval_command_reports_each_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus.jsonl");
+    let queries = dir.path().join("queries.jsonl");
+    std::fs::write(
+        &corpus,
+        "{\"id\":\"a\",\"text\":\"the cat sat on the mat\"}\n\
+         {\"id\":\"b\",\"text\":\"a river runs through the valley\"}\n\n\
+         {\"id\":\"c\",\"text\":\"bread rises in a warm oven\"}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &queries,
+        "{\"query\":\"a river runs through the valley\",\"relevant\":[\"b\"]}\n\
+         {\"query\":\"bread rises in a warm oven\",\"relevant\":[\"c\",\"x\"]}\n",
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_vicinity"))
+        .args([
+            "bench",
+            "retrieval",
+            "--json",
+            "--modes",
+            "dense,mmr",
+            "--k",
+            "3",
+        ])
+        .arg("--model")
+        .arg(tiny_model())
+        .arg("--corpus")
+        .arg(&corpus)
+        .arg("--queries")
+        .arg(&queries)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let reports: Vec<serde_json::Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let modes: Vec<&str> = reports
+        .iter()
+        .map(|r| r["mode"].as_str().unwrap())
+        .collect();
+    assert_eq!(modes, ["dense", "mmr"]);
+    for r in &reports {
+        assert_eq!(r["queries"], 2);
+        assert_eq!(r["scores"]["mrr"], 1.0, "{r}");
+        // The second query's other relevant document is not in the corpus.
+        assert_eq!(r["scores"]["recall"], 0.75, "{r}");
+    }
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_vicinity"))
+        .args(["bench", "retrieval", "--modes", "sparse"])
+        .arg("--model")
+        .arg(tiny_model())
+        .arg("--corpus")
+        .arg(&corpus)
+        .arg("--queries")
+        .arg(&queries)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown mode"));
+}
