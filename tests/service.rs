@@ -1115,25 +1115,22 @@ fn bench_retrieval_command_reports_each_mode() {
          {\"query\":\"bread rises in a warm oven\",\"relevant\":[\"c\",\"x\"]}\n",
     )
     .unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_vicinity"))
-        .args([
-            "bench",
-            "retrieval",
-            "--json",
-            "--modes",
-            "dense,mmr",
-            "--k",
-            "3",
-        ])
-        .arg("--model")
-        .arg(tiny_model())
-        .arg("--corpus")
-        .arg(&corpus)
-        .arg("--queries")
-        .arg(&queries)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
+    // `vicinity bench retrieval` on the files, with the tiny model and `args`.
+    let bench = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_vicinity"))
+            .args(["bench", "retrieval"])
+            .args(args)
+            .arg("--model")
+            .arg(tiny_model())
+            .arg("--corpus")
+            .arg(&corpus)
+            .arg("--queries")
+            .arg(&queries)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let output = bench(&["--json", "--modes", "dense,mmr", "--k", "3"]);
     assert!(output.status.success(), "{output:?}");
     let reports: Vec<serde_json::Value> = String::from_utf8(output.stdout)
         .unwrap()
@@ -1151,16 +1148,7 @@ fn bench_retrieval_command_reports_each_mode() {
         // The second query's other relevant document is not in the corpus.
         assert_eq!(r["scores"]["recall"], 0.75, "{r}");
     }
-    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_vicinity"))
-        .args(["bench", "retrieval", "--modes", "sparse"])
-        .arg("--model")
-        .arg(tiny_model())
-        .arg("--corpus")
-        .arg(&corpus)
-        .arg("--queries")
-        .arg(&queries)
-        .output()
-        .unwrap();
+    let bad = bench(&["--modes", "sparse"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown mode"));
 }

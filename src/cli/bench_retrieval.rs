@@ -34,7 +34,7 @@ pub(crate) struct Args {
     worker: WorkerArgs,
 
     /// Threads the encoder runs the model on. Default: one per CPU.
-    #[arg(long)]
+    #[arg(long, env = "VICINITY_EMBED_THREADS")]
     threads: Option<usize>,
 
     /// The corpus: JSONL, one {"id", "text", "metadata"?} document per line.

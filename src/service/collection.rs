@@ -898,13 +898,10 @@ impl Collection {
             .collect()
     }
 
-    /// The stored vectors of `ids` (`None` for passages gone since), as the index holds them
-    /// (normalised under cosine).
-    pub(crate) fn vectors_for(&self, ids: &[u64]) -> Vec<Option<Vec<f32>>> {
-        let st = self.state.read();
-        ids.iter()
-            .map(|&id| st.flat.get(id).map(<[f32]>::to_vec))
-            .collect()
+    /// The stored vectors of those of `ids` still in the collection, row-major, with their
+    /// ids in the order given, as the index holds them (normalised under cosine).
+    pub(crate) fn vectors_for(&self, ids: &[u64]) -> (Vec<u64>, Vec<f32>) {
+        vectors_of(&self.state.read().flat, ids, self.dim)
     }
 
     /// A key per passage that is equal for passages of the same document and differs between

@@ -382,7 +382,7 @@ impl Service {
         if hits.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<u64> = hits.iter().map(|h| h.id).collect();
+        let ids = hit_ids(&hits);
         let rows = self
             .store
             .get_passages(coll.record.id, &ids, query.include.vector)
@@ -474,15 +474,13 @@ impl Shape {
         search: impl Fn(usize) -> ServiceResult<(Vec<Hit>, Plan)>,
     ) -> ServiceResult<(Vec<Hit>, Plan)> {
         if let Some(mmr) = self.mmr {
-            let (hits, plan) = search(mmr.fetch_k)?;
-            let vectors = coll.vectors_for(&hit_ids(&hits));
-            // Passages deleted since the search have no vector and drop out.
-            let (hits, vectors): (Vec<Hit>, Vec<Vec<f32>>) = hits
-                .into_iter()
-                .zip(vectors)
-                .filter_map(|(h, v)| v.map(|v| (h, v)))
-                .unzip();
-            let rows: Vec<&[f32]> = vectors.iter().map(Vec::as_slice).collect();
+            let (mut hits, plan) = search(mmr.fetch_k)?;
+            let (kept, values) = coll.vectors_for(&hit_ids(&hits));
+            // Passages deleted since the search have no vector and drop out; the others keep
+            // their order.
+            let mut kept = kept.into_iter().peekable();
+            hits.retain(|h| kept.next_if_eq(&h.id).is_some());
+            let rows: Vec<&[f32]> = values.chunks_exact(coll.dim).collect();
             let order = diversify::mmr_order(query, &rows, k, mmr.lambda);
             return Ok((order.into_iter().map(|i| hits[i]).collect(), plan));
         }
