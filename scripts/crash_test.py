@@ -15,7 +15,8 @@ Each run:
    acknowledged document is there (GET /collections/C/documents/ID, with its exact text), and
    that it is searchable: a text query with its own text returns it in the top --k. A document
    a query misses is queried again with "exact": true, to tell an approximate-index miss from a
-   document absent from the index;
+   document absent from the index; and that the lexical index has it too: a lexical query with
+   its own text returns it in the top --k;
 6. stops the server with SIGTERM and expects exit status 0.
 
 With the defaults 10,000 documents stay under the server's exact-search threshold and the kill
@@ -25,7 +26,7 @@ the import, so the kill can land on an index build or a snapshot write as well (
 --index-defer-max=0 the server defers graph work while the import keeps its encoder busy).
 
 Prints one line per run and a summary; exits 1 if any acknowledged document was lost, not
-searchable, or the count was short. Standard library only.
+searchable (by either index), or the count was short. Standard library only.
 
     python3 scripts/crash_test.py --runs 5 \
         --binary target/release/vicinity --model /path/to/all-MiniLM-L6-v2
@@ -210,7 +211,10 @@ def restore_line(log_path):
                 line = re.sub(r"\x1b\[[0-9;]*m", "", line)
                 fields = dict(re.findall(r"(\w+)=(\S+)", line))
                 snapshot = fields.get("snapshot", "?").strip('"')
-                return f"snapshot {snapshot}, {fields.get('pending', '?')} pending"
+                lexical = re.search(r'lexical="?([^"]*?)"?(?: \w+=|$)', line)
+                lexical = lexical.group(1) if lexical else "?"
+                return (f"snapshot {snapshot}, {fields.get('pending', '?')} pending, "
+                        f"lexical {lexical}")
     return "no collection restored"
 
 
@@ -239,15 +243,16 @@ def verify(args, client, docs_by_id, acked):
             return "changed"
         return None
 
-    def search(chunk):
-        queries = [{"query": docs_by_id[i]["text"], "k": args.k} for i in chunk]
+    def search(chunk, mode="dense"):
+        queries = [{"query": docs_by_id[i]["text"], "k": args.k, "mode": mode} for i in chunk]
         status, body = client.call("POST", f"/collections/{COLLECTION}/query/batch",
                                    {"queries": queries})
         if status != 200:
             raise RuntimeError(f"batch query answered {status}: {body}")
         misses = []
         for res in body["results"]:
-            plans[res.get("plan")] += 1
+            if mode == "dense":
+                plans[res.get("plan")] += 1
         for doc_id, res in zip(chunk, body["results"]):
             if doc_id not in {r["document_id"] for r in res["results"]}:
                 misses.append(doc_id)
@@ -258,11 +263,14 @@ def verify(args, client, docs_by_id, acked):
         problems = [(i, p) for i, p in zip(ids, pool.map(check, ids)) if p]
         chunks = [ids[i : i + 32] for i in range(0, len(ids), 32)]
         misses = [m for ms in pool.map(search, chunks) for m in ms]
+        lexical_misses = [m for ms in pool.map(lambda c: search(c, "lexical"), chunks)
+                          for m in ms]
 
     unsearchable = []
     for doc_id in misses:
         status, body = client.call("POST", f"/collections/{COLLECTION}/query", {
-            "query": docs_by_id[doc_id]["text"], "k": args.k, "params": {"exact": True}})
+            "query": docs_by_id[doc_id]["text"], "k": args.k, "mode": "dense",
+            "params": {"exact": True}})
         if status != 200 or doc_id not in {r["document_id"] for r in body["results"]}:
             unsearchable.append(doc_id)
     return {
@@ -271,6 +279,7 @@ def verify(args, client, docs_by_id, acked):
         "changed": [i for i, p in problems if p == "changed"],
         "approx_misses": len(misses) - len(unsearchable),
         "unsearchable": unsearchable,
+        "lexical_unsearchable": lexical_misses,
         "index": state.get("ann") or "flat only",
         "plans": dict(plans),
     }
@@ -310,6 +319,7 @@ def one_run(args, run, rng):
         and not result["missing"]
         and not result["changed"]
         and not result["unsearchable"]
+        and not result["lexical_unsearchable"]
         and code == 0
     )
     result.update(run=run, acked=len(acked), kill_after=target, extra_ms=extra_ms,
@@ -351,7 +361,8 @@ def main():
             f"count {r.get('count')}; queries by plan {r.get('plans')}; "
             f"missing {len(r.get('missing', []))}, changed {len(r.get('changed', []))}, "
             f"not searchable {len(r.get('unsearchable', []))} "
-            f"(approximate-index misses {r.get('approx_misses')}); "
+            f"(approximate-index misses {r.get('approx_misses')}), "
+            f"not found lexically {len(r.get('lexical_unsearchable', []))}; "
             f"SIGTERM exit {r['exit_code']}: {'ok' if r['ok'] else 'FAIL'}"
             + (" (the import completed before the kill)" if r["acked"] >= args.docs else ""),
             flush=True,
@@ -359,7 +370,8 @@ def main():
         if not r["ok"]:
             print(json.dumps({k: (v[:20] if isinstance(v, list) else v) for k, v in r.items()}),
                   flush=True)
-    lost = sum(len(r.get("missing", [])) + len(r.get("unsearchable", [])) for r in results)
+    lost = sum(len(r.get("missing", [])) + len(r.get("unsearchable", []))
+               + len(r.get("lexical_unsearchable", [])) for r in results)
     acked = sum(r["acked"] for r in results)
     failed = sum(not r["ok"] for r in results)
     print(f"summary: {len(results)} runs, {acked} documents acknowledged, {lost} lost or not "

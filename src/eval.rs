@@ -18,7 +18,9 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::service::{Grouping, Include, Mmr, Query, QueryInput, Service, ServiceResult};
+use crate::service::{
+    Fusion, Grouping, Hybrid, Include, Mmr, Query, QueryInput, SearchMode, Service, ServiceResult,
+};
 
 /// One evaluation query: its text and the ids of the documents that answer it.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -38,6 +40,10 @@ pub struct EvalQuery {
 pub enum Mode {
     /// The `k` nearest passages.
     Dense,
+    /// The `k` best passages by BM25.
+    Lexical,
+    /// Dense and lexical, fused.
+    Hybrid(Hybrid),
     /// Maximal marginal relevance among more candidates.
     Mmr(Mmr),
     /// The best passage of each of `k` documents.
@@ -49,6 +55,11 @@ impl Mode {
     pub fn name(&self) -> &'static str {
         match self {
             Mode::Dense => "dense",
+            Mode::Lexical => "lexical",
+            Mode::Hybrid(h) => match h.fusion {
+                Fusion::Rrf { .. } => "hybrid",
+                Fusion::Dbsf => "hybrid-dbsf",
+            },
             Mode::Mmr(_) => "mmr",
             Mode::Grouped => "grouped",
         }
@@ -158,6 +169,17 @@ pub async fn evaluate(
                 _ => None,
             },
             group: (mode == Mode::Grouped).then_some(Grouping { group_size: 1 }),
+            // MMR and grouping shape the dense answer, as they did before hybrid search, so
+            // that their scores compare with dense's.
+            mode: Some(match mode {
+                Mode::Lexical => SearchMode::Lexical,
+                Mode::Hybrid(_) => SearchMode::Hybrid,
+                Mode::Dense | Mode::Mmr(_) | Mode::Grouped => SearchMode::Dense,
+            }),
+            hybrid: match mode {
+                Mode::Hybrid(h) => h,
+                _ => Hybrid::default(),
+            },
         };
         let started = Instant::now();
         let result = service.query(collection, query).await?;

@@ -26,6 +26,7 @@ pub mod embed;
 pub mod eval;
 pub mod import;
 pub mod index;
+pub mod lexical;
 pub mod priority;
 pub mod store;
 

@@ -330,7 +330,7 @@ async fn collection_and_document_lifecycle() {
         .send(
             POST,
             "/collections/docs/query",
-            Some(json!({"query": "the cat and the dog", "k": 10})),
+            Some(json!({"query": "the cat and the dog", "k": 10, "mode": "dense"})),
         )
         .await;
     assert_ok(&r);
@@ -1655,6 +1655,21 @@ async fn bad_input_gets_its_status_and_code() {
         (POST, "/collections/docs/query", Some(json!({"query": "cat", "group_by": "document", "group_size": 0})), S::BAD_REQUEST, "invalid_parameter"),
         (POST, "/collections/docs/query", Some(json!({"query": "cat", "k": 500, "group_by": "document", "group_size": 3})), S::BAD_REQUEST, "limit_exceeded"),
         (POST, "/collections/docs/query/batch", Some(json!({"queries": [{"query": "cat"}, {"query": "dog", "k": 0}]})), S::BAD_REQUEST, "invalid_parameter"),
+        (POST, "/collections/docs/query", Some(json!({"query": "cat", "mode": "semantic"})), S::BAD_REQUEST, "invalid_request"),
+        (POST, "/collections/docs/query", Some(json!({"query": "cat", "mode": "hybrid", "fusion": "max"})), S::BAD_REQUEST, "invalid_request"),
+        (POST, "/collections/docs/query", Some(json!({"query": "cat", "mode": "hybrid", "alpha": 1.5})), S::BAD_REQUEST, "invalid_parameter"),
+        (POST, "/collections/docs/query", Some(json!({"query": "cat", "mode": "hybrid", "rrf_k": 0})), S::BAD_REQUEST, "invalid_parameter"),
+        (POST, "/collections/docs/query", Some(json!({"query": "cat", "fusion": "dbsf", "rrf_k": 10})), S::BAD_REQUEST, "invalid_parameter"),
+        (POST, "/collections/docs/query", Some(json!({"query": "cat", "mode": "hybrid", "candidates": 0})), S::BAD_REQUEST, "invalid_parameter"),
+        (POST, "/collections/docs/query", Some(json!({"query": "cat", "mode": "hybrid", "candidates": 1001})), S::BAD_REQUEST, "limit_exceeded"),
+        (POST, "/collections/docs/query", Some(json!({"query": "cat", "mode": "dense", "alpha": 0.3})), S::BAD_REQUEST, "invalid_parameter"),
+        (POST, "/collections/docs/query", Some(json!({"query": "cat", "mode": "lexical", "fusion": "rrf"})), S::BAD_REQUEST, "invalid_parameter"),
+        (POST, "/collections/docs/query", Some(json!({"vector": [1, 0, 0, 0], "mode": "lexical"})), S::BAD_REQUEST, "text_required"),
+        (POST, "/collections/vecs/query", Some(json!({"vector": [1, 0, 0, 0], "mode": "hybrid"})), S::BAD_REQUEST, "text_required"),
+        (POST, "/collections/vecs/query", Some(json!({"query": "cat", "mode": "lexical"})), S::BAD_REQUEST, "lexical_unavailable"),
+        (PUT, "/collections/lex", Some(json!({"lexical": {"language": "klingon"}})), S::BAD_REQUEST, "invalid_parameter"),
+        (PUT, "/collections/lex", Some(json!({"lexical": {"lang": "en"}})), S::BAD_REQUEST, "invalid_request"),
+        (PUT, "/collections/lex", Some(json!({"dimension": 4, "lexical": {"language": "en"}})), S::BAD_REQUEST, "invalid_parameter"),
         (POST, "/collections/docs/query", Some(json!({"query": "cat", "vector": [1, 0, 0, 0]})), S::BAD_REQUEST, "invalid_request"),
         (POST, "/collections/docs/query", Some(json!({"k": 3})), S::BAD_REQUEST, "invalid_request"),
         (POST, "/collections/docs/query", Some(json!({"qeury": "cat"})), S::BAD_REQUEST, "invalid_request"),

@@ -13,8 +13,8 @@ use serde_json::json;
 use vicinity::distance::Metric;
 use vicinity::embed::{Embedder, EmbeddingWorker, EncoderOptions, SentenceEncoder, WorkerOptions};
 use vicinity::service::{
-    CollectionSpec, DocumentInput, Embeddings, Include, IndexConfig, IndexType, Plan, Query,
-    QueryInput, Selector, Service, ServiceError, ServiceResult, ServiceSettings,
+    CollectionSpec, DocumentInput, Embeddings, Hybrid, Include, IndexConfig, IndexType, Plan,
+    Query, QueryInput, SearchMode, Selector, Service, ServiceError, ServiceResult, ServiceSettings,
 };
 use vicinity::store::{Store, StoreOptions};
 use vicinity::testing::clustered_vectors;
@@ -61,6 +61,7 @@ fn spec(kind: IndexType) -> CollectionSpec {
         },
         dimension: Some(DIM),
         chunking: None,
+        lexical: None,
     }
 }
 
@@ -90,6 +91,8 @@ fn vq(v: &[f32], k: usize) -> Query {
         include: Include::default(),
         mmr: None,
         group: None,
+        mode: Some(SearchMode::Dense),
+        hybrid: Hybrid::default(),
     }
 }
 

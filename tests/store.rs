@@ -44,6 +44,7 @@ fn vector_collection(name: &str) -> NewCollection {
         source: CollectionSource::Vector,
         model_id: None,
         chunking: None,
+        lexical: None,
     }
 }
 

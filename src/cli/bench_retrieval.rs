@@ -12,7 +12,8 @@ use serde_json::Value;
 use vicinity::embed::Embedder;
 use vicinity::eval::{self, EvalQuery, Mode, ModeReport};
 use vicinity::service::{
-    Chunking, CollectionSpec, DocumentInput, IndexConfig, Metric, Mmr, Service, ServiceSettings,
+    Chunking, CollectionSpec, DocumentInput, Fusion, Hybrid, IndexConfig, Metric, Mmr, Service,
+    ServiceSettings,
 };
 use vicinity::store::{Store, StoreOptions};
 
@@ -49,9 +50,26 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = 10)]
     k: usize,
 
-    /// Modes to evaluate, comma-separated: dense, mmr, grouped.
-    #[arg(long, value_delimiter = ',', default_value = "dense,mmr,grouped")]
+    /// Modes to evaluate, comma-separated: dense, lexical, hybrid (reciprocal rank fusion),
+    /// hybrid-dbsf (score fusion), mmr, grouped.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "dense,lexical,hybrid,hybrid-dbsf,mmr,grouped"
+    )]
     modes: Vec<String>,
+
+    /// Hybrid: the weight of the dense leg.
+    #[arg(long, default_value_t = 0.5)]
+    alpha: f32,
+
+    /// Hybrid: the rank constant of reciprocal rank fusion.
+    #[arg(long, default_value_t = 60.0)]
+    rrf_k: f32,
+
+    /// Hybrid: candidates per leg (default: the server's).
+    #[arg(long)]
+    candidates: Option<usize>,
 
     /// MMR's weight of relevance against diversity.
     #[arg(long, default_value_t = 0.5)]
@@ -77,12 +95,24 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         .iter()
         .map(|m| match m.as_str() {
             "dense" => Ok(Mode::Dense),
+            "lexical" => Ok(Mode::Lexical),
+            "hybrid" | "hybrid-dbsf" => Ok(Mode::Hybrid(Hybrid {
+                fusion: if m == "hybrid" {
+                    Fusion::Rrf { k: args.rrf_k }
+                } else {
+                    Fusion::Dbsf
+                },
+                alpha: args.alpha,
+                candidates: args.candidates,
+            })),
             "mmr" => Ok(Mode::Mmr(Mmr {
                 lambda: args.mmr_lambda,
                 fetch_k: args.fetch_k,
             })),
             "grouped" => Ok(Mode::Grouped),
-            other => anyhow::bail!("unknown mode {other:?}: dense, mmr or grouped"),
+            other => anyhow::bail!(
+                "unknown mode {other:?}: dense, lexical, hybrid, hybrid-dbsf, mmr or grouped"
+            ),
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let corpus = read_corpus(&args.corpus)?;
@@ -148,6 +178,7 @@ async fn load_and_evaluate(
             max_tokens,
             overlap: (max_tokens / 8).min(32),
         }),
+        lexical: None,
     };
     service.create_collection(COLLECTION, spec).await?;
     let started = Instant::now();

@@ -82,6 +82,7 @@ use crate::store::{CollectionRecord, PassageId};
 use super::chunk::Chunker;
 use super::error::{ServiceError, ServiceResult};
 use super::filter::Filter;
+use super::lexical::Lexical;
 use super::types::{IndexConfig, IndexState, Plan};
 
 /// How many sampled passages estimate a filter's selectivity.
@@ -208,6 +209,9 @@ pub(crate) struct Collection {
     pub(crate) indexer: tokio::sync::Notify,
     /// Splits text documents into passages; `None` for collections that take vectors.
     pub(crate) chunker: Option<Chunker>,
+    /// The BM25 index of a text collection's passages; `None` for collections that take
+    /// vectors.
+    pub(crate) lexical: Option<Lexical>,
     /// Set once the collection is deleted: in-flight work stops touching it.
     deleted: AtomicBool,
     /// Held while a snapshot is written (which checks `deleted` first), so that deletion can
@@ -231,6 +235,7 @@ impl Collection {
         config: IndexConfig,
         dim: usize,
         chunker: Option<Chunker>,
+        lexical: Option<Lexical>,
     ) -> ServiceResult<Self> {
         let metric = record.distance;
         let flat = FlatIndex::new(metric, dim)?;
@@ -256,6 +261,7 @@ impl Collection {
             }),
             indexer: tokio::sync::Notify::new(),
             chunker,
+            lexical,
             deleted: AtomicBool::new(false),
             saving: tokio::sync::Mutex::new(()),
             exact_debt: AtomicU64::new(0),
@@ -911,6 +917,21 @@ impl Collection {
         ids.iter()
             .map(|id| st.passage_doc.get(id).map(|d| Arc::as_ptr(d) as usize))
             .collect()
+    }
+
+    /// The fraction of passages whose document matches `filter`, estimated from a sample.
+    pub(crate) fn filter_selectivity(&self, filter: &Filter) -> f64 {
+        estimate_selectivity(&self.state.read(), filter)
+    }
+
+    /// Every passage whose document matches `filter`.
+    pub(crate) fn passages_matching(&self, filter: &Filter) -> Vec<u64> {
+        matching_passages(&self.state.read(), filter)
+    }
+
+    /// Every passage id, in no particular order.
+    pub(crate) fn passage_ids(&self) -> Vec<u64> {
+        self.state.read().flat.ids().to_vec()
     }
 
     /// Answers a query: picks the path, runs it, and returns hits best first.

@@ -13,9 +13,14 @@ use crate::store::{
 use super::chunk::Chunker;
 use super::collection::Collection;
 use super::error::{ServiceError, ServiceResult};
+use super::lexical::Lexical;
 use super::limits::{Limit, Limits};
-use super::types::{Chunking, CollectionInfo, CollectionSpec, IndexConfig, IndexState, IndexType};
+use super::types::{
+    Chunking, CollectionInfo, CollectionSpec, IndexConfig, IndexState, IndexType, LexicalConfig,
+    LexicalState,
+};
 use super::{FailedCollection, Registered, Service};
+use crate::lexical::{LexicalIndex, Opened};
 
 /// Rows read per round trip when loading a collection at start-up.
 const LOAD_CHUNK: usize = 4096;
@@ -151,6 +156,32 @@ impl Service {
                 })
             }
         };
+        let lexical = match (source, spec.lexical) {
+            (CollectionSource::Vector, Some(_)) => {
+                return Err(ServiceError::invalid(
+                    "invalid_parameter",
+                    format!(
+                        "lexical applies to text collections; a collection of dimension \
+                         {dimension} takes vectors (the model's dimension is {model_dim})"
+                    ),
+                ));
+            }
+            (CollectionSource::Vector, None) => None,
+            (CollectionSource::Text, given) => {
+                let l = given.unwrap_or_default();
+                if !crate::lexical::is_language(&l.language) {
+                    return Err(ServiceError::invalid(
+                        "invalid_parameter",
+                        format!(
+                            "unknown lexical language '{}'; supported: {}",
+                            l.language,
+                            crate::lexical::LANGUAGES
+                        ),
+                    ));
+                }
+                Some(l)
+            }
+        };
         let new = NewCollection {
             name: name.to_string(),
             distance: spec.distance,
@@ -160,6 +191,7 @@ impl Service {
             model_id: (source == CollectionSource::Text)
                 .then(|| self.embedder.model_id().to_string()),
             chunking: chunking.map(|c| serde_json::to_value(c).expect("chunking serialises")),
+            lexical: lexical.map(|l| serde_json::to_value(l).expect("lexical serialises")),
         };
         // Counted before the row is written: a collection that already exists is not a new one,
         // so an idempotent re-create is never refused. Two creates racing past the check can
@@ -175,7 +207,8 @@ impl Service {
         }
         match self.store.create_collection(&new).await? {
             CreateOutcome::Created(record) => {
-                let coll = Arc::new(self.new_collection(record)?);
+                let lexical = self.open_lexical(&record).await?;
+                let coll = Arc::new(self.new_collection(record, lexical.map(|(l, _)| l))?);
                 self.register(coll.clone());
                 Ok((self.describe(&coll).await?, true))
             }
@@ -239,6 +272,16 @@ impl Service {
                 // A snapshot being written now would recreate the directory removed below.
                 coll.snapshots_stopped().await;
                 self.unregister(name, &entry);
+                if coll.lexical.is_some() {
+                    let c = coll.clone();
+                    let _ = Service::blocking(move || {
+                        if let Some(l) = &c.lexical {
+                            l.index.close();
+                        }
+                        Ok(())
+                    })
+                    .await;
+                }
                 self.remove_snapshot(coll.record.id).await;
             }
             Registered::Failed(f) => {
@@ -259,12 +302,14 @@ impl Service {
     /// left behind is only wasted disk (a recreated collection gets a new id, so it can never
     /// be loaded), hence a warning, not an error.
     async fn remove_snapshot(&self, id: CollectionId) {
-        let dir = self.snapshot_dir_of(id);
+        let dirs = [self.snapshot_dir_of(id), self.lexical_dir_of(id)];
         let removed = tokio::task::spawn_blocking(move || {
-            if dir.exists()
-                && let Err(e) = std::fs::remove_dir_all(&dir)
-            {
-                tracing::warn!(dir = %dir.display(), error = %e, "could not remove index snapshot");
+            for dir in dirs {
+                if dir.exists()
+                    && let Err(e) = std::fs::remove_dir_all(&dir)
+                {
+                    tracing::warn!(dir = %dir.display(), error = %e, "could not remove index files");
+                }
             }
         });
         let _ = removed.await;
@@ -285,8 +330,117 @@ impl Service {
         )?)
     }
 
+    /// Opens (or makes) the lexical index of a text collection; `None` for one that takes
+    /// vectors.
+    async fn open_lexical(
+        &self,
+        record: &CollectionRecord,
+    ) -> ServiceResult<Option<(Lexical, Opened)>> {
+        let Some(settings) = &record.lexical else {
+            return Ok(None);
+        };
+        let config: LexicalConfig = serde_json::from_value(settings.clone())
+            .map_err(|e| ServiceError::internal("stored lexical settings", e))?;
+        let dir = self.lexical_dir_of(record.id);
+        Service::blocking(move || {
+            let (index, opened) = LexicalIndex::open(&dir, &config.language)
+                .map_err(|e| ServiceError::internal("lexical index", e))?;
+            Ok(Some((Lexical::new(index, config.language), opened)))
+        })
+        .await
+    }
+
+    /// Brings a restored collection's lexical index in step with the store: passages it lacks
+    /// are added from their stored text, passages the store no longer has are removed.
+    /// Returns what it did, for the log.
+    async fn replay_lexical(
+        &self,
+        coll: &Arc<Collection>,
+        opened: Opened,
+    ) -> ServiceResult<String> {
+        let c = coll.clone();
+        let (missing, extra) = Service::blocking(move || {
+            let lexical = c
+                .lexical
+                .as_ref()
+                .expect("replayed only with a lexical index");
+            let indexed: std::collections::HashSet<u64> = lexical
+                .index
+                .passage_ids()
+                .map_err(|e| ServiceError::internal("lexical index", e))?
+                .into_iter()
+                .collect();
+            let stored = c.passage_ids();
+            let stored_set: std::collections::HashSet<u64> = stored.iter().copied().collect();
+            let mut missing: Vec<u64> = stored
+                .into_iter()
+                .filter(|id| !indexed.contains(id))
+                .collect();
+            missing.sort_unstable();
+            let extra: Vec<u64> = indexed
+                .into_iter()
+                .filter(|id| !stored_set.contains(id))
+                .collect();
+            Ok((missing, extra))
+        })
+        .await?;
+        let (added, removed) = (missing.len(), extra.len());
+        let mut extra = Some(extra);
+        for chunk in missing.chunks(LOAD_CHUNK).map(<[u64]>::to_vec) {
+            let rows = self
+                .store
+                .get_passages(coll.record.id, &chunk, false)
+                .await?;
+            let c = coll.clone();
+            let removed = extra.take().unwrap_or_default();
+            Service::blocking(move || {
+                let lexical = c
+                    .lexical
+                    .as_ref()
+                    .expect("replayed only with a lexical index");
+                lexical
+                    .replay(
+                        &removed,
+                        rows.iter().map(|r| (r.id, r.text.as_deref().unwrap_or(""))),
+                    )
+                    .map_err(|e| ServiceError::internal("lexical index replay", e))
+            })
+            .await?;
+        }
+        if let Some(removed) = extra.filter(|r| !r.is_empty()) {
+            let c = coll.clone();
+            Service::blocking(move || {
+                let lexical = c
+                    .lexical
+                    .as_ref()
+                    .expect("replayed only with a lexical index");
+                lexical
+                    .replay(&removed, std::iter::empty())
+                    .map_err(|e| ServiceError::internal("lexical index replay", e))
+            })
+            .await?;
+        }
+        Ok(match opened {
+            Opened::Existing if added == 0 && removed == 0 => "loaded".to_string(),
+            Opened::Existing => format!("replayed: {added} added, {removed} removed"),
+            Opened::Created => format!("missing, rebuilt from {added} stored passages"),
+            Opened::Replaced(why) => {
+                tracing::warn!(
+                    collection = %coll.record.name,
+                    reason = %why,
+                    "lexical index unusable, rebuilding from stored passages"
+                );
+                format!("unusable ({why}), rebuilt from {added} stored passages")
+            }
+        })
+    }
+
     /// The in-memory side of a stored collection, empty.
-    fn new_collection(&self, record: CollectionRecord) -> ServiceResult<Collection> {
+    fn new_collection(
+        &self,
+        record: CollectionRecord,
+        lexical: Option<Lexical>,
+    ) -> ServiceResult<Collection> {
         let config: IndexConfig = serde_json::from_value(record.index.clone())
             .map_err(|e| ServiceError::internal("stored index settings", e))?;
         let dim = record.dimension.ok_or_else(|| {
@@ -311,7 +465,7 @@ impl Service {
                  use the current one"
             );
         }
-        Collection::new(record, config, dim, chunker)
+        Collection::new(record, config, dim, chunker, lexical)
     }
 
     /// Rebuilds a collection's in-memory side from the store and its index snapshot.
@@ -320,7 +474,11 @@ impl Service {
         record: CollectionRecord,
     ) -> ServiceResult<Arc<Collection>> {
         let started = Instant::now();
-        let coll = Arc::new(self.new_collection(record)?);
+        let (lexical, opened) = match self.open_lexical(&record).await? {
+            Some((l, o)) => (Some(l), Some(o)),
+            None => (None, None),
+        };
+        let coll = Arc::new(self.new_collection(record, lexical)?);
         let id = coll.record.id;
 
         let mut docs = Vec::new();
@@ -371,12 +529,17 @@ impl Service {
         } else {
             "none"
         };
+        let lexical = match opened {
+            Some(opened) => self.replay_lexical(&coll, opened).await?,
+            None => "none".to_string(),
+        };
         let (state, _, passages) = coll.index_state(&self.settings.planner);
         tracing::info!(
             collection = %coll.record.name,
             passages,
             pending = state.pending,
             snapshot,
+            lexical,
             load_ms = loaded.as_millis() as u64,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "collection restored"
@@ -389,8 +552,19 @@ impl Service {
     pub(super) async fn describe(&self, coll: &Arc<Collection>) -> ServiceResult<CollectionInfo> {
         let c = coll.clone();
         let planner = self.settings.planner.clone();
-        let ((index_state, memory, passages), documents) =
-            Service::blocking(move || Ok((c.index_state(&planner), c.document_count()))).await?;
+        let ((index_state, memory, passages), documents, lexical) = Service::blocking(move || {
+            let lexical = c.lexical.as_ref().map(|l| {
+                let error = l.failure();
+                LexicalState {
+                    language: l.language.clone(),
+                    status: if error.is_some() { "failed" } else { "ready" },
+                    error,
+                    disk_bytes: l.index.disk_bytes(),
+                }
+            });
+            Ok((c.index_state(&planner), c.document_count(), lexical))
+        })
+        .await?;
         let documents = documents as u64;
         let r = &coll.record;
         Ok(CollectionInfo {
@@ -406,6 +580,7 @@ impl Service {
                 .chunking
                 .as_ref()
                 .and_then(|c| serde_json::from_value(c.clone()).ok()),
+            lexical,
             documents,
             passages: passages as u64,
             index_state,
@@ -434,6 +609,7 @@ fn describe_failed(f: &FailedCollection) -> CollectionInfo {
             .chunking
             .as_ref()
             .and_then(|c| serde_json::from_value(c.clone()).ok()),
+        lexical: None,
         documents: 0,
         passages: 0,
         index_state: IndexState {

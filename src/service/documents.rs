@@ -313,6 +313,15 @@ impl Service {
                     .collect();
                 c.make_room(ready.len() / c.dim);
                 c.apply_write(&[], &removed, added, &ready);
+                if let Some(lexical) = &c.lexical {
+                    let texts = docs.iter().zip(&done).flat_map(|(doc, up)| {
+                        up.passage_ids
+                            .iter()
+                            .copied()
+                            .zip(doc.passages.iter().map(|p| p.text.as_deref().unwrap_or("")))
+                    });
+                    lexical.write(&c.record.name, &removed, texts);
+                }
                 Ok(())
             })
             .await?;
@@ -490,6 +499,9 @@ impl Service {
             let ids = doc_ids.clone();
             Service::blocking(move || {
                 c.apply_write(&ids, &passages, Vec::new(), &[]);
+                if let Some(lexical) = &c.lexical {
+                    lexical.write(&c.record.name, &passages, std::iter::empty());
+                }
                 Ok(())
             })
             .await?;

@@ -31,7 +31,9 @@ mod documents;
 pub mod error;
 pub mod filter;
 mod foreground;
+pub mod fusion;
 mod indexer;
+mod lexical;
 mod limits;
 mod query;
 pub mod types;
@@ -304,6 +306,24 @@ impl Service {
                 tracing::warn!(collection = %name, error = %e, "snapshot at shutdown failed");
             }
         }
+        // The lexical indexes' writers finish their merges and let go of their directories.
+        let lexical: Vec<Arc<Collection>> = self
+            .collections
+            .read()
+            .values()
+            .filter_map(|r| match r {
+                Registered::Ready(c) if c.lexical.is_some() => Some(c.clone()),
+                _ => None,
+            })
+            .collect();
+        let _ = tokio::task::spawn_blocking(move || {
+            for coll in lexical {
+                if let Some(l) = &coll.lexical {
+                    l.index.close();
+                }
+            }
+        })
+        .await;
     }
 
     fn snapshot_dir(&self, coll: &Collection) -> PathBuf {
@@ -312,6 +332,11 @@ impl Service {
 
     fn snapshot_dir_of(&self, id: CollectionId) -> PathBuf {
         self.settings.data_dir.join("indexes").join(id.to_string())
+    }
+
+    /// Where a collection's lexical index lives.
+    fn lexical_dir_of(&self, id: CollectionId) -> PathBuf {
+        self.settings.data_dir.join("lexical").join(id.to_string())
     }
 
     /// A collection that serves: not found and failed ones are errors.

@@ -17,8 +17,9 @@ use super::collection::Collection;
 use super::diversify::{self, Grouping, Mmr};
 use super::error::{ServiceError, ServiceResult};
 use super::filter::Filter;
+use super::fusion::{self, Fusion};
 use super::limits::Limit;
-use super::types::{PassageSpan, Plan, Query, QueryHit, QueryInput, QueryResult};
+use super::types::{Leg, PassageSpan, Plan, Query, QueryHit, QueryInput, QueryResult, SearchMode};
 
 /// How the search slots are used: the service's `search_concurrency`, and the searches run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,16 +105,19 @@ impl Service {
     pub async fn query(&self, collection: &str, query: Query) -> ServiceResult<QueryResult> {
         let started = Instant::now();
         let coll = self.collection(collection)?;
-        let filter = self.check_query(&coll, &query)?;
+        let checked = self.check_query(&coll, &query)?;
+        let mode = checked.1;
         let vector = match &query.input {
-            QueryInput::Vector(v) => v.clone(),
-            QueryInput::Text(t) => self
-                .embed_texts(vec![t.clone()])
-                .await?
-                .pop()
-                .expect("one embedding per text"),
+            QueryInput::Vector(v) => Some(v.clone()),
+            QueryInput::Text(t) if needs_vector(mode, &query) => Some(
+                self.embed_texts(vec![t.clone()])
+                    .await?
+                    .pop()
+                    .expect("one embedding per text"),
+            ),
+            QueryInput::Text(_) => None,
         };
-        self.run_query(&coll, query, filter, vector, started, None)
+        self.run_query(&coll, query, checked, vector, started, None)
             .await
     }
 
@@ -166,9 +170,10 @@ impl Service {
             .collect::<ServiceResult<Vec<_>>>()?;
         let texts: Vec<String> = queries
             .iter()
-            .filter_map(|q| match &q.input {
-                QueryInput::Text(t) => Some(t.clone()),
-                QueryInput::Vector(_) => None,
+            .zip(&filters)
+            .filter_map(|(q, (_, mode))| match &q.input {
+                QueryInput::Text(t) if needs_vector(*mode, q) => Some(t.clone()),
+                _ => None,
             })
             .collect();
         let mut embedded = if texts.is_empty() {
@@ -179,12 +184,16 @@ impl Service {
         .into_iter();
         // The batch's searches share a few slots, so that other requests keep the rest.
         let share = Arc::new(Semaphore::new(self.search_slots.batch_share()));
-        let runs = queries.into_iter().zip(filters).map(|(q, filter)| {
+        let runs = queries.into_iter().zip(filters).map(|(q, checked)| {
+            let mode = checked.1;
             let vector = match &q.input {
-                QueryInput::Vector(v) => v.clone(),
-                QueryInput::Text(_) => embedded.next().expect("one embedding per text"),
+                QueryInput::Vector(v) => Some(v.clone()),
+                QueryInput::Text(_) if needs_vector(mode, &q) => {
+                    Some(embedded.next().expect("one embedding per text"))
+                }
+                QueryInput::Text(_) => None,
             };
-            self.run_query(&coll, q, filter, vector, started, Some(&share))
+            self.run_query(&coll, q, checked, vector, started, Some(&share))
         });
         try_join_all(runs).await
     }
@@ -244,9 +253,29 @@ impl Service {
     }
 
     /// Checks everything about a query that can be checked before its text is embedded:
-    /// the input, `k`, the search parameters and the filter (parsed, and returned).
-    fn check_query(&self, coll: &Collection, query: &Query) -> ServiceResult<Option<Filter>> {
+    /// the input, `k`, the mode, the search parameters and the filter. Returns the filter,
+    /// parsed, and the mode the query runs in.
+    fn check_query(
+        &self,
+        coll: &Collection,
+        query: &Query,
+    ) -> ServiceResult<(Option<Filter>, SearchMode)> {
         let limits = &self.settings.limits;
+        let is_text = matches!(query.input, QueryInput::Text(_));
+        let mode = query
+            .mode
+            .unwrap_or_else(|| SearchMode::default_for(is_text, coll.lexical.is_some()));
+        if mode != SearchMode::Dense {
+            if !is_text {
+                return Err(ServiceError::invalid(
+                    "text_required",
+                    "lexical and hybrid queries search the passages' text: give \"query\" \
+                     (text), or use \"mode\": \"dense\" with a vector",
+                ));
+            }
+            coll.lexical()?;
+        }
+        check_hybrid(query, mode, limits)?;
         match &query.input {
             QueryInput::Text(text) => {
                 if coll.chunker.is_none() {
@@ -292,10 +321,11 @@ impl Service {
             Limit::Nprobe.check("nprobe", nprobe, limits.max_nprobe)?;
         }
         check_shaping(query, limits)?;
-        Ok(match &query.filter {
+        let filter = match &query.filter {
             Some(Value::Null) | None => None,
             Some(f) => Some(Filter::parse_with(f, limits)?),
-        })
+        };
+        Ok((filter, mode))
     }
 
     /// Runs one checked query's search in a search slot; a query of a batch first takes one
@@ -304,14 +334,21 @@ impl Service {
         &self,
         coll: &Arc<Collection>,
         query: Query,
-        filter: Option<Filter>,
-        vector: Vec<f32>,
+        (filter, mode): (Option<Filter>, SearchMode),
+        vector: Option<Vec<f32>>,
         started: Instant,
         share: Option<&Arc<Semaphore>>,
     ) -> ServiceResult<QueryResult> {
         // A text query's vector comes from the model: its length is checked here, the rest
         // was checked before embedding.
-        coll.check_length(&vector)?;
+        if let Some(v) = &vector {
+            coll.check_length(v)?;
+        }
+        let text = match &query.input {
+            QueryInput::Text(t) => Some(t.clone()),
+            QueryInput::Vector(_) => None,
+        };
+        let hybrid = query.hybrid;
         let shutting_down = |_| ServiceError::Unavailable("the service is shutting down".into());
         let batch_permit = match share {
             Some(share) => Some(share.clone().acquire_owned().await.map_err(shutting_down)?),
@@ -343,7 +380,7 @@ impl Service {
             group: query.group,
             max_fetch: self.settings.limits.max_k.saturating_mul(GROUP_FETCH_LIMIT),
         };
-        let (hits, plan, metadata) = Service::blocking(move || {
+        let (hits, plan, legs, metadata) = Service::blocking(move || {
             let _permits = (permit, batch_permit);
             if !slots.start(&cancelled) {
                 // Nobody waits for this answer.
@@ -351,21 +388,62 @@ impl Service {
                     "the request was cancelled".into(),
                 ));
             }
-            let search = |k: usize| c.search(&vector, k, &params, filter.as_ref(), exact, &planner);
-            let (hits, plan) = shape.search(&c, &vector, k, search)?;
+            let vector = vector.as_deref().unwrap_or_default();
+            let text = text.as_deref().unwrap_or_default();
+            let filter = filter.as_ref();
+            // The legs of the last search a hybrid query ran (a grouped query may run several).
+            let legs = std::cell::RefCell::new(Vec::new());
+            let dense = |n: usize| c.search(vector, n, &params, filter, exact, &planner);
+            let search = |n: usize| -> ServiceResult<(Vec<Hit>, Plan)> {
+                match mode {
+                    SearchMode::Dense => dense(n),
+                    SearchMode::Lexical => Ok((c.lexical_search(text, n, filter)?, Plan::Lexical)),
+                    SearchMode::Hybrid => {
+                        let m = hybrid.candidates_for(n);
+                        let t = Instant::now();
+                        let (dense_hits, dense_plan) = dense(m)?;
+                        let dense_ms = elapsed_ms(t);
+                        let t = Instant::now();
+                        let lexical_hits = c.lexical_search(text, m, filter)?;
+                        let lexical_ms = elapsed_ms(t);
+                        *legs.borrow_mut() = vec![
+                            Leg {
+                                leg: SearchMode::Dense,
+                                plan: dense_plan,
+                                candidates: dense_hits.len(),
+                                time_ms: dense_ms,
+                            },
+                            Leg {
+                                leg: SearchMode::Lexical,
+                                plan: Plan::Lexical,
+                                candidates: lexical_hits.len(),
+                                time_ms: lexical_ms,
+                            },
+                        ];
+                        let mut fused =
+                            fusion::fuse(&dense_hits, &lexical_hits, hybrid.fusion, hybrid.alpha);
+                        fused.truncate(n);
+                        Ok((fused, Plan::Hybrid))
+                    }
+                }
+            };
+            let (hits, plan) = shape.search(&c, vector, k, search)?;
             let metadata: Vec<Option<Value>> = if want_meta {
                 c.metadata_of(&hits)
             } else {
                 Vec::new()
             };
-            Ok((hits, plan, metadata))
+            Ok((hits, plan, legs.into_inner(), metadata))
         })
         .await?;
         drop(cancel);
-        let results = self.render(coll, &query, hits, metadata).await?;
+        let results = self
+            .render(coll, &query, mode == SearchMode::Dense, hits, metadata)
+            .await?;
         Ok(QueryResult {
             results,
             plan,
+            legs,
             // Microsecond resolution: more digits are noise, and bloat every response.
             time_ms: (started.elapsed().as_micros() as f64) / 1e3,
         })
@@ -376,6 +454,7 @@ impl Service {
         &self,
         coll: &Collection,
         query: &Query,
+        metric_scores: bool,
         hits: Vec<Hit>,
         metadata: Vec<Option<Value>>,
     ) -> ServiceResult<Vec<QueryHit>> {
@@ -403,7 +482,7 @@ impl Service {
                 },
                 document_id: row.doc_id,
                 score: hit.score,
-                distance: hit.distance(coll.metric),
+                distance: metric_scores.then(|| hit.distance(coll.metric)),
                 text: if query.include.text { row.text } else { None },
                 metadata: if query.include.metadata {
                     Some(metadata.get(i).cloned().flatten().unwrap_or(Value::Null))
@@ -415,6 +494,56 @@ impl Service {
         }
         Ok(out)
     }
+}
+
+/// Whether a query needs its text embedded: every mode but lexical does, and MMR, which
+/// compares vectors, in any mode.
+fn needs_vector(mode: SearchMode, query: &Query) -> bool {
+    mode != SearchMode::Lexical || query.mmr.is_some()
+}
+
+fn elapsed_ms(since: Instant) -> f64 {
+    since.elapsed().as_micros() as f64 / 1e3
+}
+
+/// Largest rank constant of reciprocal rank fusion: far beyond it every rank scores the same.
+const MAX_RRF_K: f32 = 1e6;
+
+/// Checks a query's fusion settings: they apply to hybrid queries only.
+fn check_hybrid(query: &Query, mode: SearchMode, limits: &super::Limits) -> ServiceResult<()> {
+    let invalid = |message: String| Err(ServiceError::invalid("invalid_parameter", message));
+    let h = &query.hybrid;
+    if mode != SearchMode::Hybrid {
+        if *h != fusion::Hybrid::default() {
+            return invalid(format!(
+                "fusion, rrf_k, alpha and candidates apply to hybrid queries; this one runs in \
+                 {} mode",
+                match mode {
+                    SearchMode::Dense => "dense",
+                    SearchMode::Lexical => "lexical",
+                    SearchMode::Hybrid => "hybrid",
+                }
+            ));
+        }
+        return Ok(());
+    }
+    if !(0.0..=1.0).contains(&h.alpha) {
+        return invalid(format!("alpha must be between 0 and 1, got {}", h.alpha));
+    }
+    if let Fusion::Rrf { k } = h.fusion
+        && !(k > 0.0 && k <= MAX_RRF_K)
+    {
+        return invalid(format!(
+            "rrf_k must be above 0 and at most {MAX_RRF_K}, got {k}"
+        ));
+    }
+    if let Some(n) = h.candidates {
+        if n == 0 {
+            return invalid("candidates must be at least 1".into());
+        }
+        Limit::K.check("candidates", n, limits.max_k)?;
+    }
+    Ok(())
 }
 
 /// How many times `max_k` candidates a grouped query may search for, at most, to find its
@@ -524,6 +653,8 @@ impl std::fmt::Display for Plan {
             Plan::Hnsw => "hnsw",
             Plan::Ivf => "ivf",
             Plan::Flat => "flat",
+            Plan::Lexical => "lexical",
+            Plan::Hybrid => "hybrid",
         })
     }
 }

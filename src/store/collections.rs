@@ -15,7 +15,7 @@ use super::{NOW_SQL, Store};
 /// and stay `&'static str`. Unqualified, because `RETURNING` accepts no table names.
 macro_rules! collection_columns {
     () => {
-        "id, name, distance, index_config, dimension, source, model_id, chunking, created_at"
+        "id, name, distance, index_config, dimension, source, model_id, chunking, lexical, created_at"
     };
 }
 
@@ -30,6 +30,7 @@ struct CollectionRow {
     source: String,
     model_id: Option<String>,
     chunking: Option<String>,
+    lexical: Option<String>,
     created_at: String,
 }
 
@@ -55,6 +56,11 @@ impl TryFrom<CollectionRow> for CollectionRecord {
             .as_deref()
             .map(|c| decode_object(c, || what("chunking")))
             .transpose()?;
+        let lexical = row
+            .lexical
+            .as_deref()
+            .map(|c| decode_object(c, || what("lexical")))
+            .transpose()?;
         let dimension = row
             .dimension
             .map(|d| to_usize(d, || what("dimension")))
@@ -68,6 +74,7 @@ impl TryFrom<CollectionRow> for CollectionRecord {
             source,
             model_id: row.model_id,
             chunking,
+            lexical,
             created_at: row.created_at,
         })
     }
@@ -114,6 +121,11 @@ fn validate(new: &NewCollection) -> StoreResult<()> {
             "chunking configuration must be a JSON object".into(),
         ));
     }
+    if new.lexical.as_ref().is_some_and(|c| !c.is_object()) {
+        return Err(StoreError::Invalid(
+            "lexical configuration must be a JSON object".into(),
+        ));
+    }
     if new.dimension == Some(0) {
         return Err(StoreError::Invalid("dimension must be at least 1".into()));
     }
@@ -150,7 +162,8 @@ impl Store {
         let now: String = sqlx::query_scalar(NOW_SQL).fetch_one(&mut *tx).await?;
         let row: CollectionRow = sqlx::query_as(concat!(
             "INSERT INTO collections (name, distance, index_config, dimension, source, \
-             model_id, chunking, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING ",
+             model_id, chunking, lexical, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+             RETURNING ",
             collection_columns!()
         ))
         .bind(&new.name)
@@ -160,6 +173,7 @@ impl Store {
         .bind(new.source.as_str())
         .bind(new.model_id.as_deref())
         .bind(new.chunking.as_ref().map(Value::to_string))
+        .bind(new.lexical.as_ref().map(Value::to_string))
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;

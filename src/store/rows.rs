@@ -76,6 +76,9 @@ pub struct NewCollection {
     pub model_id: Option<String>,
     /// How text is split into passages, a JSON object such as `{"max_tokens": 256, "overlap": 32}`.
     pub chunking: Option<Value>,
+    /// Lexical index settings of a text collection, a JSON object such as
+    /// `{"language": "en"}`; `None` for a collection without one.
+    pub lexical: Option<Value>,
 }
 
 /// A stored collection.
@@ -97,6 +100,8 @@ pub struct CollectionRecord {
     pub model_id: Option<String>,
     /// Text splitting settings (a JSON object), if any.
     pub chunking: Option<Value>,
+    /// Lexical index settings (a JSON object), if any.
+    pub lexical: Option<Value>,
     /// Creation time, RFC 3339 UTC with milliseconds (`2024-05-01T12:00:00.000Z`).
     pub created_at: String,
 }
@@ -113,6 +118,7 @@ impl CollectionRecord {
             && self.source == new.source
             && self.model_id == new.model_id
             && self.chunking == new.chunking
+            && self.lexical == new.lexical
     }
 }
 

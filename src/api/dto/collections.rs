@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::service::{CollectionInfo, CollectionSpec, IndexKind};
+use crate::service::{CollectionInfo, CollectionSpec, IndexKind, LexicalConfig};
 
 use super::{ChunkingSettings, Distance, IndexSettings};
 
@@ -27,6 +27,39 @@ pub struct CreateCollectionRequest {
     /// of overlap).
     #[serde(default)]
     pub chunking: Option<ChunkingSettings>,
+    /// The lexical (BM25) index of a text collection (default `{"language": "en"}`).
+    #[serde(default)]
+    pub lexical: Option<LexicalSettings>,
+}
+
+/// Settings of a text collection's lexical index.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LexicalSettings {
+    /// The analyzer's language: an ISO 639-1 code with stemming and stop words (`ar`, `da`,
+    /// `de`, `el`, `en`, `es`, `fi`, `fr`, `hu`, `it`, `nl`, `no`, `pt`, `ro`, `ru`, `sv`,
+    /// `ta`, `tr`), or `none` for neither (code, mixed languages). Identifiers such as
+    /// `HashMap::entry` or `snake_case_names` are indexed whole and by their parts in every
+    /// language.
+    #[schema(example = "en")]
+    pub language: String,
+}
+
+/// A text collection's lexical index.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct LexicalResponse {
+    /// The analyzer's language.
+    #[schema(example = "en")]
+    pub language: String,
+    /// `ready`, or `failed`: a write failed, and lexical and hybrid queries are refused
+    /// until a restart rebuilds the index from the stored passages.
+    #[schema(example = "ready")]
+    pub status: String,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Bytes it takes on disk.
+    pub disk_bytes: u64,
 }
 
 impl From<CreateCollectionRequest> for CollectionSpec {
@@ -36,6 +69,9 @@ impl From<CreateCollectionRequest> for CollectionSpec {
             index: r.index.into(),
             dimension: r.dimension,
             chunking: r.chunking.map(Into::into),
+            lexical: r.lexical.map(|l| LexicalConfig {
+                language: l.language,
+            }),
         }
     }
 }
@@ -124,6 +160,9 @@ pub struct CollectionResponse {
     pub index: IndexSettings,
     /// Passage splitting of a text collection.
     pub chunking: Option<ChunkingSettings>,
+    /// The lexical index of a text collection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lexical: Option<LexicalResponse>,
     /// Number of documents.
     pub documents: u64,
     /// Number of passages (indexed vectors).
@@ -156,6 +195,12 @@ impl From<CollectionInfo> for CollectionResponse {
             model: c.model,
             index: c.index.into(),
             chunking: c.chunking.map(Into::into),
+            lexical: c.lexical.map(|l| LexicalResponse {
+                language: l.language,
+                status: l.status.to_owned(),
+                error: l.error,
+                disk_bytes: l.disk_bytes,
+            }),
             documents: c.documents,
             passages: c.passages,
             index_state: IndexStateResponse {

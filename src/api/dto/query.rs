@@ -4,7 +4,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::service::{Grouping, Include, Mmr, Plan, Query, QueryHit, QueryInput, QueryResult};
+use crate::service::fusion::DEFAULT_RRF_K;
+use crate::service::{
+    Fusion, Grouping, Hybrid, Include, Leg, Mmr, Plan, Query, QueryHit, QueryInput, QueryResult,
+    SearchMode,
+};
 
 use super::{filter_schema, metadata_schema};
 use crate::api::error::ApiError;
@@ -75,6 +79,50 @@ pub enum GroupBy {
     Document,
 }
 
+/// Which search a query runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ModeName {
+    /// Nearest neighbours of the query's embedding (or of `vector`).
+    Dense,
+    /// BM25 over the passages' text, through the collection's lexical index.
+    Lexical,
+    /// Both, fused by `fusion`.
+    Hybrid,
+}
+
+impl From<ModeName> for SearchMode {
+    fn from(m: ModeName) -> Self {
+        match m {
+            ModeName::Dense => SearchMode::Dense,
+            ModeName::Lexical => SearchMode::Lexical,
+            ModeName::Hybrid => SearchMode::Hybrid,
+        }
+    }
+}
+
+impl From<SearchMode> for ModeName {
+    fn from(m: SearchMode) -> Self {
+        match m {
+            SearchMode::Dense => ModeName::Dense,
+            SearchMode::Lexical => ModeName::Lexical,
+            SearchMode::Hybrid => ModeName::Hybrid,
+        }
+    }
+}
+
+/// How a hybrid query fuses its legs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FusionName {
+    /// Reciprocal rank fusion: `alpha / (rrf_k + dense rank) + (1 − alpha) / (rrf_k +
+    /// lexical rank)`.
+    Rrf,
+    /// Distribution-based score fusion: each leg's scores normalised by their mean ± 3
+    /// standard deviations, weighted by `alpha` and `1 − alpha`, summed.
+    Dbsf,
+}
+
 /// A k-nearest-neighbour query: exactly one of `query` (text, embedded with the collection's
 /// model) and `vector`.
 #[derive(Clone, Debug, Deserialize, ToSchema)]
@@ -116,6 +164,26 @@ pub struct QueryRequest {
     #[serde(default)]
     #[schema(minimum = 1)]
     pub group_size: Option<usize>,
+    /// `dense`, `lexical` or `hybrid`. Default: `hybrid` for a text query of a text
+    /// collection, `dense` for a vector.
+    #[serde(default)]
+    pub mode: Option<ModeName>,
+    /// Hybrid: how the legs are fused (default `rrf`).
+    #[serde(default)]
+    pub fusion: Option<FusionName>,
+    /// Hybrid with `rrf`: the rank constant (default 60).
+    #[serde(default)]
+    #[schema(exclusive_minimum = 0.0, maximum = 1000000.0)]
+    pub rrf_k: Option<f32>,
+    /// Hybrid: the weight of the dense leg; the lexical leg weighs `1 − alpha` (default 0.5).
+    #[serde(default)]
+    #[schema(minimum = 0.0, maximum = 1.0)]
+    pub alpha: Option<f32>,
+    /// Hybrid: candidates each leg returns for fusion (default 50, or twice what the answer
+    /// needs when that is more).
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub candidates: Option<usize>,
 }
 
 impl TryFrom<QueryRequest> for Query {
@@ -157,7 +225,34 @@ impl TryFrom<QueryRequest> for Query {
             }
             (None, None) => None,
         };
+        let fusion_given =
+            r.fusion.is_some() || r.rrf_k.is_some() || r.alpha.is_some() || r.candidates.is_some();
+        if fusion_given && matches!(r.mode, Some(ModeName::Dense | ModeName::Lexical)) {
+            return Err(ApiError::bad_request(
+                "invalid_parameter",
+                "fusion, rrf_k, alpha and candidates apply to \"mode\": \"hybrid\"",
+            ));
+        }
+        let fusion = match (r.fusion, r.rrf_k) {
+            (Some(FusionName::Dbsf), Some(_)) => {
+                return Err(ApiError::bad_request(
+                    "invalid_parameter",
+                    "rrf_k applies to \"fusion\": \"rrf\"",
+                ));
+            }
+            (Some(FusionName::Dbsf), None) => Fusion::Dbsf,
+            (_, k) => Fusion::Rrf {
+                k: k.unwrap_or(DEFAULT_RRF_K),
+            },
+        };
+        let hybrid = Hybrid {
+            fusion,
+            alpha: r.alpha.unwrap_or(Hybrid::default().alpha),
+            candidates: r.candidates,
+        };
         Ok(Query {
+            mode: r.mode.map(Into::into),
+            hybrid,
             input,
             k: r.k,
             filter: r.filter,
@@ -189,6 +284,10 @@ pub enum PlanName {
     Ivf,
     /// An exact scan.
     Flat,
+    /// The lexical (BM25) index.
+    Lexical,
+    /// A hybrid query: its `legs` say which paths ran.
+    Hybrid,
 }
 
 impl From<Plan> for PlanName {
@@ -197,6 +296,32 @@ impl From<Plan> for PlanName {
             Plan::Hnsw => PlanName::Hnsw,
             Plan::Ivf => PlanName::Ivf,
             Plan::Flat => PlanName::Flat,
+            Plan::Lexical => PlanName::Lexical,
+            Plan::Hybrid => PlanName::Hybrid,
+        }
+    }
+}
+
+/// One leg of a hybrid query.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct LegResponse {
+    /// `dense` or `lexical`.
+    pub leg: ModeName,
+    /// The path that answered it.
+    pub plan: PlanName,
+    /// Candidates it returned for fusion.
+    pub candidates: usize,
+    /// Time it took, in milliseconds.
+    pub time_ms: f64,
+}
+
+impl From<Leg> for LegResponse {
+    fn from(l: Leg) -> Self {
+        LegResponse {
+            leg: l.leg.into(),
+            plan: l.plan.into(),
+            candidates: l.candidates,
+            time_ms: l.time_ms,
         }
     }
 }
@@ -224,12 +349,14 @@ pub struct QueryHitResponse {
     pub document_id: String,
     /// Where the passage sits in the document.
     pub passage: PassageSpanResponse,
-    /// Similarity: higher is closer.
+    /// Higher is better: the metric's similarity in dense mode, the BM25 score in lexical
+    /// mode, the fused score in hybrid mode.
     #[schema(example = 0.83)]
     pub score: f32,
-    /// The metric's distance: lower is closer.
+    /// The metric's distance, lower is closer (dense mode only).
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = 0.17)]
-    pub distance: f32,
+    pub distance: Option<f32>,
     /// The passage text (with `include: ["text"]`, the default).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
@@ -268,6 +395,9 @@ pub struct QueryResponse {
     pub results: Vec<QueryHitResponse>,
     /// Which search path answered.
     pub plan: PlanName,
+    /// A hybrid query's legs, dense then lexical, each with its path and time.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub legs: Vec<LegResponse>,
     /// Time spent in the service, in milliseconds.
     pub time_ms: f64,
 }
@@ -277,6 +407,7 @@ impl From<QueryResult> for QueryResponse {
         QueryResponse {
             results: r.results.into_iter().map(Into::into).collect(),
             plan: r.plan.into(),
+            legs: r.legs.into_iter().map(Into::into).collect(),
             time_ms: r.time_ms,
         }
     }
