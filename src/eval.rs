@@ -57,7 +57,7 @@ impl Mode {
             Mode::Dense => "dense",
             Mode::Lexical => "lexical",
             Mode::Hybrid(h) => match h.fusion {
-                Fusion::Rrf { .. } => "hybrid",
+                Fusion::Rrf { .. } => "hybrid-rrf",
                 Fusion::Dbsf => "hybrid-dbsf",
             },
             Mode::Mmr(_) => "mmr",

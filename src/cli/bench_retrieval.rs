@@ -50,12 +50,13 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = 10)]
     k: usize,
 
-    /// Modes to evaluate, comma-separated: dense, lexical, hybrid (reciprocal rank fusion),
-    /// hybrid-dbsf (score fusion), mmr, grouped.
+    /// Modes to evaluate, comma-separated: dense, lexical, hybrid-rrf (reciprocal rank
+    /// fusion), hybrid-dbsf (distribution-based score fusion, the server's default), mmr,
+    /// grouped.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "dense,lexical,hybrid,hybrid-dbsf,mmr,grouped"
+        default_value = "dense,lexical,hybrid-rrf,hybrid-dbsf,mmr,grouped"
     )]
     modes: Vec<String>,
 
@@ -96,8 +97,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         .map(|m| match m.as_str() {
             "dense" => Ok(Mode::Dense),
             "lexical" => Ok(Mode::Lexical),
-            "hybrid" | "hybrid-dbsf" => Ok(Mode::Hybrid(Hybrid {
-                fusion: if m == "hybrid" {
+            "hybrid-rrf" | "hybrid-dbsf" => Ok(Mode::Hybrid(Hybrid {
+                fusion: if m == "hybrid-rrf" {
                     Fusion::Rrf { k: args.rrf_k }
                 } else {
                     Fusion::Dbsf
@@ -111,7 +112,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             })),
             "grouped" => Ok(Mode::Grouped),
             other => anyhow::bail!(
-                "unknown mode {other:?}: dense, lexical, hybrid, hybrid-dbsf, mmr or grouped"
+                "unknown mode {other:?}: dense, lexical, hybrid-rrf, hybrid-dbsf, mmr or grouped"
             ),
         })
         .collect::<anyhow::Result<Vec<_>>>()?;

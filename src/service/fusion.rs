@@ -41,10 +41,15 @@ pub struct Hybrid {
     pub candidates: Option<usize>,
 }
 
+/// The fusion of a hybrid query that names none: distribution-based score fusion, which
+/// ranked the right section first more often than reciprocal rank fusion on the evaluation set
+/// (BENCHMARKS.md, "Answer quality"), for every kind of query in it.
+pub const DEFAULT_FUSION: Fusion = Fusion::Dbsf;
+
 impl Default for Hybrid {
     fn default() -> Self {
         Hybrid {
-            fusion: Fusion::Rrf { k: DEFAULT_RRF_K },
+            fusion: DEFAULT_FUSION,
             alpha: 0.5,
             candidates: None,
         }

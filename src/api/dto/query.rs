@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::service::fusion::DEFAULT_RRF_K;
+use crate::service::fusion::{DEFAULT_FUSION, DEFAULT_RRF_K};
 use crate::service::{
     Fusion, Grouping, Hybrid, Include, Leg, Mmr, Plan, Query, QueryHit, QueryInput, QueryResult,
     SearchMode,
@@ -168,7 +168,7 @@ pub struct QueryRequest {
     /// collection, `dense` for a vector.
     #[serde(default)]
     pub mode: Option<ModeName>,
-    /// Hybrid: how the legs are fused (default `rrf`).
+    /// Hybrid: how the legs are fused (default `dbsf`; `rrf` when only `rrf_k` is given).
     #[serde(default)]
     pub fusion: Option<FusionName>,
     /// Hybrid with `rrf`: the rank constant (default 60).
@@ -241,6 +241,8 @@ impl TryFrom<QueryRequest> for Query {
                 ));
             }
             (Some(FusionName::Dbsf), None) => Fusion::Dbsf,
+            // A rank constant alone asks for rank fusion.
+            (None, None) => DEFAULT_FUSION,
             (_, k) => Fusion::Rrf {
                 k: k.unwrap_or(DEFAULT_RRF_K),
             },
