@@ -141,6 +141,40 @@ impl TextTokenizer {
         Ok(Encoded::from_ids(encoding.get_ids().to_vec()))
     }
 
+    /// Tokens the pair template adds around a pair (3 for BERT's `[CLS] a [SEP] b [SEP]`): a
+    /// pair limit must leave room beyond them, or the truncating tokenizer cannot work.
+    pub(crate) fn pair_special_tokens(&self) -> EmbedResult<usize> {
+        let encoding = self
+            .plain
+            .encode(("", ""), true)
+            .map_err(|e| EmbedError::Tokenizer(e.to_string()))?;
+        Ok(encoding.len())
+    }
+
+    /// Tokenizes the pair (`first`, `second`) with the tokenizer's pair template (`[CLS] first
+    /// [SEP] second [SEP]` for BERT, types 0 then 1), truncating the longer of the two, token
+    /// by token, until the pair fits `max_seq_length` (`longest_first`, as sentence-transformers'
+    /// `CrossEncoder` asks of the same tokenizer). The template's token types are kept only
+    /// with `token_types`; without, every token is of type 0.
+    pub(crate) fn encode_pair(
+        &self,
+        first: &str,
+        second: &str,
+        token_types: bool,
+    ) -> EmbedResult<Encoded> {
+        let (first, second) = (self.prepare(first), self.prepare(second));
+        let encoding = self
+            .truncating
+            .encode((first.as_ref(), second.as_ref()), true)
+            .map_err(|e| EmbedError::Tokenizer(e.to_string()))?;
+        let ids = encoding.get_ids().to_vec();
+        Ok(if token_types {
+            Encoded::with_type_ids(ids, encoding.get_type_ids().to_vec())
+        } else {
+            Encoded::from_ids(ids)
+        })
+    }
+
     fn prepare<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
         if self.lowercase {
             text.to_lowercase().into()
