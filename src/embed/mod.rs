@@ -162,6 +162,19 @@ pub enum EmbedError {
         /// Why each source failed.
         reason: String,
     },
+    /// A cross-encoder was named that is not on disk and could not be fetched.
+    #[error(
+        "cross-encoder {model} not found: {reason}. Name a local cross-encoder directory (what \
+         sentence-transformers' CrossEncoder.save writes, or a transformers \
+         sequence-classification model directory) or a hub model id (ORG/NAME) to download \
+         into <data dir>/models/"
+    )]
+    RerankerNotFound {
+        /// The directory or hub id as named.
+        model: String,
+        /// Why it was not found: no such directory, or why each source failed.
+        reason: String,
+    },
     /// The embedding queue for interactive requests is full: retry later.
     #[error(
         "the embedding queue is full ({queued} texts waiting, capacity {capacity}); retry later"

@@ -49,6 +49,11 @@
 //! * **Replies** go back over oneshot channels, each request's vectors in its own order, when
 //!   its last text has been embedded.
 //!
+//! The machinery is generic over the model it runs ([`BatchModel`]: one input → one token
+//! sequence, a batch of sequences → one output each): [`EmbeddingWorker`] runs it over the
+//! sentence encoder with both lanes, [`RerankWorker`](super::RerankWorker) over a cross-encoder
+//! with the interactive lane alone (a rerank always has a caller waiting).
+//!
 //! Dropping the worker (or [`EmbeddingWorker::shutdown`]) stops admission, finishes every
 //! admitted request (a bulk request: the chunks already in its lane; the next chunk is refused
 //! with [`EmbedError::WorkerStopped`]) and joins the threads; it blocks until then, so drop the
