@@ -55,6 +55,8 @@ enum BenchCommand {
     Ann(cli::bench_ann::Args),
     /// Measure the sentence encoder: sentences per second and batch latency.
     Embed(cli::bench_embed::Args),
+    /// Measure the cross-encoder reranker: pairs per second and request latency.
+    Rerank(cli::bench_rerank::Args),
     /// Load a corpus and score queries with known answers per retrieval mode: MRR, nDCG,
     /// hit@1, recall and latency.
     Retrieval(Box<cli::bench_retrieval::Args>),
@@ -76,6 +78,7 @@ fn main() -> ExitCode {
         Command::Model(ModelCommand::Fetch(args)) => cli::model::fetch(args),
         Command::Bench(BenchCommand::Ann(args)) => cli::bench_ann::run(args),
         Command::Bench(BenchCommand::Embed(args)) => cli::bench_embed::run(args),
+        Command::Bench(BenchCommand::Rerank(args)) => cli::bench_rerank::run(args),
         Command::Bench(BenchCommand::Retrieval(args)) => cli::bench_retrieval::run(*args),
         Command::Healthcheck(args) => cli::healthcheck::run(args),
     };

@@ -2,6 +2,7 @@
 
 pub(crate) mod bench_ann;
 pub(crate) mod bench_embed;
+pub(crate) mod bench_rerank;
 pub(crate) mod bench_retrieval;
 pub(crate) mod embed;
 pub(crate) mod healthcheck;

@@ -13,16 +13,19 @@
 //! * Bias, activation, residual and LayerNorm work is fused into single vectorised passes
 //!   ([`ops`](super::ops)), also spread over the threads by rows.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device};
 use gemm::Parallelism;
+use rayon::ThreadPool;
 use rayon::prelude::*;
 
 use super::config::{Architecture, ModelConfig};
 use super::dense::{self, PackedMatrix, SyncPtr};
 use super::ops;
+use super::tokenize::Encoded;
 use super::{EmbedError, EmbedResult};
 
 /// Rows per task when element-wise work is spread over threads: enough to amortise the task
@@ -31,9 +34,9 @@ const ROWS_PER_TASK: usize = 16;
 
 /// A dense layer `y = x·Wᵀ + b`, with `Wᵀ` (`n_in × n_out`) in the layout the matrix
 /// multiplication reads.
-struct Linear {
-    weight: PackedMatrix,
-    bias: Vec<f32>,
+pub(crate) struct Linear {
+    pub(crate) weight: PackedMatrix,
+    pub(crate) bias: Vec<f32>,
 }
 
 struct LayerNorm {
@@ -58,55 +61,135 @@ pub(crate) struct Bert {
     /// Position embeddings from `config.position_offset` on, with the token type 0 embedding
     /// already added (single-segment input always has type 0).
     position_embeddings: Vec<f32>,
+    /// For each token type `t`, `type_embedding[t] − type_embedding[0]` (`type_vocab_size ×
+    /// hidden`): added to the tokens of a type other than 0 (the second segment of a pair), so
+    /// that single texts pay nothing for token types.
+    type_deltas: Vec<f32>,
     embed_norm: LayerNorm,
     layers: Vec<Layer>,
 }
 
-impl Bert {
-    /// Loads the weights from a safetensors file. Tensors in f16 or bf16 are widened to f32.
-    pub(crate) fn load(path: &Path, config: ModelConfig) -> EmbedResult<Self> {
+/// A `model.safetensors` file, memory-mapped while a model's tensors are copied out of it.
+pub(crate) struct Weights {
+    path: PathBuf,
+    st: MmapedSafetensors,
+    names: Vec<String>,
+}
+
+impl Weights {
+    /// Maps the safetensors file `path`.
+    pub(crate) fn open(path: &Path) -> EmbedResult<Self> {
         if !path.exists() {
             return Err(EmbedError::MissingFile {
                 path: path.to_owned(),
             });
         }
-        let invalid = |reason: String| EmbedError::InvalidWeights {
+        // SAFETY: the file stays mapped only while a model is being loaded from it (a
+        // `Weights` lives no longer than a load), while the tensors are copied out; it must not
+        // be truncated meanwhile, which is the usual contract for a model directory being
+        // loaded.
+        let st =
+            unsafe { MmapedSafetensors::new(path) }.map_err(|e| EmbedError::InvalidWeights {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            })?;
+        let names = st.tensors().into_iter().map(|(n, _)| n).collect();
+        Ok(Weights {
             path: path.to_owned(),
+            st,
+            names,
+        })
+    }
+
+    /// Whether the file holds a tensor of that name.
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        self.names.iter().any(|n| n == name)
+    }
+
+    /// An [`EmbedError::InvalidWeights`] about this file.
+    pub(crate) fn invalid(&self, reason: String) -> EmbedError {
+        EmbedError::InvalidWeights {
+            path: self.path.clone(),
             reason,
-        };
-        // SAFETY: the file is memory-mapped only for the duration of this function, while the
-        // tensors are copied out; it must not be truncated meanwhile, which is the usual
-        // contract for a model directory being loaded.
-        let st = unsafe { MmapedSafetensors::new(path) }.map_err(|e| invalid(e.to_string()))?;
-        let names: Vec<String> = st.tensors().into_iter().map(|(n, _)| n).collect();
-        let (probe, prefixes) = match config.architecture {
-            Architecture::Bert => ("embeddings.word_embeddings.weight", &["", "bert."][..]),
-            Architecture::Roberta => ("embeddings.word_embeddings.weight", &["", "roberta."][..]),
-            Architecture::DistilBert => (
-                "embeddings.word_embeddings.weight",
-                &["", "distilbert."][..],
-            ),
-        };
-        let prefix = prefixes
-            .iter()
-            .find(|p| names.iter().any(|n| *n == format!("{p}{probe}")))
-            .ok_or_else(|| invalid(format!("no tensor `{probe}`")))?;
-        let load = |name: &str, shape: &[usize]| -> EmbedResult<Vec<f32>> {
-            let full = format!("{prefix}{name}");
-            let tensor = st
-                .load(&full, &Device::Cpu)
-                .map_err(|_| invalid(format!("no tensor `{full}`")))?;
-            if tensor.dims() != shape {
-                return Err(invalid(format!(
-                    "tensor `{full}` has shape {:?}, config.json implies {shape:?}",
-                    tensor.dims()
-                )));
+        }
+    }
+
+    /// The tensor `name`, which must have shape `shape`, widened to `f32`, row-major.
+    pub(crate) fn load(&self, name: &str, shape: &[usize]) -> EmbedResult<Vec<f32>> {
+        let tensor = self
+            .st
+            .load(name, &Device::Cpu)
+            .map_err(|_| self.invalid(format!("no tensor `{name}`")))?;
+        if tensor.dims() != shape {
+            return Err(self.invalid(format!(
+                "tensor `{name}` has shape {:?}, config.json implies {shape:?}",
+                tensor.dims()
+            )));
+        }
+        tensor
+            .to_dtype(DType::F32)
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(|e| self.invalid(format!("tensor `{name}`: {e}")))
+    }
+
+    /// The dense layers `names` (each `{name}.weight`, `n_out_each × n_in`, and `{name}.bias`)
+    /// side by side as one layer: output columns in the order of `names`.
+    pub(crate) fn linear(
+        &self,
+        names: &[String],
+        n_in: usize,
+        n_out_each: usize,
+    ) -> EmbedResult<Linear> {
+        let n_out = n_out_each * names.len();
+        let mut weight_t = vec![0.0f32; n_in * n_out];
+        let mut bias = Vec::with_capacity(n_out);
+        for (part, name) in names.iter().enumerate() {
+            let w = self.load(&format!("{name}.weight"), &[n_out_each, n_in])?;
+            for (o, row) in w.chunks_exact(n_in).enumerate() {
+                for (k, &v) in row.iter().enumerate() {
+                    weight_t[k * n_out + part * n_out_each + o] = v;
+                }
             }
-            tensor
-                .to_dtype(DType::F32)
-                .and_then(|t| t.flatten_all())
-                .and_then(|t| t.to_vec1::<f32>())
-                .map_err(|e| invalid(format!("tensor `{full}`: {e}")))
+            bias.extend(self.load(&format!("{name}.bias"), &[n_out_each])?);
+        }
+        Ok(Linear {
+            weight: PackedMatrix::new(weight_t, n_in, n_out),
+            bias,
+        })
+    }
+}
+
+impl Bert {
+    /// Loads the weights from a safetensors file. Tensors in f16 or bf16 are widened to f32.
+    pub(crate) fn load(path: &Path, config: ModelConfig) -> EmbedResult<Self> {
+        Self::from_weights(&Weights::open(path)?, config)
+    }
+
+    /// The prefix of the encoder's tensor names in `weights`: none for a bare encoder (what
+    /// sentence-transformers saves), the architecture's name for a model with a task head
+    /// (`bert.` in `BertForSequenceClassification`).
+    pub(crate) fn prefix(weights: &Weights, config: &ModelConfig) -> EmbedResult<&'static str> {
+        let probe = "embeddings.word_embeddings.weight";
+        let prefixes: &[&'static str] = match config.architecture {
+            Architecture::Bert => &["", "bert."],
+            Architecture::Roberta => &["", "roberta."],
+            Architecture::DistilBert => &["", "distilbert."],
+        };
+        prefixes
+            .iter()
+            .copied()
+            .find(|p| weights.contains(&format!("{p}{probe}")))
+            .ok_or_else(|| weights.invalid(format!("no tensor `{probe}`")))
+    }
+
+    /// Loads the encoder's weights from an open safetensors file.
+    pub(crate) fn from_weights(weights: &Weights, config: ModelConfig) -> EmbedResult<Self> {
+        let prefix = Self::prefix(weights, &config)?;
+        let load = |name: &str, shape: &[usize]| weights.load(&format!("{prefix}{name}"), shape);
+        let linear = |names: &[String], n_in: usize, n_out_each: usize| {
+            let full: Vec<String> = names.iter().map(|n| format!("{prefix}{n}")).collect();
+            weights.linear(&full, n_in, n_out_each)
         };
 
         let h = config.hidden_size;
@@ -117,6 +200,7 @@ impl Bert {
             &[config.max_position_embeddings, h],
         )?;
         let mut position_embeddings = positions[config.position_offset * h..].to_vec();
+        let mut type_deltas = Vec::new();
         if config.type_vocab_size > 0 {
             let types = load(
                 "embeddings.token_type_embeddings.weight",
@@ -125,6 +209,10 @@ impl Bert {
             for row in position_embeddings.chunks_exact_mut(h) {
                 row.iter_mut().zip(&types[..h]).for_each(|(p, t)| *p += t);
             }
+            type_deltas = types
+                .chunks_exact(h)
+                .flat_map(|row| row.iter().zip(&types[..h]).map(|(t, t0)| t - t0))
+                .collect();
         }
         let norm = |name: &str| -> EmbedResult<LayerNorm> {
             Ok(LayerNorm {
@@ -132,25 +220,6 @@ impl Bert {
                 beta: load(&format!("{name}.bias"), &[h])?,
             })
         };
-        let linear = |names: &[String], n_in: usize, n_out_each: usize| -> EmbedResult<Linear> {
-            let n_out = n_out_each * names.len();
-            let mut weight_t = vec![0.0f32; n_in * n_out];
-            let mut bias = Vec::with_capacity(n_out);
-            for (part, name) in names.iter().enumerate() {
-                let w = load(&format!("{name}.weight"), &[n_out_each, n_in])?;
-                for (o, row) in w.chunks_exact(n_in).enumerate() {
-                    for (k, &v) in row.iter().enumerate() {
-                        weight_t[k * n_out + part * n_out_each + o] = v;
-                    }
-                }
-                bias.extend(load(&format!("{name}.bias"), &[n_out_each])?);
-            }
-            Ok(Linear {
-                weight: PackedMatrix::new(weight_t, n_in, n_out),
-                bias,
-            })
-        };
-
         let distil = config.architecture == Architecture::DistilBert;
         let mut layers = Vec::with_capacity(config.num_layers);
         for l in 0..config.num_layers {
@@ -198,6 +267,7 @@ impl Bert {
             config,
             word_embeddings,
             position_embeddings,
+            type_deltas,
             embed_norm,
             layers,
         })
@@ -208,14 +278,15 @@ impl Bert {
         &self.config
     }
 
-    /// Runs the encoder over `seqs` (each non-empty, with ids below the vocabulary size and no
-    /// longer than the position table; the caller checks). Returns the final hidden states of
-    /// all tokens, sequence after sequence, `Σ len × hidden` row-major, inside `scratch`.
+    /// Runs the encoder over `seqs` (each non-empty, with ids below the vocabulary size, token
+    /// types below the type vocabulary size, and no longer than the position table; the caller
+    /// checks with [`Runner::check`]). Returns the final hidden states of all tokens,
+    /// sequence after sequence, `Σ len × hidden` row-major, inside `scratch`.
     ///
     /// Must run inside the rayon pool whose threads it should use; `threads` is that pool's size.
     pub(crate) fn forward<'s>(
         &self,
-        seqs: &[&[u32]],
+        seqs: &[&Encoded],
         threads: usize,
         scratch: &'s mut Scratch,
     ) -> &'s [f32] {
@@ -241,20 +312,30 @@ impl Bert {
         let tmp = grow(tmp, total * h);
         let inter = grow(inter, total * self.config.intermediate_size);
 
-        // Embeddings: word + (position + type), then LayerNorm.
-        let tokens: Vec<(usize, u32)> = seqs
+        // Embeddings: word + (position + type 0) [+ (type − type 0)], then LayerNorm.
+        let tokens: Vec<(usize, u32, u32)> = seqs
             .iter()
-            .flat_map(|s| s.iter().copied().enumerate())
+            .flat_map(|s| {
+                let types = s.type_ids();
+                s.ids()
+                    .iter()
+                    .enumerate()
+                    .map(move |(pos, &id)| (pos, id, types.map_or(0, |t| t[pos])))
+            })
             .collect();
         x.par_chunks_mut(h)
             .zip(tokens.par_iter())
             .with_min_len(ROWS_PER_TASK)
-            .for_each(|(row, &(pos, id))| {
+            .for_each(|(row, &(pos, id, kind))| {
                 let word = &self.word_embeddings[id as usize * h..][..h];
                 let position = &self.position_embeddings[pos * h..][..h];
                 row.iter_mut()
                     .zip(word.iter().zip(position))
                     .for_each(|(r, (w, p))| *r = w + p);
+                if kind != 0 {
+                    let delta = &self.type_deltas[kind as usize * h..][..h];
+                    row.iter_mut().zip(delta).for_each(|(r, d)| *r += d);
+                }
             });
         par_rows(x, h, |rows| {
             ops::layer_norm(
@@ -304,7 +385,7 @@ impl Bert {
 
     /// Scaled dot-product attention of every sequence and head over its own tokens, writing
     /// each head's context into its columns of `ctx` (`total × hidden`).
-    fn attention(&self, qkv: &[f32], seqs: &[&[u32]], starts: &[usize], ctx: &mut [f32]) {
+    fn attention(&self, qkv: &[f32], seqs: &[&Encoded], starts: &[usize], ctx: &mut [f32]) {
         let h = self.config.hidden_size;
         let heads = self.config.num_heads;
         let d = h / heads;
@@ -378,6 +459,142 @@ impl Bert {
                 );
             }
         });
+    }
+}
+
+/// Tokens run through the transformer in one pass at most; a larger batch is split. This bounds
+/// the working memory of a call (about 4 KB per token for a 384-wide model) without costing
+/// throughput: a pass of a few thousand tokens already keeps the matrix kernels at full speed.
+const MAX_TOKENS_PER_PASS: usize = 4096;
+
+/// A loaded transformer with what every model built on it needs to run it: its own thread pool
+/// and forward-pass working memory reused across calls. The sentence encoder and the
+/// cross-encoder each own one and put their head (pooling, classification) on its output.
+pub(crate) struct Runner {
+    bert: Bert,
+    pool: ThreadPool,
+    threads: usize,
+    /// Forward-pass working memory, one per call in flight, reused across calls.
+    scratch: Mutex<Vec<Scratch>>,
+}
+
+impl Runner {
+    /// Starts a pool of `threads` threads (default: one per CPU) named `{name}-{i}` for `bert`.
+    pub(crate) fn new(bert: Bert, threads: Option<usize>, name: &'static str) -> EmbedResult<Self> {
+        let threads = threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(move |i| format!("{name}-{i}"))
+            .build()
+            .map_err(|e| EmbedError::ThreadPool(e.to_string()))?;
+        Ok(Runner {
+            bert,
+            pool,
+            threads,
+            scratch: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The transformer.
+    pub(crate) fn bert(&self) -> &Bert {
+        &self.bert
+    }
+
+    /// The model's own thread pool.
+    pub(crate) fn pool(&self) -> &ThreadPool {
+        &self.pool
+    }
+
+    /// Threads of the model's own pool.
+    pub(crate) fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Checks that every sequence of `batch` can run through the model: non-empty, at most
+    /// `max_len` tokens, ids inside the vocabulary, token types (where given) one per token
+    /// and inside the model's type vocabulary.
+    pub(crate) fn check(&self, batch: &[Encoded], max_len: usize) -> EmbedResult<()> {
+        let config = self.bert.config();
+        let vocab = config.vocab_size;
+        let types = config.type_vocab_size;
+        for (i, e) in batch.iter().enumerate() {
+            if e.is_empty() {
+                return Err(EmbedError::InvalidInput(format!(
+                    "input {i} has no tokens; tokenized text always has its special tokens"
+                )));
+            }
+            if e.len() > max_len {
+                return Err(EmbedError::InvalidInput(format!(
+                    "input {i} has {} tokens, more than the model's limit of {max_len}",
+                    e.len(),
+                )));
+            }
+            if let Some(&id) = e.ids().iter().find(|&&id| id as usize >= vocab) {
+                return Err(EmbedError::InvalidInput(format!(
+                    "input {i} has token id {id}, outside the vocabulary of {vocab}"
+                )));
+            }
+            if let Some(type_ids) = e.type_ids() {
+                if type_ids.len() != e.len() {
+                    return Err(EmbedError::InvalidInput(format!(
+                        "input {i} has {} token types for {} tokens",
+                        type_ids.len(),
+                        e.len()
+                    )));
+                }
+                if let Some(&t) = type_ids.iter().find(|&&t| t as usize >= types.max(1)) {
+                    return Err(EmbedError::InvalidInput(format!(
+                        "input {i} has token type {t}; the model has {types} token types"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the checked `batch` through the transformer on `pool`, in passes of at most
+    /// [`MAX_TOKENS_PER_PASS`] tokens, in order; after each pass, still inside `pool`, calls
+    /// `head` with the pass's sequences, their final hidden states (`Σ len × hidden`, sequence
+    /// after sequence) and the pool's size, so that a head may spread its own work over the
+    /// same threads.
+    pub(crate) fn run(
+        &self,
+        pool: &ThreadPool,
+        batch: &[Encoded],
+        mut head: impl FnMut(&[&Encoded], &[f32], usize) + Send,
+    ) {
+        let mut scratch = self
+            .scratch
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+            .unwrap_or_default();
+        let threads = pool.current_num_threads();
+        let mut rest = batch;
+        while !rest.is_empty() {
+            let mut tokens = 0;
+            let take = rest
+                .iter()
+                .take_while(|e| {
+                    tokens += e.len();
+                    tokens <= MAX_TOKENS_PER_PASS
+                })
+                .count()
+                .max(1);
+            let (chunk, tail) = rest.split_at(take);
+            rest = tail;
+            let seqs: Vec<&Encoded> = chunk.iter().collect();
+            pool.install(|| {
+                let states = self.bert.forward(&seqs, threads, &mut scratch);
+                head(&seqs, states, threads);
+            });
+        }
+        self.scratch
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(scratch);
     }
 }
 

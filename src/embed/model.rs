@@ -1,21 +1,15 @@
 //! [`SentenceEncoder`]: a loaded sentence-transformers model, ready to embed text.
 
 use std::path::Path;
-use std::sync::Mutex;
 
 use rayon::ThreadPool;
 use tokenizers::Tokenizer;
 
-use super::bert::{Bert, Scratch};
+use super::bert::{Bert, Runner};
 use super::config::{self, ModelConfig, Modules, SentenceBertConfig};
 use super::pooling::{self, Pooling};
 use super::tokenize::{Encoded, TextTokenizer};
 use super::{EmbedError, EmbedResult};
-
-/// Tokens run through the transformer in one pass at most; a larger batch is split. This bounds
-/// the working memory of a call (about 4 KB per token for a 384-wide model) without costing
-/// throughput: a pass of a few thousand tokens already keeps the matrix kernels at full speed.
-const MAX_TOKENS_PER_PASS: usize = 4096;
 
 /// How to load a model. The defaults follow the model's own configuration.
 #[derive(Clone, Debug, Default)]
@@ -43,26 +37,22 @@ pub struct EncoderOptions {
 /// does: a valid, finite vector, identical for all such texts.
 pub struct SentenceEncoder {
     model_id: String,
-    bert: Bert,
+    runner: Runner,
     tokenizer: TextTokenizer,
     pooling: Pooling,
     normalize: bool,
     max_seq_length: usize,
-    pool: ThreadPool,
-    threads: usize,
-    /// Forward-pass working memory, one per call in flight, reused across calls.
-    scratch: Mutex<Vec<Scratch>>,
 }
 
 impl std::fmt::Debug for SentenceEncoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SentenceEncoder")
             .field("model_id", &self.model_id)
-            .field("config", self.bert.config())
+            .field("config", self.config())
             .field("pooling", &self.pooling)
             .field("normalize", &self.normalize)
             .field("max_seq_length", &self.max_seq_length)
-            .field("threads", &self.threads)
+            .field("threads", &self.threads())
             .finish_non_exhaustive()
     }
 }
@@ -98,35 +88,15 @@ impl SentenceEncoder {
         let tokenizer = TextTokenizer::load(tdir, max_seq_length, sbert.do_lower_case)?;
 
         let bert = Bert::load(&tdir.join("model.safetensors"), model_config)?;
-
-        let threads = opts
-            .threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-            .max(1);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("embed-{i}"))
-            .build()
-            .map_err(|e| EmbedError::ThreadPool(e.to_string()))?;
-        let model_id = opts.model_id.clone().unwrap_or_else(|| {
-            dir.canonicalize()
-                .ok()
-                .as_deref()
-                .unwrap_or(dir)
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        });
+        let runner = Runner::new(bert, opts.threads, "embed")?;
+        let model_id = opts.model_id.clone().unwrap_or_else(|| directory_name(dir));
         Ok(SentenceEncoder {
             model_id,
-            bert,
+            runner,
             tokenizer,
             pooling,
             normalize: modules.normalize,
             max_seq_length,
-            pool,
-            threads,
-            scratch: Mutex::new(Vec::new()),
         })
     }
 
@@ -137,7 +107,7 @@ impl SentenceEncoder {
 
     /// Width of the embeddings.
     pub fn dim(&self) -> usize {
-        self.pooling.output_dim(self.bert.config().hidden_size)
+        self.pooling.output_dim(self.config().hidden_size)
     }
 
     /// Longest token sequence embedded, special tokens included; longer texts are truncated.
@@ -157,12 +127,12 @@ impl SentenceEncoder {
 
     /// The transformer's configuration.
     pub fn config(&self) -> &ModelConfig {
-        self.bert.config()
+        self.runner.bert().config()
     }
 
     /// Threads of the encoder's pool.
     pub fn threads(&self) -> usize {
-        self.threads
+        self.runner.threads()
     }
 
     /// The model's tokenizer as shipped, with its padding and truncation switched off: for
@@ -193,7 +163,7 @@ impl SentenceEncoder {
     ///
     /// A text's embedding does not depend on what else is in the batch (up to float rounding).
     pub fn embed_encoded(&self, batch: &[Encoded]) -> EmbedResult<Vec<Vec<f32>>> {
-        self.embed_encoded_on(&self.pool, batch)
+        self.embed_encoded_on(self.runner.pool(), batch)
     }
 
     /// [`embed_encoded`](Self::embed_encoded) on the threads of `pool` instead of the
@@ -204,53 +174,13 @@ impl SentenceEncoder {
         pool: &ThreadPool,
         batch: &[Encoded],
     ) -> EmbedResult<Vec<Vec<f32>>> {
-        let vocab = self.bert.config().vocab_size;
-        for (i, e) in batch.iter().enumerate() {
-            if e.is_empty() {
-                return Err(EmbedError::InvalidInput(format!(
-                    "input {i} has no tokens; tokenized text always has its special tokens"
-                )));
-            }
-            if e.len() > self.max_seq_length {
-                return Err(EmbedError::InvalidInput(format!(
-                    "input {i} has {} tokens, more than max_seq_length {}",
-                    e.len(),
-                    self.max_seq_length
-                )));
-            }
-            if let Some(&id) = e.ids().iter().find(|&&id| id as usize >= vocab) {
-                return Err(EmbedError::InvalidInput(format!(
-                    "input {i} has token id {id}, outside the vocabulary of {vocab}"
-                )));
-            }
-        }
-        let hidden = self.bert.config().hidden_size;
+        self.runner.check(batch, self.max_seq_length)?;
+        let hidden = self.config().hidden_size;
         let dim = self.dim();
         let mut out = Vec::with_capacity(batch.len());
-        let mut scratch = self
-            .scratch
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop()
-            .unwrap_or_default();
-        let mut rest = batch;
-        while !rest.is_empty() {
-            let mut tokens = 0;
-            let take = rest
-                .iter()
-                .take_while(|e| {
-                    tokens += e.len();
-                    tokens <= MAX_TOKENS_PER_PASS
-                })
-                .count()
-                .max(1);
-            let (chunk, tail) = rest.split_at(take);
-            rest = tail;
-            let seqs: Vec<&[u32]> = chunk.iter().map(Encoded::ids).collect();
-            let threads = pool.current_num_threads();
-            let states = pool.install(|| self.bert.forward(&seqs, threads, &mut scratch));
+        self.runner.run(pool, batch, |seqs, states, _threads| {
             let mut row = 0;
-            for seq in &seqs {
+            for seq in seqs {
                 let mut v = vec![0.0f32; dim];
                 self.pooling.pool(
                     &states[row * hidden..(row + seq.len()) * hidden],
@@ -263,11 +193,7 @@ impl SentenceEncoder {
                 row += seq.len();
                 out.push(v);
             }
-        }
-        self.scratch
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(scratch);
+        });
         Ok(out)
     }
 
@@ -278,4 +204,15 @@ impl SentenceEncoder {
         let encoded = self.tokenize(texts)?;
         self.embed_encoded(&encoded)
     }
+}
+
+/// The name of directory `dir` (resolved, so that `.` has one): a local model's default id.
+pub(crate) fn directory_name(dir: &Path) -> String {
+    dir.canonicalize()
+        .ok()
+        .as_deref()
+        .unwrap_or(dir)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }

@@ -49,6 +49,11 @@
 //! * **Replies** go back over oneshot channels, each request's vectors in its own order, when
 //!   its last text has been embedded.
 //!
+//! The machinery is generic over the model it runs ([`BatchModel`]: one input → one token
+//! sequence, a batch of sequences → one output each): [`EmbeddingWorker`] runs it over the
+//! sentence encoder with both lanes, [`RerankWorker`](super::RerankWorker) over a cross-encoder
+//! with the interactive lane alone (a rerank always has a caller waiting).
+//!
 //! Dropping the worker (or [`EmbeddingWorker::shutdown`]) stops admission, finishes every
 //! admitted request (a bulk request: the chunks already in its lane; the next chunk is refused
 //! with [`EmbedError::WorkerStopped`]) and joins the threads; it blocks until then, so drop the
@@ -70,8 +75,55 @@ use tokio::sync::oneshot;
 
 use super::{EmbedError, EmbedResult, Embedder, Encoded, SentenceEncoder};
 
+/// A model a worker runs: it turns each input of a request into one token sequence, and a
+/// batch of sequences into one output each. The sentence encoder (a text to a vector) and the
+/// cross-encoder (a query–passage pair to a relevance score) both run on the same transformer
+/// forward pass, so one worker design serves both.
+pub(crate) trait BatchModel: Send + Sync + 'static {
+    /// One item of a request: a text to embed, a pair to score.
+    type Input: Send + 'static;
+    /// What the model makes of one input. `Default` only fills the slots of a request's
+    /// results before its batches come back.
+    type Output: Default + Send + 'static;
+    /// What the model is called in error messages and logs.
+    const NAME: &'static str;
+
+    /// Tokenizes one input (truncated to the model's limit).
+    fn tokenize(&self, input: &Self::Input) -> EmbedResult<Encoded>;
+
+    /// Runs a batch on `pool` (the model's own when `None`): one output per sequence, in order.
+    fn run(&self, pool: Option<&ThreadPool>, batch: &[Encoded]) -> EmbedResult<Vec<Self::Output>>;
+
+    /// Threads of the model's own pool (a lane with a pool of its own gets as many).
+    fn threads(&self) -> usize;
+}
+
+impl BatchModel for SentenceEncoder {
+    type Input = String;
+    type Output = Vec<f32>;
+    const NAME: &'static str = "encoder";
+
+    fn tokenize(&self, text: &String) -> EmbedResult<Encoded> {
+        let mut encoded = SentenceEncoder::tokenize(self, &[text.as_str()])?;
+        encoded
+            .pop()
+            .ok_or_else(|| EmbedError::Tokenizer("the tokenizer returned nothing".into()))
+    }
+
+    fn run(&self, pool: Option<&ThreadPool>, batch: &[Encoded]) -> EmbedResult<Vec<Vec<f32>>> {
+        match pool {
+            Some(pool) => self.embed_encoded_on(pool, batch),
+            None => self.embed_encoded(batch),
+        }
+    }
+
+    fn threads(&self) -> usize {
+        SentenceEncoder::threads(self)
+    }
+}
+
 /// What a request's caller receives.
-type Reply = EmbedResult<Vec<Vec<f32>>>;
+type Reply<O> = EmbedResult<Vec<O>>;
 
 /// Chunks of one bulk request in its lane at once: one being embedded while the next is
 /// tokenized and waits, so that the model never waits for a bulk caller to send more.
@@ -216,7 +268,7 @@ pub struct WorkerStats {
 
 /// The two queues, each with a model thread of its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Lane {
+pub(crate) enum Lane {
     /// Texts a caller waits for interactively: queries, the embeddings endpoints.
     Interactive = 0,
     /// Document passages of upserts.
@@ -225,31 +277,31 @@ enum Lane {
 
 /// A request on its way through the worker: tokenized texts, how far batching has got, and
 /// the results so far.
-struct Request {
+struct Request<O> {
     seqs: Vec<Encoded>,
     /// Texts already handed to a batch: a prefix of `seqs`.
     taken: usize,
     /// Texts embedded so far.
     done: usize,
-    vectors: Vec<Vec<f32>>,
-    reply: oneshot::Sender<Reply>,
+    outputs: Vec<O>,
+    reply: oneshot::Sender<Reply<O>>,
     /// Batches of its lane started before the request reached the lane.
     queued_at: u64,
 }
 
 /// Work for a tokenizer thread.
-struct TokenizeJob {
-    texts: Vec<String>,
-    reply: oneshot::Sender<Reply>,
+struct TokenizeJob<M: BatchModel> {
+    inputs: Vec<M::Input>,
+    reply: oneshot::Sender<Reply<M::Output>>,
     lane: Lane,
 }
 
 /// State shared by the caller side, the tokenizer threads and the model threads.
-struct State {
+struct State<M: BatchModel> {
     /// Requests admitted and waiting for a tokenizer thread, by lane.
-    jobs: [VecDeque<TokenizeJob>; 2],
+    jobs: [VecDeque<TokenizeJob<M>>; 2],
     /// Tokenized requests waiting for their lane's model thread.
-    lanes: [VecDeque<Request>; 2],
+    lanes: [VecDeque<Request<M::Output>>; 2],
     /// Requests admitted and not yet pushed to a lane.
     tokenizing: usize,
     /// Batches each lane's model thread has started.
@@ -261,8 +313,8 @@ struct State {
     stats: WorkerStats,
 }
 
-struct Shared {
-    state: Mutex<State>,
+struct Shared<M: BatchModel> {
+    state: Mutex<State<M>>,
     /// Signals the model threads: work was queued, or the worker is closing.
     work: Condvar,
     /// Signals the tokenizer threads: a job was admitted, or the worker is closing.
@@ -273,8 +325,8 @@ struct Shared {
     options: WorkerOptions,
 }
 
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
+impl<M: BatchModel> Shared<M> {
+    fn lock(&self) -> MutexGuard<'_, State<M>> {
         // Nothing panics while holding the lock; a poisoned lock still holds consistent state.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -298,46 +350,56 @@ impl Shared {
 /// Its futures need no particular async runtime (they wait on oneshot channels), and the
 /// worker never runs model or tokenizer work on the caller's thread.
 pub struct EmbeddingWorker {
-    encoder: Arc<SentenceEncoder>,
-    shared: Arc<Shared>,
-    tokenizers: Vec<JoinHandle<()>>,
-    /// The model threads, one per lane.
-    models: Vec<JoinHandle<()>>,
+    core: Batcher<SentenceEncoder>,
 }
 
 impl std::fmt::Debug for EmbeddingWorker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EmbeddingWorker")
-            .field("encoder", &self.encoder)
-            .field("options", &self.shared.options)
+            .field("encoder", self.core.model())
+            .field("options", self.core.options())
             .finish_non_exhaustive()
     }
 }
 
-/// The embeddings of a request admitted by [`EmbeddingWorker::submit`], once computed.
+/// The results of a request admitted by a worker ([`EmbeddingWorker::submit`],
+/// [`RerankWorker::submit`](super::RerankWorker::submit)), once computed: one output per
+/// input, in input order.
 ///
-/// Dropping it withdraws the request: texts not yet embedded are skipped.
+/// Dropping it withdraws the request: inputs not yet run are skipped.
 #[derive(Debug)]
-#[must_use = "a request is withdrawn when its PendingEmbeddings is dropped"]
-pub struct PendingEmbeddings {
-    inner: PendingInner,
+#[must_use = "a request is withdrawn when its pending result is dropped"]
+pub struct Pending<O> {
+    inner: PendingInner<O>,
 }
 
+/// The embeddings of a request admitted by [`EmbeddingWorker::submit`], once computed.
+pub type PendingEmbeddings = Pending<Vec<f32>>;
+
 #[derive(Debug)]
-enum PendingInner {
-    Ready(Option<Reply>),
-    Waiting(oneshot::Receiver<Reply>),
+enum PendingInner<O> {
+    Ready(Option<Reply<O>>),
+    Waiting(oneshot::Receiver<Reply<O>>),
 }
 
-impl Future for PendingEmbeddings {
-    type Output = Reply;
+impl<O> Pending<O> {
+    /// A request that needs no work: its (empty) result is ready.
+    pub(crate) fn ready(outputs: Vec<O>) -> Self {
+        Pending {
+            inner: PendingInner::Ready(Some(Ok(outputs))),
+        }
+    }
+}
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Reply> {
+impl<O: Unpin> Future for Pending<O> {
+    type Output = Reply<O>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Reply<O>> {
         match &mut self.inner {
             PendingInner::Ready(reply) => Poll::Ready(
                 reply
                     .take()
-                    .expect("PendingEmbeddings polled after completion. This is a bug."),
+                    .expect("Pending polled after completion. This is a bug."),
             ),
             // The sender is dropped without a reply only when the lane's model thread is gone.
             PendingInner::Waiting(rx) => Pin::new(rx)
@@ -349,19 +411,19 @@ impl Future for PendingEmbeddings {
 
 /// A bulk request's share of the ingest backlog: released chunk by chunk as they are
 /// embedded, and whole when the request ends early (refused chunk, failure, caller gone).
-struct BulkBacklog {
-    shared: Arc<Shared>,
+struct BulkBacklog<M: BatchModel> {
+    shared: Arc<Shared<M>>,
     remaining: usize,
 }
 
-impl BulkBacklog {
+impl<M: BatchModel> BulkBacklog<M> {
     fn release(&mut self, n: usize) {
         self.shared.lock().stats.bulk_backlog -= n;
         self.remaining -= n;
     }
 }
 
-impl Drop for BulkBacklog {
+impl<M: BatchModel> Drop for BulkBacklog<M> {
     fn drop(&mut self) {
         if self.remaining > 0 {
             self.shared.lock().stats.bulk_backlog -= self.remaining;
@@ -369,16 +431,33 @@ impl Drop for BulkBacklog {
     }
 }
 
-impl EmbeddingWorker {
-    /// Starts the two model threads (the bulk one with a pool of lowered threads) and the
-    /// tokenizer threads around `encoder`.
+/// The machinery of a worker, whatever model it runs: the lanes, the tokenizer threads and
+/// one model thread per lane. [`EmbeddingWorker`] runs the sentence encoder on both lanes;
+/// [`RerankWorker`](super::RerankWorker) runs a cross-encoder on the interactive lane alone.
+pub(crate) struct Batcher<M: BatchModel> {
+    model: Arc<M>,
+    shared: Arc<Shared<M>>,
+    tokenizers: Vec<JoinHandle<()>>,
+    /// The model threads, one per lane.
+    models: Vec<JoinHandle<()>>,
+}
+
+impl<M: BatchModel> Batcher<M> {
+    /// Starts the model threads (the interactive lane's, and with `bulk` the bulk lane's with
+    /// a pool of lowered threads) and the tokenizer threads around `model`. Threads are named
+    /// `{name}-model`, `{name}-bulk`, `{name}-bulk-{i}` and `{name}-tokenize-{i}`.
     ///
     /// # Errors
     /// [`EmbedError::InvalidOptions`] for a zero in `options` or a
     /// [`bulk_min_share`](WorkerOptions::bulk_min_share) outside 0..=1;
     /// [`EmbedError::ThreadPool`] when a thread cannot be started.
-    pub fn new(encoder: SentenceEncoder, options: WorkerOptions) -> EmbedResult<Self> {
-        for (name, value) in [
+    pub(crate) fn start(
+        model: M,
+        options: WorkerOptions,
+        bulk: bool,
+        name: &'static str,
+    ) -> EmbedResult<Self> {
+        for (option, value) in [
             ("max_batch_size", options.max_batch_size),
             ("max_batch_tokens", options.max_batch_tokens),
             ("queue_capacity", options.queue_capacity),
@@ -388,7 +467,7 @@ impl EmbeddingWorker {
         ] {
             if value == 0 {
                 return Err(EmbedError::InvalidOptions(format!(
-                    "{name} must be at least 1"
+                    "{option} must be at least 1"
                 )));
             }
         }
@@ -398,7 +477,7 @@ impl EmbeddingWorker {
                 options.bulk_min_share
             )));
         }
-        let encoder = Arc::new(encoder);
+        let model = Arc::new(model);
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 jobs: [VecDeque::new(), VecDeque::new()],
@@ -406,7 +485,8 @@ impl EmbeddingWorker {
                 tokenizing: 0,
                 batches_started: [0; 2],
                 closing: false,
-                stopped: [false; 2],
+                // A worker without a bulk lane refuses bulk work as a stopped lane does.
+                stopped: [false, !bulk],
                 stats: WorkerStats::default(),
             }),
             work: Condvar::new(),
@@ -414,90 +494,81 @@ impl EmbeddingWorker {
             interactive_jobs: AtomicUsize::new(0),
             options,
         });
-        let mut worker = EmbeddingWorker {
-            encoder: Arc::clone(&encoder),
+        let mut batcher = Batcher {
+            model: Arc::clone(&model),
             shared: Arc::clone(&shared),
             tokenizers: Vec::new(),
             models: Vec::new(),
         };
         let spawn_error = |e: std::io::Error| EmbedError::ThreadPool(e.to_string());
         let nice = crate::priority::nice_for_share(shared.options.bulk_min_share);
-        let bulk_pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(encoder.threads())
-            .thread_name(|i| format!("embed-bulk-{i}"))
-            .start_handler(move |_| lower_priority(nice))
-            .build()
-            .map_err(|e| EmbedError::ThreadPool(e.to_string()))?;
-        // On an early return, dropping `worker` closes and joins whatever was started.
-        for (lane, name, pool) in [
-            (Lane::Interactive, "embed-model", None),
-            (Lane::Bulk, "embed-bulk", Some(bulk_pool)),
-        ] {
+        let mut lanes = vec![(Lane::Interactive, format!("{name}-model"), None)];
+        if bulk {
+            let bulk_pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(model.threads())
+                .thread_name(move |i| format!("{name}-bulk-{i}"))
+                .start_handler(move |_| lower_priority(nice))
+                .build()
+                .map_err(|e| EmbedError::ThreadPool(e.to_string()))?;
+            lanes.push((Lane::Bulk, format!("{name}-bulk"), Some(bulk_pool)));
+        }
+        // On an early return, dropping `batcher` closes and joins whatever was started.
+        for (lane, thread_name, pool) in lanes {
             let handle = std::thread::Builder::new()
-                .name(name.into())
+                .name(thread_name)
                 .spawn({
-                    let encoder = Arc::clone(&encoder);
+                    let model = Arc::clone(&model);
                     let shared = Arc::clone(&shared);
                     move || {
                         if pool.is_some() {
                             lower_priority(nice);
                         }
-                        model_thread(&encoder, &shared, lane, pool.as_ref());
+                        model_thread(&*model, &shared, lane, pool.as_ref());
                     }
                 })
                 .map_err(spawn_error)?;
-            worker.models.push(handle);
+            batcher.models.push(handle);
         }
         for i in 0..shared.options.tokenizer_threads {
             let handle = std::thread::Builder::new()
-                .name(format!("embed-tokenize-{i}"))
+                .name(format!("{name}-tokenize-{i}"))
                 .spawn({
-                    let encoder = Arc::clone(&encoder);
+                    let model = Arc::clone(&model);
                     let shared = Arc::clone(&shared);
-                    move || tokenizer_thread(&encoder, &shared)
+                    move || tokenizer_thread(&*model, &shared)
                 })
                 .map_err(spawn_error)?;
-            worker.tokenizers.push(handle);
+            batcher.tokenizers.push(handle);
         }
-        Ok(worker)
+        Ok(batcher)
     }
 
-    /// The encoder the worker runs.
-    pub fn encoder(&self) -> &SentenceEncoder {
-        &self.encoder
+    /// The model the worker runs.
+    pub(crate) fn model(&self) -> &M {
+        &self.model
     }
 
     /// The worker's settings.
-    pub fn options(&self) -> &WorkerOptions {
+    pub(crate) fn options(&self) -> &WorkerOptions {
         &self.shared.options
     }
 
     /// A snapshot of the lanes and the batch statistics.
-    pub fn stats(&self) -> WorkerStats {
+    pub(crate) fn stats(&self) -> WorkerStats {
         self.shared.lock().stats.clone()
     }
 
-    /// Admits an interactive request for embedding `texts` now, or refuses it: the returned
-    /// future then only waits for the result. This is [`Embedder::embed`] split at the point
-    /// where the request is accepted, for callers that want to know that before awaiting.
-    ///
-    /// # Errors
-    /// [`EmbedError::Overloaded`] when the interactive lane has no room for `texts`;
-    /// [`EmbedError::WorkerStopped`] when the worker is shutting down or the interactive
-    /// lane's model thread is gone.
-    pub fn submit(&self, texts: Vec<String>) -> EmbedResult<PendingEmbeddings> {
-        self.enqueue(texts, Lane::Interactive)
-    }
-
-    /// Hands `texts` to the tokenizer threads for `lane`: interactive texts are admitted
-    /// against the lane's capacity here, bulk texts were admitted to the backlog before.
-    fn enqueue(&self, texts: Vec<String>, lane: Lane) -> EmbedResult<PendingEmbeddings> {
-        if texts.is_empty() {
-            return Ok(PendingEmbeddings {
-                inner: PendingInner::Ready(Some(Ok(Vec::new()))),
-            });
+    /// Hands `inputs` to the tokenizer threads for `lane`: interactive inputs are admitted
+    /// against the lane's capacity here, bulk inputs were admitted to the backlog before.
+    pub(crate) fn enqueue(
+        &self,
+        inputs: Vec<M::Input>,
+        lane: Lane,
+    ) -> EmbedResult<Pending<M::Output>> {
+        if inputs.is_empty() {
+            return Ok(Pending::ready(Vec::new()));
         }
-        let n = texts.len();
+        let n = inputs.len();
         let (tx, rx) = oneshot::channel();
         {
             let mut state = self.shared.lock();
@@ -520,19 +591,19 @@ impl EmbeddingWorker {
             }
             state.tokenizing += 1;
             state.jobs[lane as usize].push_back(TokenizeJob {
-                texts,
+                inputs,
                 reply: tx,
                 lane,
             });
         }
         self.shared.jobs.notify_one();
-        Ok(PendingEmbeddings {
+        Ok(Pending {
             inner: PendingInner::Waiting(rx),
         })
     }
 
     /// Admits `n` bulk texts to the ingest backlog, or refuses them.
-    fn admit_bulk(&self, n: usize) -> EmbedResult<BulkBacklog> {
+    fn admit_bulk(&self, n: usize) -> EmbedResult<BulkBacklog<M>> {
         let mut state = self.shared.lock();
         if state.closing || state.stopped[Lane::Bulk as usize] {
             return Err(EmbedError::WorkerStopped);
@@ -550,15 +621,8 @@ impl EmbeddingWorker {
         })
     }
 
-    /// Stops admitting requests, finishes every queued one and joins the threads. Dropping
-    /// the worker does the same.
-    ///
-    /// This blocks until the lanes are drained: call it from a blocking context, not from an
-    /// async task.
-    pub fn shutdown(mut self) {
-        self.close();
-    }
-
+    /// Stops admitting requests, finishes every queued one and joins the threads; blocks until
+    /// then.
     fn close(&mut self) {
         self.shared.lock().closing = true;
         // The tokenizer threads exit once they have drained the jobs.
@@ -574,9 +638,60 @@ impl EmbeddingWorker {
     }
 }
 
-impl Drop for EmbeddingWorker {
+impl<M: BatchModel> Drop for Batcher<M> {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+impl EmbeddingWorker {
+    /// Starts the two model threads (the bulk one with a pool of lowered threads) and the
+    /// tokenizer threads around `encoder`.
+    ///
+    /// # Errors
+    /// [`EmbedError::InvalidOptions`] for a zero in `options` or a
+    /// [`bulk_min_share`](WorkerOptions::bulk_min_share) outside 0..=1;
+    /// [`EmbedError::ThreadPool`] when a thread cannot be started.
+    pub fn new(encoder: SentenceEncoder, options: WorkerOptions) -> EmbedResult<Self> {
+        Ok(EmbeddingWorker {
+            core: Batcher::start(encoder, options, true, "embed")?,
+        })
+    }
+
+    /// The encoder the worker runs.
+    pub fn encoder(&self) -> &SentenceEncoder {
+        self.core.model()
+    }
+
+    /// The worker's settings.
+    pub fn options(&self) -> &WorkerOptions {
+        self.core.options()
+    }
+
+    /// A snapshot of the lanes and the batch statistics.
+    pub fn stats(&self) -> WorkerStats {
+        self.core.stats()
+    }
+
+    /// Admits an interactive request for embedding `texts` now, or refuses it: the returned
+    /// future then only waits for the result. This is [`Embedder::embed`] split at the point
+    /// where the request is accepted, for callers that want to know that before awaiting.
+    ///
+    /// # Errors
+    /// [`EmbedError::Overloaded`] when the interactive lane has no room for `texts`;
+    /// [`EmbedError::WorkerStopped`] when the worker is shutting down or the interactive
+    /// lane's model thread is gone.
+    pub fn submit(&self, texts: Vec<String>) -> EmbedResult<PendingEmbeddings> {
+        self.core.enqueue(texts, Lane::Interactive)
+    }
+
+    /// Stops admitting requests, finishes every queued one and joins the threads. Dropping
+    /// the worker does the same.
+    ///
+    /// This blocks until the lanes are drained: call it from a blocking context, not from an
+    /// async task.
+    pub fn shutdown(self) {
+        drop(self);
     }
 }
 
@@ -593,8 +708,8 @@ impl Embedder for EmbeddingWorker {
         }
         // Dropped with this future (the caller went away) or on an error, it gives back what
         // is left; the chunks' own futures withdraw their texts from the lane.
-        let mut backlog = self.admit_bulk(n)?;
-        let chunk = self.shared.options.bulk_chunk;
+        let mut backlog = self.core.admit_bulk(n)?;
+        let chunk = self.core.options().bulk_chunk;
         let mut rest = texts.into_iter();
         let mut in_flight: VecDeque<(usize, PendingEmbeddings)> =
             VecDeque::with_capacity(BULK_CHUNKS_IN_FLIGHT);
@@ -605,7 +720,7 @@ impl Embedder for EmbeddingWorker {
                 if part.is_empty() {
                     break;
                 }
-                in_flight.push_back((part.len(), self.enqueue(part, Lane::Bulk)?));
+                in_flight.push_back((part.len(), self.core.enqueue(part, Lane::Bulk)?));
             }
             let Some((len, pending)) = in_flight.pop_front() else {
                 break;
@@ -617,23 +732,23 @@ impl Embedder for EmbeddingWorker {
     }
 
     fn model_id(&self) -> &str {
-        self.encoder.model_id()
+        self.encoder().model_id()
     }
 
     fn dim(&self) -> usize {
-        self.encoder.dim()
+        self.encoder().dim()
     }
 
     fn max_input_tokens(&self) -> usize {
-        self.encoder.max_seq_length()
+        self.encoder().max_seq_length()
     }
 
     fn tokenizer(&self) -> Option<&Tokenizer> {
-        Some(self.encoder.tokenizer())
+        Some(self.encoder().tokenizer())
     }
 
     fn count_tokens(&self, text: &str) -> EmbedResult<usize> {
-        self.encoder.count_tokens(text)
+        self.encoder().count_tokens(text)
     }
 
     fn stats(&self) -> Option<WorkerStats> {
@@ -643,7 +758,7 @@ impl Embedder for EmbeddingWorker {
 
 /// Forgets `n` texts of a request in `lane` that will not reach a batch (nor will the rest of
 /// the request).
-fn release(state: &mut State, lane: Lane, n: usize) {
+fn release<M: BatchModel>(state: &mut State<M>, lane: Lane, n: usize) {
     match lane {
         Lane::Interactive => {
             state.stats.queued_texts -= n;
@@ -653,7 +768,7 @@ fn release(state: &mut State, lane: Lane, n: usize) {
     }
 }
 
-fn tokenizer_thread(encoder: &SentenceEncoder, shared: &Shared) {
+fn tokenizer_thread<M: BatchModel>(model: &M, shared: &Shared<M>) {
     loop {
         let job = {
             let mut state = shared.lock();
@@ -670,12 +785,16 @@ fn tokenizer_thread(encoder: &SentenceEncoder, shared: &Shared) {
                     .unwrap_or_else(PoisonError::into_inner);
             }
         };
-        run_job(encoder, shared, job);
+        run_job(model, shared, job);
     }
 }
 
 /// The next job to tokenize: an interactive one first, a bulk one only if `lowest` allows.
-fn next_job(shared: &Shared, state: &mut State, lowest: Lane) -> Option<TokenizeJob> {
+fn next_job<M: BatchModel>(
+    shared: &Shared<M>,
+    state: &mut State<M>,
+    lowest: Lane,
+) -> Option<TokenizeJob<M>> {
     if let Some(job) = state.jobs[Lane::Interactive as usize].pop_front() {
         shared.interactive_jobs.fetch_sub(1, Ordering::AcqRel);
         return Some(job);
@@ -686,19 +805,19 @@ fn next_job(shared: &Shared, state: &mut State, lowest: Lane) -> Option<Tokenize
     None
 }
 
-/// Tokenizes a job's texts and puts the request in its lane (or answers it with the error).
-fn run_job(encoder: &SentenceEncoder, shared: &Shared, job: TokenizeJob) {
-    let n = job.texts.len();
+/// Tokenizes a job's inputs and puts the request in its lane (or answers it with the error).
+fn run_job<M: BatchModel>(model: &M, shared: &Shared<M>, job: TokenizeJob<M>) {
+    let n = job.inputs.len();
     let mut seqs = Vec::with_capacity(n);
     let mut outcome = Ok(());
-    for text in &job.texts {
+    for input in &job.inputs {
         if job.lane == Lane::Bulk {
             // A query that arrives while a chunk is being tokenized waits for one text of it,
             // not for the whole chunk.
             while shared.interactive_jobs.load(Ordering::Acquire) > 0 {
                 let next = next_job(shared, &mut shared.lock(), Lane::Interactive);
                 match next {
-                    Some(next) => run_job(encoder, shared, next),
+                    Some(next) => run_job(model, shared, next),
                     None => break,
                 }
             }
@@ -706,9 +825,9 @@ fn run_job(encoder: &SentenceEncoder, shared: &Shared, job: TokenizeJob) {
         if job.reply.is_closed() {
             break;
         }
-        let one = std::panic::catch_unwind(AssertUnwindSafe(|| encoder.tokenize(&[text.as_str()])));
+        let one = std::panic::catch_unwind(AssertUnwindSafe(|| model.tokenize(input)));
         match one {
-            Ok(Ok(mut encoded)) => seqs.append(&mut encoded),
+            Ok(Ok(encoded)) => seqs.push(encoded),
             Ok(Err(e)) => {
                 outcome = Err(e);
                 break;
@@ -731,7 +850,9 @@ fn run_job(encoder: &SentenceEncoder, shared: &Shared, job: TokenizeJob) {
             Ok(()) if !state.stopped[lane as usize] => {
                 let queued_at = state.batches_started[lane as usize];
                 state.lanes[lane as usize].push_back(Request {
-                    vectors: vec![Vec::new(); seqs.len()],
+                    outputs: std::iter::repeat_with(M::Output::default)
+                        .take(seqs.len())
+                        .collect(),
                     seqs,
                     taken: 0,
                     done: 0,
@@ -752,15 +873,15 @@ fn run_job(encoder: &SentenceEncoder, shared: &Shared, job: TokenizeJob) {
 
 /// Marks a lane stopped when its model thread ends, however it ends, so that its callers are
 /// answered ([`EmbedError::WorkerStopped`]) instead of waiting forever.
-struct StoppedOnExit<'a>(&'a Shared, Lane);
+struct StoppedOnExit<'a, M: BatchModel>(&'a Shared<M>, Lane);
 
-impl Drop for StoppedOnExit<'_> {
+impl<M: BatchModel> Drop for StoppedOnExit<'_, M> {
     fn drop(&mut self) {
         let lane = self.1;
         let mut state = self.0.lock();
         state.stopped[lane as usize] = true;
         // Dropping the queued requests' senders answers their callers.
-        let requests: Vec<Request> = state.lanes[lane as usize].drain(..).collect();
+        let requests: Vec<Request<M::Output>> = state.lanes[lane as usize].drain(..).collect();
         for request in &requests {
             release(&mut state, lane, request.seqs.len() - request.taken);
         }
@@ -793,7 +914,7 @@ fn plan(lens: impl Iterator<Item = usize>, max_texts: usize, max_tokens: usize) 
 }
 
 /// Token counts of the texts of `queue` not yet taken into a batch, in order.
-fn untaken(queue: &VecDeque<Request>) -> impl Iterator<Item = usize> + '_ {
+fn untaken<O>(queue: &VecDeque<Request<O>>) -> impl Iterator<Item = usize> + '_ {
     queue
         .iter()
         .flat_map(|r| r.seqs[r.taken..].iter().map(Encoded::len))
@@ -801,7 +922,11 @@ fn untaken(queue: &VecDeque<Request>) -> impl Iterator<Item = usize> + '_ {
 
 /// Drops the requests of `queue` whose caller has gone away; their texts give their place back
 /// without running.
-fn withdraw(state: &mut State, lane: Lane, queue: &mut VecDeque<Request>) {
+fn withdraw<M: BatchModel>(
+    state: &mut State<M>,
+    lane: Lane,
+    queue: &mut VecDeque<Request<M::Output>>,
+) {
     queue.retain(|r| {
         if r.reply.is_closed() {
             let untaken = r.seqs.len() - r.taken;
@@ -817,14 +942,19 @@ fn withdraw(state: &mut State, lane: Lane, queue: &mut VecDeque<Request>) {
 }
 
 /// The model thread of `lane`: batches the lane's requests and runs them on `pool` (the
-/// encoder's own when `None`).
-fn model_thread(encoder: &SentenceEncoder, shared: &Shared, lane: Lane, pool: Option<&ThreadPool>) {
+/// model's own when `None`).
+fn model_thread<M: BatchModel>(
+    model: &M,
+    shared: &Shared<M>,
+    lane: Lane,
+    pool: Option<&ThreadPool>,
+) {
     let _stopped = StoppedOnExit(shared, lane);
     let l = lane as usize;
     let options = &shared.options;
     // Requests this thread has taken from the shared lane, oldest first; only the first may be
     // partly batched.
-    let mut queue: VecDeque<Request> = VecDeque::new();
+    let mut queue: VecDeque<Request<M::Output>> = VecDeque::new();
     loop {
         let mut state = shared.lock();
         while state.lanes[l].is_empty() && queue.is_empty() {
@@ -877,20 +1007,18 @@ fn model_thread(encoder: &SentenceEncoder, shared: &Shared, lane: Lane, pool: Op
             .map(|&(ri, si)| std::mem::replace(&mut queue[ri].seqs[si], Encoded::from_ids(vec![])))
             .collect();
         let started = Instant::now();
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| match pool {
-            Some(pool) => encoder.embed_encoded_on(pool, &seqs),
-            None => encoder.embed_encoded(&seqs),
-        }));
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| model.run(pool, &seqs)));
         let busy = started.elapsed();
         let outcome = match outcome {
-            Ok(Ok(vectors)) if vectors.len() == seqs.len() => Ok(vectors),
-            Ok(Ok(vectors)) => Err(format!(
-                "the encoder returned {} vectors for {} texts",
-                vectors.len(),
+            Ok(Ok(outputs)) if outputs.len() == seqs.len() => Ok(outputs),
+            Ok(Ok(outputs)) => Err(format!(
+                "the {} returned {} outputs for {} inputs",
+                M::NAME,
+                outputs.len(),
                 seqs.len()
             )),
             Ok(Err(e)) => Err(e.to_string()),
-            Err(panic) => Err(panic_message("encoder", &*panic)),
+            Err(panic) => Err(panic_message(M::NAME, &*panic)),
         };
 
         let last = batch.iter().map(|&(ri, _)| ri).max();
@@ -901,28 +1029,33 @@ fn model_thread(encoder: &SentenceEncoder, shared: &Shared, lane: Lane, pool: Op
         state.stats.batch_texts.record(seqs.len());
         state.stats.batch_tokens.record(tokens);
         match outcome {
-            Ok(vectors) => {
+            Ok(outputs) => {
                 state.stats.texts += seqs.len() as u64;
                 if lane == Lane::Bulk {
                     state.stats.bulk_texts += seqs.len() as u64;
                 }
                 state.stats.tokens += tokens as u64;
                 drop(state);
-                for (&(ri, si), vector) in batch.iter().zip(vectors) {
+                for (&(ri, si), output) in batch.iter().zip(outputs) {
                     let request = &mut queue[ri];
-                    request.vectors[si] = vector;
+                    request.outputs[si] = output;
                     request.done += 1;
                 }
                 while queue.front().is_some_and(|r| r.done == r.seqs.len()) {
                     let request = queue.pop_front().expect("front exists. This is a bug.");
                     // A caller that has gone away no longer wants the reply.
-                    let _ = request.reply.send(Ok(request.vectors));
+                    let _ = request.reply.send(Ok(request.outputs));
                 }
             }
             Err(message) => {
                 // Every request with a text in the failed batch fails whole.
                 state.stats.failed_batches += 1;
-                tracing::error!(error = %message, texts = seqs.len(), "embedding batch failed");
+                tracing::error!(
+                    error = %message,
+                    model = M::NAME,
+                    texts = seqs.len(),
+                    "batch failed"
+                );
                 if let Some(last) = last {
                     for request in queue.drain(..=last) {
                         let untaken = request.seqs.len() - request.taken;
