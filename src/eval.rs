@@ -19,7 +19,8 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::service::{
-    Fusion, Grouping, Hybrid, Include, Mmr, Query, QueryInput, SearchMode, Service, ServiceResult,
+    Fusion, Grouping, Hybrid, Include, Mmr, Query, QueryInput, Rerank, SearchMode, Service,
+    ServiceResult,
 };
 
 /// One evaluation query: its text and the ids of the documents that answer it.
@@ -44,6 +45,8 @@ pub enum Mode {
     Lexical,
     /// Dense and lexical, fused.
     Hybrid(Hybrid),
+    /// Dense and lexical, fused, then the first `top_n` reranked by the cross-encoder.
+    Reranked(Hybrid, usize),
     /// Maximal marginal relevance among more candidates.
     Mmr(Mmr),
     /// The best passage of each of `k` documents.
@@ -60,6 +63,7 @@ impl Mode {
                 Fusion::Rrf { .. } => "hybrid-rrf",
                 Fusion::Dbsf => "hybrid-dbsf",
             },
+            Mode::Reranked(..) => "hybrid-rerank",
             Mode::Mmr(_) => "mmr",
             Mode::Grouped => "grouped",
         }
@@ -173,12 +177,18 @@ pub async fn evaluate(
             // that their scores compare with dense's.
             mode: Some(match mode {
                 Mode::Lexical => SearchMode::Lexical,
-                Mode::Hybrid(_) => SearchMode::Hybrid,
+                Mode::Hybrid(_) | Mode::Reranked(..) => SearchMode::Hybrid,
                 Mode::Dense | Mode::Mmr(_) | Mode::Grouped => SearchMode::Dense,
             }),
             hybrid: match mode {
-                Mode::Hybrid(h) => h,
+                Mode::Hybrid(h) | Mode::Reranked(h, _) => h,
                 _ => Hybrid::default(),
+            },
+            rerank: match mode {
+                Mode::Reranked(_, top_n) => Some(Rerank {
+                    top_n: top_n.max(k),
+                }),
+                _ => None,
             },
         };
         let started = Instant::now();

@@ -2089,6 +2089,7 @@ async fn openapi_document_lists_every_route() {
         ("post", "/collections/{name}/query/batch"),
         ("post", "/v1/embeddings"),
         ("post", "/embed"),
+        ("post", "/rerank"),
     ]);
     let methods = [
         "get", "put", "post", "delete", "patch", "head", "options", "trace",

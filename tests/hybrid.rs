@@ -371,3 +371,222 @@ async fn the_lexical_index_survives_restarts_and_catches_up_with_the_store() {
     assert!(!lexical_dir.exists());
     app.close().await;
 }
+
+/// The tiny cross-encoder's sentence-transformers references: pairs, `CrossEncoder.predict`
+/// scores and logits.
+fn rerank_reference() -> (Vec<(String, String)>, Vec<f64>, Vec<f64>) {
+    let path = common::tiny_cross_encoder_dir().join("reference.json");
+    let r: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let pairs = r["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p[0].as_str().unwrap().to_owned(),
+                p[1].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let floats = |key: &str| -> Vec<f64> {
+        r[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect()
+    };
+    (pairs, floats("scores"), floats("logits"))
+}
+
+#[tokio::test]
+async fn rerank_endpoint_and_reranked_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::tiny_with_reranker(dir.path()).await;
+
+    // /rerank in TEI's shape, with sentence-transformers' scores for the same pairs.
+    let (pairs, scores, logits) = rerank_reference();
+    for (i, (q, t)) in pairs.iter().enumerate() {
+        if q.trim().is_empty() {
+            // The endpoint refuses an empty query (below); the library scores it.
+            continue;
+        }
+        for raw in [false, true] {
+            let r = app
+                .send(
+                    POST,
+                    "/rerank",
+                    Some(json!({"query": q, "texts": [t], "raw_scores": raw})),
+                )
+                .await;
+            assert_ok(&r);
+            let got = r.1[0]["score"].as_f64().unwrap();
+            let want = if raw { logits[i] } else { scores[i] };
+            assert!((got - want).abs() < 1e-4, "pair {i}: {got} against {want}");
+        }
+    }
+    // Several texts: every one by index, most relevant first, each scored as it is alone.
+    let q = pairs[0].0.clone();
+    let texts: Vec<&str> = pairs.iter().map(|p| p.1.as_str()).collect();
+    let r = app
+        .send(
+            POST,
+            "/rerank",
+            Some(json!({"query": q, "texts": texts, "return_text": true})),
+        )
+        .await;
+    assert_ok(&r);
+    let ranked = r.1.as_array().expect("an array");
+    assert_eq!(ranked.len(), texts.len());
+    let mut seen = Vec::new();
+    let mut previous = f64::INFINITY;
+    for hit in ranked {
+        let index = hit["index"].as_u64().unwrap() as usize;
+        let score = hit["score"].as_f64().unwrap();
+        assert!(score <= previous, "most relevant first: {}", r.1);
+        previous = score;
+        assert_eq!(hit["text"], texts[index]);
+        let alone = app
+            .send(
+                POST,
+                "/rerank",
+                Some(json!({"query": q, "texts": [texts[index]]})),
+            )
+            .await;
+        assert!((alone.1[0]["score"].as_f64().unwrap() - score).abs() < 1e-5);
+        seen.push(index);
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (0..texts.len()).collect::<Vec<_>>());
+    let r = app
+        .send(POST, "/rerank", Some(json!({"query": q, "texts": texts})))
+        .await;
+    assert_ok(&r);
+    assert!(r.1[0].get("text").is_none(), "text only with return_text");
+
+    // A reranked query: the first top_n hits in the cross-encoder's order, the best k kept.
+    assert_eq!(
+        app.send(PUT, "/collections/docs", None).await.0,
+        StatusCode::CREATED
+    );
+    assert_ok(
+        &app.send(POST, "/collections/docs/documents", Some(corpus()))
+            .await,
+    );
+    let plain = query(
+        &app,
+        json!({"query": "path join entry", "k": 6, "include": ["text"]}),
+    )
+    .await;
+    let candidates: Vec<String> = plain["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["text"].as_str().unwrap().to_owned())
+        .collect();
+    let judged = app
+        .send(
+            POST,
+            "/rerank",
+            Some(json!({"query": "path join entry", "texts": candidates})),
+        )
+        .await;
+    assert_ok(&judged);
+    let r = query(
+        &app,
+        json!({"query": "path join entry", "k": 3, "rerank": {"top_n": 6}, "include": ["text"]}),
+    )
+    .await;
+    let hits = r["results"].as_array().unwrap();
+    assert_eq!(hits.len(), 3);
+    for (hit, want) in hits.iter().zip(judged.1.as_array().unwrap()) {
+        let want_text = &candidates[want["index"].as_u64().unwrap() as usize];
+        assert_eq!(hit["text"].as_str().unwrap(), want_text, "{r}");
+        let got = hit["rerank_score"].as_f64().unwrap();
+        assert!((got - want["score"].as_f64().unwrap()).abs() < 1e-5);
+        assert!(
+            hit["score"].is_number(),
+            "the search's score stays beside it"
+        );
+    }
+    // Texts are read for the cross-encoder but returned only when asked for.
+    let r = query(
+        &app,
+        json!({"query": "path join entry", "k": 2, "rerank": {}, "include": []}),
+    )
+    .await;
+    assert!(r["results"][0].get("text").is_none());
+    assert!(r["results"][0]["rerank_score"].is_number());
+
+    // Bad input.
+    let bad = [
+        (
+            json!({"query": "x", "rerank": {"top_n": 1001}}),
+            "limit_exceeded",
+        ),
+        (
+            json!({"query": "x", "k": 5, "rerank": {"top_n": 4}}),
+            "invalid_parameter",
+        ),
+        (
+            json!({"query": "x", "rerank": {"top_n": 0}}),
+            "invalid_parameter",
+        ),
+        (
+            json!({"query": "x", "rerank": {"top": 5}}),
+            "invalid_request",
+        ),
+        (
+            json!({"query": "x", "rerank": {}, "mmr": {}}),
+            "invalid_parameter",
+        ),
+        (
+            json!({"vector": vec![0.1; 32], "rerank": {}}),
+            "text_required",
+        ),
+    ];
+    for (body, code) in bad {
+        let r = app
+            .send(POST, "/collections/docs/query", Some(body.clone()))
+            .await;
+        common::assert_error(&r, StatusCode::BAD_REQUEST, code);
+    }
+    for (body, code) in [
+        (json!({"query": "x", "texts": []}), "empty_input"),
+        (json!({"query": " ", "texts": ["a"]}), "empty_input"),
+        (
+            json!({"query": "x", "texts": vec!["a"; 1001]}),
+            "limit_exceeded",
+        ),
+        (json!({"query": "x"}), "invalid_request"),
+        (
+            json!({"query": "x", "texts": ["a"], "truncation_direction": "Left"}),
+            "invalid_parameter",
+        ),
+    ] {
+        let r = app.send(POST, "/rerank", Some(body)).await;
+        common::assert_error(&r, StatusCode::BAD_REQUEST, code);
+    }
+    app.close().await;
+
+    // A server without a reranker says so.
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::tiny(dir.path()).await;
+    assert_eq!(
+        app.send(PUT, "/collections/docs", None).await.0,
+        StatusCode::CREATED
+    );
+    let r = app
+        .send(POST, "/rerank", Some(json!({"query": "x", "texts": ["a"]})))
+        .await;
+    common::assert_error(&r, StatusCode::BAD_REQUEST, "reranker_unavailable");
+    let r = app
+        .send(
+            POST,
+            "/collections/docs/query",
+            Some(json!({"query": "x", "rerank": {"top_n": 5}})),
+        )
+        .await;
+    common::assert_error(&r, StatusCode::BAD_REQUEST, "reranker_unavailable");
+    app.close().await;
+}

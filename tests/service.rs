@@ -93,6 +93,7 @@ fn vq(v: &[f32], k: usize) -> Query {
         group: None,
         mode: Some(SearchMode::Dense),
         hybrid: Hybrid::default(),
+        rerank: None,
     }
 }
 
@@ -1133,7 +1134,13 @@ fn bench_retrieval_command_reports_each_mode() {
             .output()
             .unwrap()
     };
-    let output = bench(&["--json", "--modes", "dense,lexical,hybrid-rrf,hybrid-dbsf,mmr", "--k", "3"]);
+    let output = bench(&[
+        "--json",
+        "--modes",
+        "dense,lexical,hybrid-rrf,hybrid-dbsf,mmr",
+        "--k",
+        "3",
+    ]);
     assert!(output.status.success(), "{output:?}");
     let reports: Vec<serde_json::Value> = String::from_utf8(output.stdout)
         .unwrap()
@@ -1144,7 +1151,10 @@ fn bench_retrieval_command_reports_each_mode() {
         .iter()
         .map(|r| r["mode"].as_str().unwrap())
         .collect();
-    assert_eq!(modes, ["dense", "lexical", "hybrid-rrf", "hybrid-dbsf", "mmr"]);
+    assert_eq!(
+        modes,
+        ["dense", "lexical", "hybrid-rrf", "hybrid-dbsf", "mmr"]
+    );
     for r in &reports {
         assert_eq!(r["queries"], 2);
         assert_eq!(r["scores"]["mrr"], 1.0, "{r}");

@@ -70,6 +70,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(query::query_batch))
         .routes(routes!(embeddings::openai_embeddings))
         .routes(routes!(embeddings::tei_embed))
+        .routes(routes!(embeddings::rerank))
 }
 
 /// The application: routes, JSON fallbacks for unknown routes and methods, and middleware

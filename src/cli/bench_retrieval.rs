@@ -51,7 +51,8 @@ pub(crate) struct Args {
     k: usize,
 
     /// Modes to evaluate, comma-separated: dense, lexical, hybrid-rrf (reciprocal rank
-    /// fusion), hybrid-dbsf (distribution-based score fusion, the server's default), mmr,
+    /// fusion), hybrid-dbsf (distribution-based score fusion, the server's default),
+    /// hybrid-rerank (hybrid-dbsf, then the first --top-n reranked by --reranker), mmr,
     /// grouped.
     #[arg(
         long,
@@ -67,6 +68,10 @@ pub(crate) struct Args {
     /// Hybrid: the rank constant of reciprocal rank fusion.
     #[arg(long, default_value_t = 60.0)]
     rrf_k: f32,
+
+    /// hybrid-rerank: the hits the cross-encoder (--reranker) scores.
+    #[arg(long, default_value_t = 50)]
+    top_n: usize,
 
     /// Hybrid: candidates per leg (default: the server's).
     #[arg(long)]
@@ -106,13 +111,21 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
                 alpha: args.alpha,
                 candidates: args.candidates,
             })),
+            "hybrid-rerank" => Ok(Mode::Reranked(
+                Hybrid {
+                    alpha: args.alpha,
+                    ..Hybrid::default()
+                },
+                args.top_n,
+            )),
             "mmr" => Ok(Mode::Mmr(Mmr {
                 lambda: args.mmr_lambda,
                 fetch_k: args.fetch_k,
             })),
             "grouped" => Ok(Mode::Grouped),
             other => anyhow::bail!(
-                "unknown mode {other:?}: dense, lexical, hybrid-rrf, hybrid-dbsf, mmr or grouped"
+                "unknown mode {other:?}: dense, lexical, hybrid-rrf, hybrid-dbsf, hybrid-rerank, \
+                 mmr or grouped"
             ),
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -130,6 +143,14 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     );
     let encoder = args.model.load(args.threads)?;
     let worker = Arc::new(args.worker.start(encoder)?);
+    let reranker = args
+        .model
+        .load_reranker(args.threads)?
+        .map(|r| Arc::new(r) as Arc<dyn vicinity::embed::Reranker>);
+    anyhow::ensure!(
+        reranker.is_some() || !modes.iter().any(|m| matches!(m, Mode::Reranked(..))),
+        "the hybrid-rerank mode needs a cross-encoder: name one with --reranker"
+    );
     let dir = tempfile::tempdir().context("cannot create a temporary data directory")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -145,8 +166,13 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         )
         .await?;
         let embedder: Arc<dyn Embedder> = worker.clone();
-        let service =
-            Service::open(ServiceSettings::new(dir.path()), store.clone(), embedder).await?;
+        let service = Service::open_with_reranker(
+            ServiceSettings::new(dir.path()),
+            store.clone(),
+            embedder,
+            reranker,
+        )
+        .await?;
         let result = load_and_evaluate(&service, corpus, &queries, &modes, &args).await;
         service.shutdown().await;
         store.close().await;

@@ -4,7 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use vicinity::embed::fetch::{self, DEFAULT_MODEL, FetchOptions, ResolvedModel};
-use vicinity::embed::{EmbeddingWorker, EncoderOptions, SentenceEncoder, WorkerOptions};
+use vicinity::embed::{
+    CrossEncoder, CrossEncoderOptions, EmbeddingWorker, EncoderOptions, RerankOptions,
+    RerankWorker, SentenceEncoder, WorkerOptions,
+};
 
 /// Which sentence encoder to use and where models are kept.
 #[derive(Debug, Clone, clap::Args)]
@@ -34,9 +37,46 @@ pub(crate) struct ModelArgs {
         value_parser = clap::builder::FalseyValueParser::new()
     )]
     pub(crate) offline: bool,
+
+    /// A sentence-transformers cross-encoder for reranking (`"rerank"` in queries, `POST
+    /// /rerank`): a local model directory, or a hub model id such as
+    /// cross-encoder/ms-marco-MiniLM-L6-v2, fetched into the model cache. None by default.
+    #[arg(long, env = "VICINITY_RERANKER")]
+    pub(crate) reranker: Option<String>,
 }
 
 impl ModelArgs {
+    /// Finds and loads the reranker, if one is named, and starts its batching worker.
+    pub(crate) fn load_reranker(
+        &self,
+        threads: Option<usize>,
+    ) -> anyhow::Result<Option<RerankWorker>> {
+        let Some(spec) = &self.reranker else {
+            return Ok(None);
+        };
+        let opts = FetchOptions {
+            offline: self.offline,
+            ..FetchOptions::new(&self.data_dir)
+        };
+        let model = fetch::resolve_cross_encoder(spec, &opts)?;
+        let ce = CrossEncoder::load(
+            &model.dir,
+            &CrossEncoderOptions {
+                threads,
+                model_id: Some(model.model_id.clone()),
+                ..CrossEncoderOptions::default()
+            },
+        )
+        .with_context(|| format!("cannot load the reranker in {}", model.dir.display()))?;
+        tracing::info!(
+            reranker = ce.model_id(),
+            max_length = ce.max_length(),
+            threads = ce.threads(),
+            "reranker loaded"
+        );
+        Ok(Some(RerankWorker::new(ce, RerankOptions::default())?))
+    }
+
     /// Finds the model, fetching it into the cache when needed.
     pub(crate) fn resolve(&self) -> anyhow::Result<ResolvedModel> {
         let opts = FetchOptions {

@@ -175,14 +175,17 @@ async fn start(
         .spawn(move || {
             let loaded = model
                 .load(threads)
-                .and_then(|encoder| worker.start(encoder));
+                .and_then(|encoder| worker.start(encoder))
+                .and_then(|w| Ok((w, model.load_reranker(threads)?)));
             let _ = loaded_tx.send(loaded);
         })
         .context("cannot start the model loading thread")?;
     let store = Store::open(&settings.database_url, &settings.store)
         .await
         .with_context(|| format!("cannot open the database {}", settings.database_url))?;
-    let worker = Arc::new(loaded_rx.await.context("the model loading thread died")??);
+    let (worker, reranker) = loaded_rx.await.context("the model loading thread died")??;
+    let worker = Arc::new(worker);
+    let reranker = reranker.map(|r| Arc::new(r) as Arc<dyn vicinity::embed::Reranker>);
     let max_tokens = worker.max_input_tokens();
     anyhow::ensure!(
         settings.service.default_overlap < max_tokens,
@@ -190,8 +193,9 @@ async fn start(
         settings.service.default_overlap
     );
     let embedder: Arc<dyn Embedder> = worker.clone();
-    let service = Service::open(settings.service.clone(), store.clone(), embedder)
-        .await
-        .context("cannot restore the collections")?;
+    let service =
+        Service::open_with_reranker(settings.service.clone(), store.clone(), embedder, reranker)
+            .await
+            .context("cannot restore the collections")?;
     Ok((service, worker, store))
 }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 
-use crate::embed::Embedder;
+use crate::embed::{Embedder, Reranker};
 pub use crate::store::PassageCacheStats;
 use crate::store::{CollectionId, CollectionRecord, Store};
 
@@ -36,6 +36,7 @@ mod indexer;
 mod lexical;
 mod limits;
 mod query;
+mod rerank;
 pub mod types;
 
 pub use collection::PlannerSettings;
@@ -44,6 +45,7 @@ pub use documents::{MAX_ID_BYTES, MAX_PAGE};
 pub use error::{ServiceError, ServiceResult};
 pub use limits::{Limit, LimitKind, Limits};
 pub use query::{Embeddings, SearchStats};
+pub use rerank::Rerank;
 pub use types::*;
 
 use collection::Collection;
@@ -137,6 +139,8 @@ pub struct Service {
     settings: ServiceSettings,
     store: Store,
     embedder: Arc<dyn Embedder>,
+    /// The cross-encoder that reranks, if the server runs one.
+    reranker: Option<Arc<dyn Reranker>>,
     /// Every collection by name, including those that could not be restored. Held only for a
     /// map lookup or update, never across I/O.
     collections: RwLock<HashMap<String, Registered>>,
@@ -167,6 +171,16 @@ impl Service {
         store: Store,
         embedder: Arc<dyn Embedder>,
     ) -> ServiceResult<Arc<Service>> {
+        Service::open_with_reranker(settings, store, embedder, None).await
+    }
+
+    /// As [`open`](Self::open), with a cross-encoder for reranking.
+    pub async fn open_with_reranker(
+        settings: ServiceSettings,
+        store: Store,
+        embedder: Arc<dyn Embedder>,
+        reranker: Option<Arc<dyn Reranker>>,
+    ) -> ServiceResult<Arc<Service>> {
         let started = Instant::now();
         let (shutdown, _) = tokio::sync::watch::channel(false);
         let maintenance = rayon::ThreadPoolBuilder::new()
@@ -185,6 +199,7 @@ impl Service {
             settings,
             store,
             embedder,
+            reranker,
             collections: RwLock::new(HashMap::new()),
             shutdown,
             indexers: parking_lot::Mutex::new(tokio::task::JoinSet::new()),

@@ -321,6 +321,31 @@ impl Service {
             Limit::Nprobe.check("nprobe", nprobe, limits.max_nprobe)?;
         }
         check_shaping(query, limits)?;
+        if let Some(r) = &query.rerank {
+            if !is_text {
+                return Err(ServiceError::invalid(
+                    "text_required",
+                    "reranking reads the query's text: give \"query\" (text)",
+                ));
+            }
+            self.reranker()?;
+            if query.mmr.is_some() || query.group.is_some() {
+                return Err(ServiceError::invalid(
+                    "invalid_parameter",
+                    "rerank cannot be combined with mmr or group_by in one query",
+                ));
+            }
+            if r.top_n < query.k {
+                return Err(ServiceError::invalid(
+                    "invalid_parameter",
+                    format!(
+                        "rerank.top_n ({}) must be at least k ({})",
+                        r.top_n, query.k
+                    ),
+                ));
+            }
+            Limit::K.check("rerank.top_n", r.top_n, self.max_rerank())?;
+        }
         let filter = match &query.filter {
             Some(Value::Null) | None => None,
             Some(f) => Some(Filter::parse_with(f, limits)?),
@@ -375,6 +400,8 @@ impl Service {
             nprobe: query.nprobe,
         };
         let (k, exact, want_meta) = (query.k, query.exact, query.include.metadata);
+        // A reranked query searches for the passages the cross-encoder is to judge.
+        let fetch = query.rerank.map_or(k, |r| r.top_n.max(k));
         let shape = Shape {
             mmr: query.mmr,
             group: query.group,
@@ -427,7 +454,7 @@ impl Service {
                     }
                 }
             };
-            let (hits, plan) = shape.search(&c, vector, k, search)?;
+            let (hits, plan) = shape.search(&c, vector, fetch, search)?;
             let metadata: Vec<Option<Value>> = if want_meta {
                 c.metadata_of(&hits)
             } else {
@@ -437,9 +464,18 @@ impl Service {
         })
         .await?;
         drop(cancel);
-        let results = self
+        let mut results = self
             .render(coll, &query, mode == SearchMode::Dense, hits, metadata)
             .await?;
+        if query.rerank.is_some() {
+            let QueryInput::Text(text) = &query.input else {
+                unreachable!("a reranked query is a text query: check_query says so");
+            };
+            results = self.rerank_hits(text, results, k).await?;
+            if !query.include.text {
+                results.iter_mut().for_each(|h| h.text = None);
+            }
+        }
         Ok(QueryResult {
             results,
             plan,
@@ -483,7 +519,13 @@ impl Service {
                 document_id: row.doc_id,
                 score: hit.score,
                 distance: metric_scores.then(|| hit.distance(coll.metric)),
-                text: if query.include.text { row.text } else { None },
+                rerank_score: None,
+                // A reranked query reads every hit's text, returned or not.
+                text: if query.include.text || query.rerank.is_some() {
+                    row.text
+                } else {
+                    None
+                },
                 metadata: if query.include.metadata {
                     Some(metadata.get(i).cloned().flatten().unwrap_or(Value::Null))
                 } else {

@@ -303,6 +303,8 @@ pub struct Query {
     pub mode: Option<SearchMode>,
     /// How a hybrid query fuses its legs.
     pub hybrid: Hybrid,
+    /// Rerank the first hits with the cross-encoder.
+    pub rerank: Option<super::rerank::Rerank>,
 }
 
 /// Which search a query runs.
@@ -394,6 +396,8 @@ pub struct QueryHit {
     pub score: f32,
     /// The metric's distance (lower is closer), for a dense query.
     pub distance: Option<f32>,
+    /// The cross-encoder's score, for a reranked query (its hits are in this order).
+    pub rerank_score: Option<f32>,
     /// The passage text, when asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,

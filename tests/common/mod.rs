@@ -19,7 +19,8 @@ use tokenizers::Tokenizer;
 use tower::ServiceExt;
 use vicinity::api::{self, ApiSettings, AppState};
 use vicinity::embed::{
-    EmbedResult, Embedder, EmbeddingWorker, EncoderOptions, SentenceEncoder, WorkerOptions,
+    CrossEncoder, CrossEncoderOptions, EmbedResult, Embedder, EmbeddingWorker, EncoderOptions,
+    RerankOptions, RerankWorker, Reranker, SentenceEncoder, WorkerOptions,
 };
 use vicinity::service::{Service, ServiceSettings};
 use vicinity::store::{Store, StoreOptions};
@@ -38,6 +39,18 @@ pub(crate) fn worker(dir: &Path, options: WorkerOptions) -> Arc<EmbeddingWorker>
 /// The tiny model's worker with default options.
 pub(crate) fn tiny_worker() -> Arc<EmbeddingWorker> {
     worker(&tiny_dir(), WorkerOptions::default())
+}
+
+/// The tiny cross-encoder fixture: random BERT weights with sentence-transformers references.
+pub(crate) fn tiny_cross_encoder_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-cross-encoder")
+}
+
+/// The tiny cross-encoder behind the real rerank worker.
+pub(crate) fn tiny_reranker() -> Arc<dyn Reranker> {
+    let ce = CrossEncoder::load(&tiny_cross_encoder_dir(), &CrossEncoderOptions::default())
+        .expect("cross-encoder loads");
+    Arc::new(RerankWorker::new(ce, RerankOptions::default()).expect("worker starts"))
 }
 
 /// Service settings for a data directory; the overlap fits the tiny model's 32 tokens.
@@ -112,6 +125,29 @@ impl App {
             .await
             .expect("service opens");
         let router = api::router(AppState::ready(api, service.clone()));
+        App {
+            router,
+            service,
+            store,
+        }
+    }
+
+    /// The tiny model's service with default settings, and the tiny cross-encoder as its
+    /// reranker.
+    pub(crate) async fn tiny_with_reranker(data: &Path) -> App {
+        let url = format!("sqlite://{}", data.join("vicinity.db").display());
+        let store = Store::open(&url, &StoreOptions::default())
+            .await
+            .expect("store opens");
+        let service = Service::open_with_reranker(
+            service_settings(data),
+            store.clone(),
+            tiny_worker(),
+            Some(tiny_reranker()),
+        )
+        .await
+        .expect("service opens");
+        let router = api::router(AppState::ready(ApiSettings::default(), service.clone()));
         App {
             router,
             service,

@@ -219,3 +219,42 @@ mod tests {
         assert_eq!(code(json!(5)), "invalid_request");
     }
 }
+
+/// A rerank request in the shape of text-embeddings-inference's `/rerank`: texts scored
+/// against a query by the server's cross-encoder.
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RerankTextsRequest {
+    /// The query.
+    #[schema(example = "How do lighthouses warn ships?")]
+    pub query: String,
+    /// The texts to score against it (at least one; at most the server's `--max-k`).
+    pub texts: Vec<String>,
+    /// Return each text beside its score.
+    #[serde(default)]
+    pub return_text: bool,
+    /// Return the classification head's raw logits instead of `CrossEncoder.predict`'s
+    /// scores (the model's activation applied, a probability for most rerankers).
+    #[serde(default)]
+    pub raw_scores: bool,
+    /// Accepted for compatibility: a (query, text) pair longer than the model reads is always
+    /// truncated, the longer of the two losing tokens first, as sentence-transformers does.
+    #[serde(default)]
+    pub truncate: Option<bool>,
+    /// Which end truncation cuts: `Right` only.
+    #[serde(default)]
+    pub truncation_direction: TruncationDirection,
+}
+
+/// One text's score, in TEI's shape.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct RerankedText {
+    /// The text's position in the request.
+    pub index: usize,
+    /// Its relevance to the query: higher is more relevant.
+    #[schema(example = 0.97)]
+    pub score: f32,
+    /// The text, with `return_text`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 use crate::service::fusion::{DEFAULT_FUSION, DEFAULT_RRF_K};
 use crate::service::{
     Fusion, Grouping, Hybrid, Include, Leg, Mmr, Plan, Query, QueryHit, QueryInput, QueryResult,
-    SearchMode,
+    Rerank, SearchMode,
 };
 
 use super::{filter_schema, metadata_schema};
@@ -70,6 +70,20 @@ pub struct MmrRequest {
     #[schema(minimum = 1)]
     pub fetch_k: Option<usize>,
 }
+
+/// Reranking of a query's first hits by the server's cross-encoder (`--reranker`).
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RerankRequest {
+    /// How many of the search's first hits the cross-encoder scores (default 50, or `k` when
+    /// larger); the `k` best by its score are returned, each with `rerank_score`.
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub top_n: Option<usize>,
+}
+
+/// Hits the cross-encoder scores when a query does not say.
+const DEFAULT_TOP_N: usize = 50;
 
 /// What a query's hits are grouped by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, ToSchema)]
@@ -184,6 +198,10 @@ pub struct QueryRequest {
     #[serde(default)]
     #[schema(minimum = 1)]
     pub candidates: Option<usize>,
+    /// Rerank the first `top_n` hits with the server's cross-encoder. A text query; not with
+    /// `mmr` or `group_by`.
+    #[serde(default)]
+    pub rerank: Option<RerankRequest>,
 }
 
 impl TryFrom<QueryRequest> for Query {
@@ -252,7 +270,11 @@ impl TryFrom<QueryRequest> for Query {
             alpha: r.alpha.unwrap_or(Hybrid::default().alpha),
             candidates: r.candidates,
         };
+        let rerank = r.rerank.map(|rr| Rerank {
+            top_n: rr.top_n.unwrap_or(DEFAULT_TOP_N.max(r.k)),
+        });
         Ok(Query {
+            rerank,
             mode: r.mode.map(Into::into),
             hybrid,
             input,
@@ -359,6 +381,10 @@ pub struct QueryHitResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = 0.17)]
     pub distance: Option<f32>,
+    /// The cross-encoder's score of a reranked query (its hits come in this order).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = 0.92)]
+    pub rerank_score: Option<f32>,
     /// The passage text (with `include: ["text"]`, the default).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
@@ -383,6 +409,7 @@ impl From<QueryHit> for QueryHitResponse {
             },
             score: h.score,
             distance: h.distance,
+            rerank_score: h.rerank_score,
             text: h.text,
             metadata: h.metadata,
             vector: h.vector,

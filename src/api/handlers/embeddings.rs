@@ -12,8 +12,8 @@ use base64::Engine as _;
 
 use crate::api::dto::{
     EmbeddingValue, EncodingFormat, OpenAiEmbedding, OpenAiEmbeddingsRequest,
-    OpenAiEmbeddingsResponse, OpenAiUsage, TeiEmbedRequest, TeiEmbedResponse, TruncationDirection,
-    texts_from_input,
+    OpenAiEmbeddingsResponse, OpenAiUsage, RerankTextsRequest, RerankedText, TeiEmbedRequest,
+    TeiEmbedResponse, TruncationDirection, texts_from_input,
 };
 use crate::api::error::{ApiError, ApiResult, responses};
 use crate::api::extract::ApiJson;
@@ -109,6 +109,50 @@ pub async fn tei_embed(
         vectors.iter_mut().for_each(|v| normalize(v));
     }
     Ok(Json(TeiEmbedResponse(vectors)))
+}
+
+/// Score texts against a query with the server's cross-encoder (`--reranker`), in the shape of
+/// text-embeddings-inference's `/rerank`: the texts by index, most relevant first. Scores are
+/// what sentence-transformers' `CrossEncoder.predict` gives; `raw_scores` returns the logits.
+/// 400 `reranker_unavailable` when the server runs no reranker.
+#[utoipa::path(
+    post,
+    path = "/rerank",
+    tag = "embeddings",
+    request_body = RerankTextsRequest,
+    responses(
+        (status = 200, description = "Every text by index, most relevant first.", body = Vec<RerankedText>),
+        responses::Common,
+    )
+)]
+pub async fn rerank(
+    Ready(service): Ready,
+    ApiJson(body): ApiJson<RerankTextsRequest>,
+) -> ApiResult<Json<Vec<RerankedText>>> {
+    if body.truncation_direction == TruncationDirection::Left {
+        return Err(ApiError::bad_request(
+            "invalid_parameter",
+            "truncation_direction: only \"Right\" is supported",
+        ));
+    }
+    let texts = body.return_text.then(|| body.texts.clone());
+    let scores = service.rerank(body.query, body.texts).await?;
+    let mut out: Vec<RerankedText> = scores
+        .iter()
+        .enumerate()
+        .map(|(index, s)| RerankedText {
+            index,
+            score: if body.raw_scores { s.logit } else { s.score },
+            text: None,
+        })
+        .collect();
+    out.sort_by(|a, b| b.score.total_cmp(&a.score));
+    if let Some(mut texts) = texts {
+        for r in &mut out {
+            r.text = Some(std::mem::take(&mut texts[r.index]));
+        }
+    }
+    Ok(Json(out))
 }
 
 /// Scales `v` to unit length, unless it already is (or is zero).
