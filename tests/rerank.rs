@@ -2,8 +2,8 @@
 //! the tiny fixture cross-encoders (BERT, RoBERTa and DistilBERT sequence classifiers; every
 //! run) and on a real model where `VICINITY_TEST_RERANKER` names one; pair tokenization and
 //! truncation, the score activation read from the model's configuration, the worker's order,
-//! batching invariance and bounds, loading from the hub, and the errors of directories that are
-//! no cross-encoder.
+//! batching invariance and bounds, loading from the hub, the errors of directories that are no
+//! cross-encoder, and `vicinity bench rerank`.
 
 use std::collections::HashMap;
 use std::fs;
@@ -896,4 +896,78 @@ fn a_real_cross_encoder_when_one_is_available() {
         .block_on(worker.rerank(query.to_owned(), strings(&texts)))
         .unwrap();
     assert_same(&via_worker, &direct, "real model, worker vs direct");
+}
+
+fn vicinity() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_vicinity"));
+    command
+        .env_remove("VICINITY_RERANK_MODEL")
+        .env("HF_HUB_OFFLINE", "1");
+    command
+}
+
+#[test]
+fn bench_rerank_measures_the_pairs_it_prints() {
+    let dir = tempfile::tempdir().unwrap();
+    let generated = vicinity()
+        .args(["bench", "rerank", "--pairs", "7", "--texts-per-query", "3"])
+        .args(["--text-words", "40", "--print-pairs"])
+        .output()
+        .unwrap();
+    assert!(generated.status.success());
+    let requests: Vec<Value> = std::str::from_utf8(&generated.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let sizes: Vec<usize> = requests
+        .iter()
+        .map(|r| r["texts"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(sizes, [3, 3, 1]);
+    let pairs = dir.path().join("pairs.jsonl");
+    fs::write(&pairs, &generated.stdout).unwrap();
+
+    let output = vicinity()
+        .args(["bench", "rerank", "--model"])
+        .arg(fixture_dir("bert"))
+        .arg("--pairs-file")
+        .arg(&pairs)
+        .args(["--rounds", "2", "--threads", "1", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let points: Vec<Value> = std::str::from_utf8(&output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let vias: Vec<&str> = points.iter().map(|p| p["via"].as_str().unwrap()).collect();
+    assert_eq!(vias, ["worker", "direct"]);
+    for p in &points {
+        assert_eq!(p["pairs"], 14, "{p}");
+        assert_eq!(p["requests"], 6, "{p}");
+        assert!(p["pairs_per_s"].as_f64().unwrap() > 0.0, "{p}");
+        assert!(p["p50_ms"].as_f64().unwrap() <= p["p99_ms"].as_f64().unwrap());
+        assert_eq!(p["threads"], 1);
+        // 40-word passages exceed the tiny model's 24 tokens: counted after truncation.
+        assert_eq!(p["tokens_per_pair"], 24.0, "{p}");
+    }
+
+    let err = vicinity()
+        .args([
+            "bench",
+            "rerank",
+            "--model",
+            "/no/such/reranker",
+            "--offline",
+        ])
+        .output()
+        .unwrap();
+    assert!(!err.status.success());
+    assert!(String::from_utf8_lossy(&err.stderr).contains("cross-encoder"));
 }

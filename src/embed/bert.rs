@@ -280,13 +280,15 @@ impl Bert {
 
     /// Runs the encoder over `seqs` (each non-empty, with ids below the vocabulary size, token
     /// types below the type vocabulary size, and no longer than the position table; the caller
-    /// checks with [`Runner::check`]). Returns the final hidden states of all tokens,
-    /// sequence after sequence, `Σ len × hidden` row-major, inside `scratch`.
+    /// checks with [`Runner::check`]). Returns, inside `scratch`, the final hidden states
+    /// `output` asks for, row-major: all tokens', sequence after sequence (`Σ len × hidden`),
+    /// or each sequence's first token's (`seqs.len() × hidden`).
     ///
     /// Must run inside the rayon pool whose threads it should use; `threads` is that pool's size.
     pub(crate) fn forward<'s>(
         &self,
         seqs: &[&Encoded],
+        output: Output,
         threads: usize,
         scratch: &'s mut Scratch,
     ) -> &'s [f32] {
@@ -347,12 +349,33 @@ impl Bert {
         });
 
         let eps = self.config.layer_norm_eps;
-        for layer in &self.layers {
+        let last = self.layers.len() - 1;
+        // Token rows the layers carry: all of them, until a last layer that only has to produce
+        // first tokens.
+        let mut rows = total;
+        for (l, layer) in self.layers.iter().enumerate() {
+            let first_only = output == Output::FirstTokens && l == last;
+            // Keys and values are needed for every token even then; the queries of the other
+            // tokens are computed too, since splitting the fused projection costs more than
+            // they do.
             dense::matmul(x, total, &layer.qkv.weight, qkv, threads);
             par_rows(qkv, 3 * h, |rows| ops::add_bias(rows, &layer.qkv.bias));
-            self.attention(qkv, seqs, &starts, ctx);
+            self.attention(qkv, seqs, &starts, ctx, first_only);
+            if first_only {
+                // The residual stream of the first tokens, packed to the front: row `s` comes
+                // from row `starts[s] ≥ s`, so copying in order never overwrites a row to come.
+                for (s, &start) in starts.iter().enumerate() {
+                    x.copy_within(start * h..(start + 1) * h, s * h);
+                }
+                rows = seqs.len();
+            }
+            let (x, tmp, inter) = (
+                &mut x[..rows * h],
+                &mut tmp[..rows * h],
+                &mut inter[..rows * self.config.intermediate_size],
+            );
 
-            dense::matmul(ctx, total, &layer.attn_out.weight, tmp, threads);
+            dense::matmul(ctx, rows, &layer.attn_out.weight, tmp, threads);
             par_rows_with(x, tmp, h, |xr, yr| {
                 ops::residual_layer_norm(
                     xr,
@@ -364,11 +387,11 @@ impl Bert {
                 )
             });
 
-            dense::matmul(x, total, &layer.ffn_in.weight, inter, threads);
+            dense::matmul(x, rows, &layer.ffn_in.weight, inter, threads);
             par_rows(inter, layer.ffn_in.weight.n_out(), |rows| {
                 ops::bias_activation(rows, &layer.ffn_in.bias, self.config.activation)
             });
-            dense::matmul(inter, total, &layer.ffn_out.weight, tmp, threads);
+            dense::matmul(inter, rows, &layer.ffn_out.weight, tmp, threads);
             par_rows_with(x, tmp, h, |xr, yr| {
                 ops::residual_layer_norm(
                     xr,
@@ -380,12 +403,20 @@ impl Bert {
                 )
             });
         }
-        x
+        &x[..rows * h]
     }
 
     /// Scaled dot-product attention of every sequence and head over its own tokens, writing
-    /// each head's context into its columns of `ctx` (`total × hidden`).
-    fn attention(&self, qkv: &[f32], seqs: &[&Encoded], starts: &[usize], ctx: &mut [f32]) {
+    /// each head's context into its columns of `ctx`: for every token (`total × hidden`), or
+    /// with `first_only` for each sequence's first token alone (`seqs.len() × hidden`).
+    fn attention(
+        &self,
+        qkv: &[f32],
+        seqs: &[&Encoded],
+        starts: &[usize],
+        ctx: &mut [f32],
+        first_only: bool,
+    ) {
         let h = self.config.hidden_size;
         let heads = self.config.num_heads;
         let d = h / heads;
@@ -399,17 +430,19 @@ impl Bert {
         work.par_iter().for_each(|&(s, head)| {
             let len = seqs[s].len();
             let start = starts[s];
-            let mut scores = vec![0.0f32; len * len];
+            // Query rows, and the `ctx` row the first one's context goes to.
+            let (m, out_row) = if first_only { (1, s) } else { (len, start) };
+            let mut scores = vec![0.0f32; m * len];
             let q = qkv[start * 3 * h + head * d..].as_ptr();
             let k = qkv[start * 3 * h + h + head * d..].as_ptr();
             let v = qkv[start * 3 * h + 2 * h + head * d..].as_ptr();
             let rs = (3 * h) as isize;
-            // SAFETY: every pointer and stride stays inside its buffer: `q`, `k` and `v` address
-            // rows `start..start + len` (row stride 3h) and `d` columns of `qkv`, which is
-            // `total × 3h`; `scores` is `len × len`.
+            // SAFETY: every pointer and stride stays inside its buffer: `q` addresses rows
+            // `start..start + m` (m ≤ len), `k` and `v` rows `start..start + len` (row stride 3h),
+            // each `d` columns of `qkv`, which is `total × 3h`; `scores` is `m × len`.
             unsafe {
                 gemm::gemm(
-                    len,
+                    m,
                     len,
                     d,
                     scores.as_mut_ptr(),
@@ -431,13 +464,14 @@ impl Bert {
                 );
             }
             ops::softmax_rows(&mut scores, len);
-            let out = ctx_ptr.get().wrapping_add(start * h + head * d);
-            // SAFETY: `out` addresses rows `start..start + len` and columns
-            // `head·d..(head+1)·d` of `ctx` (`total × h`); no other task writes those, since
-            // each (sequence, head) pair is one task. `v` as above.
+            let out = ctx_ptr.get().wrapping_add(out_row * h + head * d);
+            // SAFETY: `out` addresses rows `out_row..out_row + m` and columns
+            // `head·d..(head+1)·d` of `ctx` (`total × h`; `out_row + m` is at most `total`, and
+            // at most `seqs.len()` with `first_only`); no other task writes those, since each
+            // (sequence, head) pair is one task and sequences' rows do not overlap. `v` as above.
             unsafe {
                 gemm::gemm(
-                    len,
+                    m,
                     d,
                     len,
                     out,
@@ -460,6 +494,17 @@ impl Bert {
             }
         });
     }
+}
+
+/// Which final hidden states a forward pass produces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Output {
+    /// Every token's: pooling reads them all.
+    AllTokens,
+    /// Each sequence's first token's alone: a classification head reads nothing else. The
+    /// last layer then runs attention for those rows only and its dense layers on one row per
+    /// sequence, which saves most of that layer's work (about an eighth of a 6-layer model's).
+    FirstTokens,
 }
 
 /// Tokens run through the transformer in one pass at most; a larger batch is split. This bounds
@@ -556,13 +601,14 @@ impl Runner {
 
     /// Runs the checked `batch` through the transformer on `pool`, in passes of at most
     /// [`MAX_TOKENS_PER_PASS`] tokens, in order; after each pass, still inside `pool`, calls
-    /// `head` with the pass's sequences, their final hidden states (`Σ len × hidden`, sequence
-    /// after sequence) and the pool's size, so that a head may spread its own work over the
+    /// `head` with the pass's sequences, their final hidden states as `output` asks (see
+    /// [`Bert::forward`]) and the pool's size, so that a head may spread its own work over the
     /// same threads.
     pub(crate) fn run(
         &self,
         pool: &ThreadPool,
         batch: &[Encoded],
+        output: Output,
         mut head: impl FnMut(&[&Encoded], &[f32], usize) + Send,
     ) {
         let mut scratch = self
@@ -587,7 +633,7 @@ impl Runner {
             rest = tail;
             let seqs: Vec<&Encoded> = chunk.iter().collect();
             pool.install(|| {
-                let states = self.bert.forward(&seqs, threads, &mut scratch);
+                let states = self.bert.forward(&seqs, output, threads, &mut scratch);
                 head(&seqs, states, threads);
             });
         }

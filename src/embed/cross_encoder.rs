@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use rayon::ThreadPool;
 
-use super::bert::{Bert, Linear, Runner, Weights};
+use super::bert::{Bert, Linear, Output, Runner, Weights};
 use super::config::{self, Architecture, CrossEncoderConfig, ModelConfig, ScoreActivation};
 use super::dense;
 use super::model::directory_name;
@@ -312,22 +312,18 @@ impl CrossEncoder {
         batch: &[Encoded],
     ) -> EmbedResult<Vec<RerankScore>> {
         self.runner.check(batch, self.max_length)?;
-        let h = self.config().hidden_size;
         let mut out = Vec::with_capacity(batch.len());
-        self.runner.run(pool, batch, |seqs, states, threads| {
-            let mut cls = Vec::with_capacity(seqs.len() * h);
-            let mut row = 0;
-            for seq in seqs {
-                cls.extend_from_slice(&states[row * h..(row + 1) * h]);
-                row += seq.len();
-            }
-            for logit in self.head.logits(&cls, seqs.len(), threads) {
-                out.push(RerankScore {
-                    score: self.activation.apply(logit),
-                    logit,
-                });
-            }
-        });
+        // The head reads the first token of each pair alone, so the transformer's last layer
+        // computes nothing else.
+        self.runner
+            .run(pool, batch, Output::FirstTokens, |seqs, cls, threads| {
+                for logit in self.head.logits(cls, seqs.len(), threads) {
+                    out.push(RerankScore {
+                        score: self.activation.apply(logit),
+                        logit,
+                    });
+                }
+            });
         Ok(out)
     }
 

@@ -5,7 +5,7 @@ use std::path::Path;
 use rayon::ThreadPool;
 use tokenizers::Tokenizer;
 
-use super::bert::{Bert, Runner};
+use super::bert::{Bert, Output, Runner};
 use super::config::{self, ModelConfig, Modules, SentenceBertConfig};
 use super::pooling::{self, Pooling};
 use super::tokenize::{Encoded, TextTokenizer};
@@ -178,22 +178,23 @@ impl SentenceEncoder {
         let hidden = self.config().hidden_size;
         let dim = self.dim();
         let mut out = Vec::with_capacity(batch.len());
-        self.runner.run(pool, batch, |seqs, states, _threads| {
-            let mut row = 0;
-            for seq in seqs {
-                let mut v = vec![0.0f32; dim];
-                self.pooling.pool(
-                    &states[row * hidden..(row + seq.len()) * hidden],
-                    hidden,
-                    &mut v,
-                );
-                if self.normalize {
-                    pooling::normalize(&mut v);
+        self.runner
+            .run(pool, batch, Output::AllTokens, |seqs, states, _threads| {
+                let mut row = 0;
+                for seq in seqs {
+                    let mut v = vec![0.0f32; dim];
+                    self.pooling.pool(
+                        &states[row * hidden..(row + seq.len()) * hidden],
+                        hidden,
+                        &mut v,
+                    );
+                    if self.normalize {
+                        pooling::normalize(&mut v);
+                    }
+                    row += seq.len();
+                    out.push(v);
                 }
-                row += seq.len();
-                out.push(v);
-            }
-        });
+            });
         Ok(out)
     }
 

@@ -101,8 +101,13 @@ impl Default for RerankOptions {
 }
 
 /// The production [`Reranker`]: a [`CrossEncoder`] run by a model thread that batches
-/// concurrent requests, fed by a tokenizer thread; see the [module docs](self) for why it has
-/// a worker of its own.
+/// concurrent requests, fed by a tokenizer thread.
+///
+/// It is the [`EmbeddingWorker`](super::EmbeddingWorker)'s machinery with the interactive lane
+/// only, beside the embedding worker rather than inside it: its model thread runs at normal
+/// priority on the cross-encoder's own pool, so a rerank never queues behind bulk embedding
+/// (whose threads have a lowered priority), and a long rerank never holds up the embedding of
+/// queries, nor they it.
 ///
 /// A request is checked against [`RerankOptions::max_texts`] and admitted or refused
 /// ([`EmbedError::Overloaded`]) when it is submitted. Whenever the model thread is free it
