@@ -9,10 +9,12 @@ use serde_json::{Value, json};
 use sqlx::{ConnectOptions, Connection, sqlite::SqliteConnectOptions};
 use tempfile::TempDir;
 use vicinity::distance::Metric;
+use vicinity::on_both_backends;
 use vicinity::store::{
     CollectionId, CollectionSource, CreateOutcome, NewCollection, NewDocument, NewPassage,
     PageRequest, PassageId, Store, StoreError, StoreOptions,
 };
+use vicinity::testing::postgres::TestBackend;
 use vicinity::testing::random_vectors;
 
 const DIM: usize = 8;
@@ -34,11 +36,16 @@ enum Place {
     Postgres(String),
 }
 
-impl Place {
-    fn sqlite() -> Place {
-        Place::Sqlite(TempDir::new().unwrap())
+impl From<TestBackend> for Place {
+    fn from(backend: TestBackend) -> Self {
+        match backend {
+            TestBackend::Sqlite => Place::Sqlite(TempDir::new().unwrap()),
+            TestBackend::Postgres(url) => Place::Postgres(url),
+        }
     }
+}
 
+impl Place {
     /// `None` where no PostgreSQL server can be had (the harness says why).
     async fn postgres() -> Option<Place> {
         vicinity::testing::postgres::database()
@@ -121,29 +128,6 @@ impl Place {
             }
         }
     }
-}
-
-/// For each test function `name(place: Place)`, a module `name` with the tests `sqlite` and
-/// `postgres`, which run it on each backend (the second where a PostgreSQL server can be had).
-/// Arguments in parentheses after a name go to its `#[tokio::test]`.
-macro_rules! on_both_backends {
-    ($($name:ident $(($($runtime:tt)*))?),* $(,)?) => {
-        $(
-            mod $name {
-                #[tokio::test$(($($runtime)*))?]
-                async fn sqlite() {
-                    super::$name(super::Place::sqlite()).await
-                }
-
-                #[tokio::test$(($($runtime)*))?]
-                async fn postgres() {
-                    if let Some(place) = super::Place::postgres().await {
-                        super::$name(place).await
-                    }
-                }
-            }
-        )*
-    };
 }
 
 on_both_backends!(

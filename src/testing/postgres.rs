@@ -263,3 +263,53 @@ mod tests {
         assert_eq!(distinct.len(), 8);
     }
 }
+
+/// The database a test runs on; see [`on_both_backends`](crate::on_both_backends).
+#[derive(Clone, Debug)]
+pub enum TestBackend {
+    /// An SQLite file in the test's own directory.
+    Sqlite,
+    /// A fresh database of its own on the test PostgreSQL server, by URL.
+    Postgres(String),
+}
+
+impl TestBackend {
+    /// The store URL: `dir/vicinity.db` for SQLite.
+    pub fn url(&self, dir: &std::path::Path) -> String {
+        match self {
+            TestBackend::Sqlite => format!("sqlite://{}", dir.join("vicinity.db").display()),
+            TestBackend::Postgres(url) => url.clone(),
+        }
+    }
+}
+
+/// For each async test function `name(backend)` (its argument built with `From` from a
+/// [`TestBackend`]), a module `name` with two tests, `sqlite` and `postgres`, that run it on
+/// each backend; the second runs where [`database`] finds a server. Arguments in parentheses
+/// after a name go to its `#[tokio::test]`:
+///
+/// ```ignore
+/// on_both_backends!(writes_survive_a_restart, racing_upserts(flavor = "multi_thread"));
+/// ```
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident $(($($runtime:tt)*))?),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test$(($($runtime)*))?]
+                async fn sqlite() {
+                    let backend = $crate::testing::postgres::TestBackend::Sqlite;
+                    super::$name(::core::convert::From::from(backend)).await
+                }
+
+                #[tokio::test$(($($runtime)*))?]
+                async fn postgres() {
+                    if let Some(url) = $crate::testing::postgres::database().await {
+                        let backend = $crate::testing::postgres::TestBackend::Postgres(url);
+                        super::$name(::core::convert::From::from(backend)).await
+                    }
+                }
+            }
+        )*
+    };
+}
