@@ -68,6 +68,9 @@ static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations")
 /// The PostgreSQL schema migrations, embedded at compile time.
 static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// Longest wait for a PostgreSQL connection; see [`Store::open`].
+const PG_CONNECT_WAIT: Duration = Duration::from_secs(5);
+
 /// The key of the advisory lock that [`Store::claim`] takes ("vicnty" in ASCII).
 const CLAIM_LOCK: i64 = 0x7669_636e_7479;
 
@@ -358,7 +361,9 @@ impl Store {
         let pool = PgPoolOptions::new()
             .max_connections(opts.max_readers.max(1) + 2)
             .min_connections(1)
-            .acquire_timeout(opts.read_wait)
+            // The pool keeps trying to connect until this runs out: with the server down, a
+            // write should learn so in seconds (503, retry), not after the read wait.
+            .acquire_timeout(opts.read_wait.min(PG_CONNECT_WAIT))
             .connect_with(options)
             .await?;
         // Nodes that start together take turns: the migrator holds an advisory lock.
