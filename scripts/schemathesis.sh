@@ -5,7 +5,9 @@
 #
 # Usage: scripts/schemathesis.sh [BINARY]   (default target/debug/vicinity)
 # Environment: SCHEMATHESIS_EXAMPLES (examples per operation and phase, default 80),
-#              SCHEMATHESIS_MIN_CASES (fail below this many generated requests, default 1000).
+#              SCHEMATHESIS_MIN_CASES (fail below this many generated requests, default 1000),
+#              SCHEMATHESIS_POSTGRES (an admin URL of a PostgreSQL server: the server under test
+#              then stores its collections in a fresh database there instead of SQLite).
 # The server runs on a free loopback port over a temporary data directory with the tiny
 # fixture model, and is stopped at the end.
 set -euo pipefail
@@ -23,8 +25,16 @@ st="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/schem
 work=$(mktemp -d)
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 base="http://127.0.0.1:$port"
+database=()
+if [ -n "${SCHEMATHESIS_POSTGRES:-}" ]; then
+  name="schemathesis_$$_$(date +%s)"
+  psql -q "$SCHEMATHESIS_POSTGRES" -c "CREATE DATABASE $name"
+  # The admin URL with the new database's name in place of its own.
+  database=(--database-url "$(python3 -c 'import sys, urllib.parse as u; p = u.urlsplit(sys.argv[1]); print(u.urlunsplit(p._replace(path="/" + sys.argv[2])))' "$SCHEMATHESIS_POSTGRES" "$name")")
+  echo "schemathesis: the server stores its collections in PostgreSQL ($name)"
+fi
 RUST_LOG=warn "$bin" serve --addr "127.0.0.1:$port" --data-dir "$work/data" --model tests/fixtures/tiny-bert --chunk-overlap 4 \
-  >"$work/server.log" 2>&1 &
+  "${database[@]}" >"$work/server.log" 2>&1 &
 server=$!
 cleanup() {
   kill "$server" 2>/dev/null || true

@@ -39,8 +39,10 @@ pub struct ServeConfig {
     #[arg(long, env = "VICINITY_ADDR", default_value = "0.0.0.0:8080")]
     pub addr: String,
 
-    /// Where collections are stored: a sqlite: URL (sqlite://PATH, or sqlite:///ABSOLUTE/PATH).
-    /// Default: sqlite://DATA_DIR/vicinity.db. Only SQLite is supported.
+    /// Where collections are stored: an SQLite file (sqlite://PATH, or
+    /// sqlite:///ABSOLUTE/PATH), or a PostgreSQL database (postgres://USER:PASSWORD@HOST/DB,
+    /// which must exist). Default: sqlite://DATA_DIR/vicinity.db. Index snapshots and the
+    /// lexical index stay in the data directory either way.
     #[arg(long, env = "VICINITY_DATABASE_URL", value_name = "URL")]
     pub database_url: Option<String>,
 
@@ -262,7 +264,7 @@ impl LimitArgs {
 pub struct Settings {
     /// Address to listen on.
     pub addr: String,
-    /// The SQLite database URL.
+    /// The database URL: `sqlite:` or `postgres:`.
     pub database_url: String,
     /// The HTTP layer's limits.
     pub api: ApiSettings,
@@ -392,16 +394,21 @@ impl ServeConfig {
     }
 }
 
-/// Accepts `sqlite:` URLs only, naming any other scheme in the error.
+/// Accepts `sqlite:` and `postgres:` (or `postgresql:`) URLs, naming any other scheme in the
+/// error.
 fn check_database_url(url: String) -> Result<String, ConfigError> {
-    if url.starts_with("sqlite:") {
+    if ["sqlite:", "postgres:", "postgresql:"]
+        .iter()
+        .any(|scheme| url.starts_with(scheme))
+    {
         return Ok(url);
     }
     let reason = match url.split_once("://") {
-        Some((scheme, _)) => {
-            format!("only SQLite is supported (sqlite://PATH); '{scheme}' databases are not")
-        }
-        None => format!("expected a sqlite: URL such as sqlite://{url}"),
+        Some((scheme, _)) => format!(
+            "'{scheme}' databases are not supported: use sqlite://PATH or \
+             postgres://USER@HOST/DATABASE"
+        ),
+        None => format!("expected a sqlite: URL such as sqlite://{url}, or a postgres: URL"),
     };
     Err(ConfigError {
         flag: "--database-url",
@@ -484,8 +491,14 @@ mod tests {
         );
         let e = parse(&["--api-key", "a", "--read-only-api-key", "b,a"]).unwrap_err();
         assert_eq!(e.flag, "--read-only-api-key");
-        let e = parse(&["--database-url", "postgres://db/x"]).unwrap_err();
-        assert!(e.reason.contains("'postgres'"), "{e}");
+        let e = parse(&["--database-url", "mysql://db/x"]).unwrap_err();
+        assert!(e.reason.contains("'mysql'"), "{e}");
+        assert_eq!(
+            parse(&["--database-url", "postgres://u:p@db/x"])
+                .unwrap()
+                .database_url,
+            "postgres://u:p@db/x"
+        );
         assert_eq!(
             parse(&["--database-url", "sqlite:///tmp/x.db"])
                 .unwrap()

@@ -12,14 +12,23 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use vicinity::distance::Metric;
 use vicinity::embed::{Embedder, EmbeddingWorker, EncoderOptions, SentenceEncoder, WorkerOptions};
+use vicinity::on_both_backends;
 use vicinity::service::{
     CollectionSpec, DocumentInput, Embeddings, Hybrid, Include, IndexConfig, IndexType, Plan,
     Query, QueryInput, SearchMode, Selector, Service, ServiceError, ServiceResult, ServiceSettings,
 };
 use vicinity::store::{Store, StoreOptions};
 use vicinity::testing::clustered_vectors;
+use vicinity::testing::postgres::TestBackend;
 
 const DIM: usize = 24;
+
+on_both_backends!(
+    planner_picks_each_path(flavor = "multi_thread", worker_threads = 2),
+    writes_are_visible_before_the_graph_catches_up(flavor = "multi_thread", worker_threads = 2),
+    restarts_from_current_stale_and_torn_snapshots(flavor = "multi_thread", worker_threads = 2),
+    text_documents_are_split_embedded_and_found(flavor = "multi_thread", worker_threads = 2),
+);
 
 fn tiny_model() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-bert")
@@ -33,9 +42,14 @@ fn settings(dir: &Path) -> ServiceSettings {
 }
 
 async fn open(dir: &Path) -> Arc<Service> {
+    open_on(dir, &TestBackend::Sqlite).await
+}
+
+/// The service over `dir` (index snapshots, lexical indexes) and a store on `backend`.
+async fn open_on(dir: &Path, backend: &TestBackend) -> Arc<Service> {
     let encoder = SentenceEncoder::load(&tiny_model(), &EncoderOptions::default()).unwrap();
     let worker = EmbeddingWorker::new(encoder, WorkerOptions::default()).unwrap();
-    open_with(dir, settings(dir), Arc::new(worker)).await
+    open_with_on(dir, backend, settings(dir), Arc::new(worker)).await
 }
 
 async fn open_with(
@@ -43,12 +57,18 @@ async fn open_with(
     settings: ServiceSettings,
     embedder: Arc<dyn Embedder>,
 ) -> Arc<Service> {
-    let store = Store::open(
-        dir.join("vicinity.db").to_str().unwrap(),
-        &StoreOptions::default(),
-    )
-    .await
-    .unwrap();
+    open_with_on(dir, &TestBackend::Sqlite, settings, embedder).await
+}
+
+async fn open_with_on(
+    dir: &Path,
+    backend: &TestBackend,
+    settings: ServiceSettings,
+    embedder: Arc<dyn Embedder>,
+) -> Arc<Service> {
+    let store = Store::open(&backend.url(dir), &StoreOptions::default())
+        .await
+        .unwrap();
     Service::open(settings, store, embedder).await.unwrap()
 }
 
@@ -118,10 +138,9 @@ fn ids(r: &vicinity::service::QueryResult) -> Vec<String> {
     r.results.iter().map(|h| h.document_id.clone()).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn planner_picks_each_path() {
+async fn planner_picks_each_path(backend: TestBackend) {
     let dir = tempfile::tempdir().unwrap();
-    let svc = open(dir.path()).await;
+    let svc = open_on(dir.path(), &backend).await;
     svc.create_collection("small", spec(IndexType::Auto))
         .await
         .unwrap();
@@ -235,10 +254,9 @@ async fn planner_picks_each_path() {
     svc.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn writes_are_visible_before_the_graph_catches_up() {
+async fn writes_are_visible_before_the_graph_catches_up(backend: TestBackend) {
     let dir = tempfile::tempdir().unwrap();
-    let svc = open(dir.path()).await;
+    let svc = open_on(dir.path(), &backend).await;
     svc.create_collection("c", spec(IndexType::Hnsw))
         .await
         .unwrap();
@@ -285,15 +303,14 @@ async fn writes_are_visible_before_the_graph_catches_up() {
     svc.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restarts_from_current_stale_and_torn_snapshots() {
+async fn restarts_from_current_stale_and_torn_snapshots(backend: TestBackend) {
     let dir = tempfile::tempdir().unwrap();
     let (docs, data) = vector_docs(800, 6);
     let probes: Vec<Vec<f32>> = (0..20)
         .map(|i| data[i * 37 * DIM..(i * 37 + 1) * DIM].to_vec())
         .collect();
     let before = {
-        let svc = open(dir.path()).await;
+        let svc = open_on(dir.path(), &backend).await;
         svc.create_collection("c", spec(IndexType::Hnsw))
             .await
             .unwrap();
@@ -311,7 +328,7 @@ async fn restarts_from_current_stale_and_torn_snapshots() {
 
     // Current snapshot: the graph is back at once, answers are identical.
     {
-        let svc = open(dir.path()).await;
+        let svc = open_on(dir.path(), &backend).await;
         let info = svc.get_collection("c").await.unwrap();
         assert_eq!(info.index_state.status, "ready");
         assert_eq!(info.index_state.indexed, 800);
@@ -337,7 +354,7 @@ async fn restarts_from_current_stale_and_torn_snapshots() {
 
     // Stale snapshot: reconciled with the store.
     {
-        let svc = open(dir.path()).await;
+        let svc = open_on(dir.path(), &backend).await;
         wait_indexed(&svc, "c").await;
         let info = svc.get_collection("c").await.unwrap();
         assert_eq!(info.passages, 799);
@@ -369,7 +386,7 @@ async fn restarts_from_current_stale_and_torn_snapshots() {
     bytes[mid] ^= 0xff;
     std::fs::write(&bin, &bytes).unwrap();
     {
-        let svc = open(dir.path()).await;
+        let svc = open_on(dir.path(), &backend).await;
         wait_indexed(&svc, "c").await;
         let info = svc.get_collection("c").await.unwrap();
         assert_eq!(info.index_state.indexed, 799);
@@ -385,10 +402,9 @@ async fn restarts_from_current_stale_and_torn_snapshots() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn text_documents_are_split_embedded_and_found() {
+async fn text_documents_are_split_embedded_and_found(backend: TestBackend) {
     let dir = tempfile::tempdir().unwrap();
-    let svc = open(dir.path()).await;
+    let svc = open_on(dir.path(), &backend).await;
     let text_spec = CollectionSpec {
         dimension: None,
         ..spec(IndexType::Auto)

@@ -9,10 +9,12 @@ use serde_json::{Value, json};
 use sqlx::{ConnectOptions, Connection, sqlite::SqliteConnectOptions};
 use tempfile::TempDir;
 use vicinity::distance::Metric;
+use vicinity::on_both_backends;
 use vicinity::store::{
     CollectionId, CollectionSource, CreateOutcome, NewCollection, NewDocument, NewPassage,
     PageRequest, PassageId, Store, StoreError, StoreOptions,
 };
+use vicinity::testing::postgres::TestBackend;
 use vicinity::testing::random_vectors;
 
 const DIM: usize = 8;
@@ -25,6 +27,128 @@ async fn open(dir: &TempDir) -> Store {
     .await
     .expect("open store")
 }
+
+/// Where a test's database lives: an SQLite file in a temporary directory, or a fresh database
+/// on the test PostgreSQL server. Tests that take a `Place` run on both (see
+/// [`on_both_backends`]).
+enum Place {
+    Sqlite(TempDir),
+    Postgres(String),
+}
+
+impl From<TestBackend> for Place {
+    fn from(backend: TestBackend) -> Self {
+        match backend {
+            TestBackend::Sqlite => Place::Sqlite(TempDir::new().unwrap()),
+            TestBackend::Postgres(url) => Place::Postgres(url),
+        }
+    }
+}
+
+impl Place {
+    /// `None` where no PostgreSQL server can be had (the harness says why).
+    async fn postgres() -> Option<Place> {
+        vicinity::testing::postgres::database()
+            .await
+            .map(Place::Postgres)
+    }
+
+    fn url(&self) -> String {
+        match self {
+            Place::Sqlite(dir) => format!("sqlite://{}", dir.path().join("db/v.db").display()),
+            Place::Postgres(url) => url.clone(),
+        }
+    }
+
+    async fn open(&self) -> Store {
+        self.open_with(&StoreOptions::default()).await
+    }
+
+    async fn open_with(&self, options: &StoreOptions) -> Store {
+        Store::open(&self.url(), options).await.expect("open store")
+    }
+
+    /// Runs `sql` on a connection of its own, under the store, as another program would.
+    async fn execute(&self, sql: &'static str) {
+        match self {
+            Place::Sqlite(dir) => {
+                let mut conn = raw(&dir.path().join("db/v.db")).await;
+                sqlx::query(sql).execute(&mut conn).await.unwrap();
+                conn.close().await.unwrap();
+            }
+            Place::Postgres(url) => {
+                let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+                sqlx::query(sql).execute(&mut conn).await.unwrap();
+                conn.close().await.unwrap();
+            }
+        }
+    }
+
+    /// The number `sql` (a `SELECT count(*) ...`) reads, on a connection of its own.
+    async fn count(&self, sql: &'static str) -> i64 {
+        match self {
+            Place::Sqlite(dir) => {
+                let mut conn = raw(&dir.path().join("db/v.db")).await;
+                let n = sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap();
+                conn.close().await.unwrap();
+                n
+            }
+            Place::Postgres(url) => {
+                let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+                let n = sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap();
+                conn.close().await.unwrap();
+                n
+            }
+        }
+    }
+
+    /// Overwrites the stored vector of passage `id` with `blob`, as damage would.
+    async fn tear_vector(&self, id: i64, blob: &[u8]) {
+        const SQL: &str = "UPDATE passages SET vector = $2 WHERE id = $1";
+        match self {
+            Place::Sqlite(dir) => {
+                let mut conn = raw(&dir.path().join("db/v.db")).await;
+                sqlx::query(SQL)
+                    .bind(id)
+                    .bind(blob)
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                conn.close().await.unwrap();
+            }
+            Place::Postgres(url) => {
+                let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+                sqlx::query(SQL)
+                    .bind(id)
+                    .bind(blob)
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                conn.close().await.unwrap();
+            }
+        }
+    }
+}
+
+on_both_backends!(
+    create_is_idempotent_and_reports_conflicts,
+    first_vectors_fix_the_dimension_and_others_are_refused,
+    upsert_replaces_documents_and_returns_removed_passages,
+    invalid_writes_are_refused_whole,
+    passage_ids_are_never_reused,
+    deleting_a_collection_removes_everything_in_it,
+    schema_cascades_deletes_on_its_own,
+    pagination_is_stable_and_complete,
+    reads_by_id_keep_the_requested_order,
+    scans_read_every_vector_and_document,
+    a_scan_sees_one_snapshot_while_writes_go_on,
+    data_survives_close_and_reopen,
+    a_wrong_length_vector_blob_is_reported_as_corrupt,
+    unicode_text_and_metadata_round_trip,
+    concurrent_writers_and_readers_never_fail(flavor = "multi_thread", worker_threads = 4),
+    racing_upserts_of_one_new_document_leave_one_copy(flavor = "multi_thread", worker_threads = 4),
+    cached_passage_reads_follow_replacements_and_deletions,
+);
 
 /// A raw connection to the same file, for looking under the store and for damaging it.
 async fn raw(path: &Path) -> sqlx::SqliteConnection {
@@ -97,7 +221,7 @@ async fn migrations_apply_once_and_reopening_changes_nothing() {
     let store = open(&dir).await;
     let id = create(&store, "a").await;
     store.upsert_documents(id, &[doc("d", 2, 1)]).await.unwrap();
-    let path = store.path().to_path_buf();
+    let path = store.path().expect("an SQLite file").to_path_buf();
     assert!(
         path.starts_with(dir.path().join("db")),
         "parent directory created"
@@ -140,7 +264,7 @@ async fn migrations_apply_once_and_reopening_changes_nothing() {
 #[tokio::test]
 async fn open_refuses_other_databases_and_accepts_plain_paths() {
     let dir = TempDir::new().unwrap();
-    for url in ["postgres://localhost/v", "sqlite::memory:", "mysql://h/db"] {
+    for url in ["sqlite::memory:", "mysql://h/db", "sqlite://v.db?mode=ro"] {
         let err = Store::open(url, &StoreOptions::default())
             .await
             .unwrap_err();
@@ -158,10 +282,8 @@ async fn open_refuses_other_databases_and_accepts_plain_paths() {
     store.close().await;
 }
 
-#[tokio::test]
-async fn create_is_idempotent_and_reports_conflicts() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir).await;
+async fn create_is_idempotent_and_reports_conflicts(place: Place) {
+    let store = place.open().await;
     let new = vector_collection("c");
     let CreateOutcome::Created(created) = store.create_collection(&new).await.unwrap() else {
         panic!("first create must create");
@@ -219,10 +341,8 @@ async fn create_is_idempotent_and_reports_conflicts() {
     store.close().await;
 }
 
-#[tokio::test]
-async fn first_vectors_fix_the_dimension_and_others_are_refused() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir).await;
+async fn first_vectors_fix_the_dimension_and_others_are_refused(place: Place) {
+    let store = place.open().await;
     let mut text = vector_collection("text");
     text.dimension = None;
     text.source = CollectionSource::Text;
@@ -253,10 +373,8 @@ async fn first_vectors_fix_the_dimension_and_others_are_refused() {
     store.close().await;
 }
 
-#[tokio::test]
-async fn upsert_replaces_documents_and_returns_removed_passages() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir).await;
+async fn upsert_replaces_documents_and_returns_removed_passages(place: Place) {
+    let store = place.open().await;
     let id = create(&store, "c").await;
 
     let first = store
@@ -321,10 +439,8 @@ async fn upsert_replaces_documents_and_returns_removed_passages() {
     store.close().await;
 }
 
-#[tokio::test]
-async fn invalid_writes_are_refused_whole() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir).await;
+async fn invalid_writes_are_refused_whole(place: Place) {
+    let store = place.open().await;
     let id = create(&store, "c").await;
     let good = doc("ok", 1, 1);
 
@@ -336,7 +452,11 @@ async fn invalid_writes_are_refused_whole() {
     array_meta.metadata = json!([1, 2]);
     let mut empty_vec = doc("empty", 1, 5);
     empty_vec.passages[0].vector.clear();
+    let mut nul_text = doc("nul", 1, 7);
+    nul_text.passages[0].text = Some("a\0b".into());
     for bad in [
+        vec![good.clone(), nul_text],
+        vec![good.clone(), doc("nul\0id", 1, 8)],
         vec![good.clone(), good.clone()],
         vec![good.clone(), nan],
         vec![good.clone(), past_end],
@@ -365,10 +485,8 @@ async fn invalid_writes_are_refused_whole() {
     store.close().await;
 }
 
-#[tokio::test]
-async fn passage_ids_are_never_reused() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir).await;
+async fn passage_ids_are_never_reused(place: Place) {
+    let store = place.open().await;
     let id = create(&store, "c").await;
     let first = store.upsert_documents(id, &[doc("a", 4, 1)]).await.unwrap();
     let max_old = *first[0].passage_ids.iter().max().unwrap();
@@ -384,7 +502,7 @@ async fn passage_ids_are_never_reused() {
     let max_old = *again[0].passage_ids.iter().max().unwrap();
     store.delete_documents(id, &["a".into()]).await.unwrap();
     store.close().await;
-    let store = open(&dir).await;
+    let store = place.open().await;
     let other = create(&store, "other").await;
     let third = store
         .upsert_documents(other, &[doc("x", 2, 9)])
@@ -394,10 +512,8 @@ async fn passage_ids_are_never_reused() {
     store.close().await;
 }
 
-#[tokio::test]
-async fn deleting_a_collection_removes_everything_in_it() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir).await;
+async fn deleting_a_collection_removes_everything_in_it(place: Place) {
+    let store = place.open().await;
     let gone = create(&store, "gone").await;
     let kept = create(&store, "kept").await;
     store
@@ -413,10 +529,8 @@ async fn deleting_a_collection_removes_everything_in_it() {
     assert!(!store.delete_collection(gone).await.unwrap());
     assert_eq!(store.get_collection("gone").await.unwrap(), None);
 
-    let mut conn = raw(store.path()).await;
-    assert_eq!(count(&mut conn, "SELECT count(*) FROM documents").await, 1);
-    assert_eq!(count(&mut conn, "SELECT count(*) FROM passages").await, 1);
-    conn.close().await.unwrap();
+    assert_eq!(place.count("SELECT count(*) FROM documents").await, 1);
+    assert_eq!(place.count("SELECT count(*) FROM passages").await, 1);
     assert_eq!(
         store
             .get_passages(kept, &kept_docs[0].passage_ids, false)
@@ -436,39 +550,28 @@ async fn deleting_a_collection_removes_everything_in_it() {
     store.close().await;
 }
 
-#[tokio::test]
-async fn schema_cascades_deletes_on_its_own() {
+async fn schema_cascades_deletes_on_its_own(place: Place) {
     // The store deletes children explicitly for speed; the schema must still cascade for any
     // other writer of the file.
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir).await;
+    let store = place.open().await;
     let id = create(&store, "c").await;
     store
         .upsert_documents(id, &[doc("a", 3, 1), doc("b", 2, 2)])
         .await
         .unwrap();
-    let path = store.path().to_path_buf();
     store.close().await;
 
-    let mut conn = raw(&path).await;
-    sqlx::query("DELETE FROM documents WHERE doc_id = 'a'")
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(count(&mut conn, "SELECT count(*) FROM passages").await, 2);
-    sqlx::query("DELETE FROM collections")
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(count(&mut conn, "SELECT count(*) FROM documents").await, 0);
-    assert_eq!(count(&mut conn, "SELECT count(*) FROM passages").await, 0);
-    conn.close().await.unwrap();
+    place
+        .execute("DELETE FROM documents WHERE doc_id = 'a'")
+        .await;
+    assert_eq!(place.count("SELECT count(*) FROM passages").await, 2);
+    place.execute("DELETE FROM collections").await;
+    assert_eq!(place.count("SELECT count(*) FROM documents").await, 0);
+    assert_eq!(place.count("SELECT count(*) FROM passages").await, 0);
 }
 
-#[tokio::test]
-async fn pagination_is_stable_and_complete() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir).await;
+async fn pagination_is_stable_and_complete(place: Place) {
+    let store = place.open().await;
     let id = create(&store, "c").await;
     let docs: Vec<NewDocument> = (0..25).map(|i| doc(&format!("d{i:02}"), 1, i)).collect();
     store.upsert_documents(id, &docs).await.unwrap();
@@ -544,10 +647,8 @@ async fn pagination_is_stable_and_complete() {
     store.close().await;
 }
 
-#[tokio::test]
-async fn reads_by_id_keep_the_requested_order() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir).await;
+async fn reads_by_id_keep_the_requested_order(place: Place) {
+    let store = place.open().await;
     let id = create(&store, "c").await;
     let other = create(&store, "other").await;
     let written = store
@@ -591,10 +692,8 @@ async fn reads_by_id_keep_the_requested_order() {
     store.close().await;
 }
 
-#[tokio::test]
-async fn scans_read_every_vector_and_document() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir).await;
+async fn scans_read_every_vector_and_document(place: Place) {
+    let store = place.open().await;
     let id = create(&store, "c").await;
     let empty = create(&store, "empty").await;
     let docs: Vec<NewDocument> = (0..40)
@@ -641,10 +740,8 @@ async fn scans_read_every_vector_and_document() {
     store.close().await;
 }
 
-#[tokio::test]
-async fn a_scan_sees_one_snapshot_while_writes_go_on() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir).await;
+async fn a_scan_sees_one_snapshot_while_writes_go_on(place: Place) {
+    let store = place.open().await;
     let id = create(&store, "c").await;
     let docs: Vec<NewDocument> = (0..10).map(|i| doc(&format!("d{i}"), 1, i)).collect();
     store.upsert_documents(id, &docs).await.unwrap();
@@ -663,13 +760,12 @@ async fn a_scan_sees_one_snapshot_while_writes_go_on() {
     store.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_writers_and_readers_never_fail() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir).await;
-    // A second store on the same file has its own writer connection, as another process
-    // would: its writes contend for SQLite's lock instead of queueing behind the first's.
-    let other = open(&dir).await;
+/// Two stores on one database, as two processes (or two nodes) would have: on SQLite the
+/// second's writes contend for the file's lock instead of queueing behind the first's, on
+/// PostgreSQL for the collections' row locks.
+async fn concurrent_writers_and_readers_never_fail(place: Place) {
+    let store = place.open().await;
+    let other = place.open().await;
     let a = create(&store, "a").await;
     let b = create(&other, "b").await;
     const ROUNDS: u64 = 25;
@@ -744,10 +840,8 @@ async fn concurrent_writers_and_readers_never_fail() {
     store.close().await;
 }
 
-#[tokio::test]
-async fn data_survives_close_and_reopen() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir).await;
+async fn data_survives_close_and_reopen(place: Place) {
+    let store = place.open().await;
     let id = create(&store, "c").await;
     let written = store
         .upsert_documents(id, &[doc("a", 2, 1), doc("b", 1, 2)])
@@ -766,7 +860,7 @@ async fn data_survives_close_and_reopen() {
         Err(StoreError::Database(_))
     ));
 
-    let store = open(&dir).await;
+    let store = place.open().await;
     assert_eq!(store.get_collection("c").await.unwrap(), collection);
     assert_eq!(
         store
@@ -779,21 +873,15 @@ async fn data_survives_close_and_reopen() {
     store.close().await;
 }
 
-#[tokio::test]
-async fn a_wrong_length_vector_blob_is_reported_as_corrupt() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir).await;
+async fn a_wrong_length_vector_blob_is_reported_as_corrupt(place: Place) {
+    let store = place.open().await;
     let id = create(&store, "c").await;
     let written = store.upsert_documents(id, &[doc("a", 2, 1)]).await.unwrap();
     let torn = written[0].passage_ids[1];
 
-    let mut conn = raw(store.path()).await;
-    sqlx::query("UPDATE passages SET vector = x'0000803f0000' WHERE id = ?1")
-        .bind(torn as i64)
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    conn.close().await.unwrap();
+    place
+        .tear_vector(torn as i64, &[0x00, 0x00, 0x80, 0x3f, 0x00, 0x00])
+        .await;
 
     let mut scan = store.scan_vectors(id, 100).await.unwrap();
     let err = scan.next_chunk().await.unwrap_err();
@@ -817,10 +905,8 @@ async fn a_wrong_length_vector_blob_is_reported_as_corrupt() {
     store.close().await;
 }
 
-#[tokio::test]
-async fn unicode_text_and_metadata_round_trip() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir).await;
+async fn unicode_text_and_metadata_round_trip(place: Place) {
+    let store = place.open().await;
     let id = create(&store, "c").await;
     let text = "Zürich 🌍 naïve café — 東京 e\u{301}; end";
     let chars: Vec<char> = text.chars().collect();
@@ -885,19 +971,14 @@ async fn unicode_text_and_metadata_round_trip() {
 /// The passage cache answers repeated reads, and never answers with a passage that a
 /// replacement, a deletion or a dropped collection removed. Run with the cache on and off: the
 /// answers must be the same.
-#[tokio::test]
-async fn cached_passage_reads_follow_replacements_and_deletions() {
+async fn cached_passage_reads_follow_replacements_and_deletions(place: Place) {
     for cache_bytes in [1 << 20, 0] {
-        let dir = TempDir::new().unwrap();
-        let store = Store::open(
-            &format!("sqlite://{}", dir.path().join("v.db").display()),
-            &StoreOptions {
+        let store = place
+            .open_with(&StoreOptions {
                 passage_cache_bytes: cache_bytes,
                 ..StoreOptions::default()
-            },
-        )
-        .await
-        .unwrap();
+            })
+            .await;
         let id = create(&store, "c").await;
         let first = store
             .upsert_documents(id, &[doc("a", 2, 1), doc("b", 2, 2)])
@@ -963,4 +1044,70 @@ async fn cached_passage_reads_follow_replacements_and_deletions() {
         );
         store.close().await;
     }
+}
+
+/// Two stores (two servers) upsert the same new documents at once, many times: each write sees
+/// the other's committed rows or waits for them, so every document ends with exactly the
+/// passages of the write that committed last, and every passage id returned by a write that
+/// lost the race was removed by the one that won.
+async fn racing_upserts_of_one_new_document_leave_one_copy(place: Place) {
+    let store = place.open().await;
+    let other = place.open().await;
+    let id = create(&store, "c").await;
+    const ROUNDS: u64 = 8;
+    const DOCS: u64 = 256;
+    for round in 0..ROUNDS {
+        let names: Vec<String> = (0..DOCS).map(|i| format!("d{round}-{i}")).collect();
+        let first: Vec<NewDocument> = names.iter().map(|n| doc(n, 3, round)).collect();
+        let second: Vec<NewDocument> = names.iter().map(|n| doc(n, 2, round + 100)).collect();
+        let (s1, s2) = (store.clone(), other.clone());
+        let a = tokio::spawn(async move { s1.upsert_documents(id, &first).await });
+        let b = tokio::spawn(async move { s2.upsert_documents(id, &second).await });
+        let (a, b) = (a.await.unwrap().unwrap(), b.await.unwrap().unwrap());
+        for (i, name) in names.iter().enumerate() {
+            let stored: Vec<PassageId> = store
+                .document_passages(id, name, false)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|p| p.id)
+                .collect();
+            // The later commit replaced the earlier one, and says so.
+            let (winner, loser) = if b[i].replaced {
+                (&b[i], &a[i])
+            } else {
+                (&a[i], &b[i])
+            };
+            assert!(winner.replaced && !loser.replaced, "{name}: {a:?} {b:?}");
+            assert_eq!(stored, winner.passage_ids, "{name}");
+            assert_eq!(winner.removed_passage_ids, loser.passage_ids, "{name}");
+        }
+    }
+    let summary = store.list_collections().await.unwrap();
+    assert_eq!(summary[0].documents, ROUNDS * DOCS);
+    other.close().await;
+    store.close().await;
+}
+
+/// On PostgreSQL one server claims the database; a second is refused until the first closes.
+#[tokio::test]
+async fn a_second_server_cannot_claim_a_postgres_database() {
+    let Some(place) = Place::postgres().await else {
+        return;
+    };
+    let first = place.open().await;
+    first.claim().await.unwrap();
+    first.claim().await.expect("claiming again is a no-op");
+    let second = place.open().await;
+    let err = second.claim().await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict(ref m) if m.contains("another vicinity server")),
+        "{err}"
+    );
+    first.close().await;
+    second
+        .claim()
+        .await
+        .expect("the claim is free once the first closes");
+    second.close().await;
 }

@@ -168,6 +168,9 @@ impl ApiError {
                 }
                 ServiceError::Overloaded { .. } => (StatusCode::TOO_MANY_REQUESTS, "overloaded"),
                 ServiceError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+                ServiceError::StoreUnavailable(_) => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable")
+                }
                 ServiceError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             },
             ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
@@ -193,6 +196,7 @@ impl ApiError {
     fn retry_after(&self) -> Option<Duration> {
         match self {
             ApiError::Service(ServiceError::Overloaded { retry_after, .. }) => Some(*retry_after),
+            ApiError::Service(ServiceError::StoreUnavailable(_)) => Some(Duration::from_secs(1)),
             ApiError::NotReady => Some(Duration::from_secs(1)),
             _ => None,
         }
@@ -275,8 +279,9 @@ pub mod responses {
         #[response(status = 500)]
         Internal(ErrorResponse),
         /// `not_ready` (still starting; see `Retry-After`), `unavailable` (shutting down),
-        /// `timeout` (the request took longer than the server's request timeout) or
-        /// `collection_failed` (the collection could not be restored at start-up; the message
+        /// `timeout` (the request took longer than the server's request timeout),
+        /// `store_unavailable` (the database cannot be reached; retry the write after
+        /// `Retry-After`) or `collection_failed` (the collection could not be restored at start-up; the message
         /// says why, and deleting it is the one operation it accepts).
         #[response(status = 503)]
         Unavailable(ErrorResponse),

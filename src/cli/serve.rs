@@ -182,7 +182,13 @@ async fn start(
         .context("cannot start the model loading thread")?;
     let store = Store::open(&settings.database_url, &settings.store)
         .await
-        .with_context(|| format!("cannot open the database {}", settings.database_url))?;
+        .with_context(|| {
+            format!(
+                "cannot open the database {}",
+                vicinity::store::redact_url(&settings.database_url)
+            )
+        })?;
+    store.claim().await.context("cannot use the database")?;
     let (worker, reranker) = loaded_rx.await.context("the model loading thread died")??;
     let worker = Arc::new(worker);
     let reranker = reranker.map(|r| Arc::new(r) as Arc<dyn vicinity::embed::Reranker>);

@@ -82,6 +82,11 @@ pub enum ServiceError {
     /// The service is starting or stopping and cannot take the request.
     #[error("{0}")]
     Unavailable(String),
+    /// The database cannot be reached (a PostgreSQL server down or restarting, every
+    /// connection busy for too long). The write was not acknowledged; retrying it is safe, as
+    /// upserts replace by id and deletes of what is gone do nothing.
+    #[error("the database is unavailable: {0}")]
+    StoreUnavailable(String),
     /// Our failure: I/O, a database error, a bug. Details are logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -189,7 +194,23 @@ impl From<StoreError> for ServiceError {
                 format!("vector has dimension {got}, the collection expects {expected}"),
             ),
             StoreError::Invalid(m) => ServiceError::invalid("invalid_request", m),
+            StoreError::Database(e) if unreachable(&e) => {
+                ServiceError::StoreUnavailable(e.to_string())
+            }
             other => ServiceError::internal("storage", other),
         }
     }
+}
+
+/// Whether `e` says the database could not be reached, rather than that it refused a
+/// statement: the connection failed or broke, or no connection came free in time.
+fn unreachable(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut
+    ) || matches!(e, sqlx::Error::Database(db) if db.code().is_some_and(|code| {
+        // PostgreSQL's classes 08 (connection exception) and 57P (operator intervention:
+        // the server is shutting down or restarting).
+        code.starts_with("08") || code.starts_with("57P")
+    }))
 }

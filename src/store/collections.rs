@@ -9,7 +9,15 @@ use super::rows::{
     CollectionId, CollectionRecord, CollectionSource, CollectionSummary, CreateOutcome,
     NewCollection,
 };
-use super::{NOW_SQL, Store};
+use super::{Dialects, Store, now, read_pool, read_tx, write_tx};
+
+/// Locks a collection's row for the rest of a write transaction and reads its dimension. On
+/// PostgreSQL the lock makes the collection's writes commit one after the other (see the
+/// module docs of `store`); SQLite's single writer does that already.
+pub(super) const LOCK_COLLECTION: Dialects = Dialects {
+    sqlite: "SELECT dimension FROM collections WHERE id = $1",
+    postgres: "SELECT dimension FROM collections WHERE id = $1 FOR UPDATE",
+};
 
 /// The columns [`CollectionRow`] reads, in a macro so that queries can be built with `concat!`
 /// and stay `&'static str`. Unqualified, because `RETURNING` accepts no table names.
@@ -141,56 +149,61 @@ impl Store {
             .dimension
             .map(|d| to_i64(d, || "dimension".into()))
             .transpose()?;
-        let mut tx = self.begin_write().await?;
-        let existing: Option<CollectionRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            collection_columns!(),
-            " FROM collections WHERE name = ?1"
-        ))
-        .bind(&new.name)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(row) = existing {
+        let now = now();
+        write_tx!(self, |tx, _b| {
+            // A name taken by a write that commits first makes this insert a no-op (it waits
+            // for that write on PostgreSQL), and the existing collection is read back instead.
+            let created: Option<CollectionRow> = sqlx::query_as(concat!(
+                "INSERT INTO collections (name, distance, index_config, dimension, source, \
+                 model_id, chunking, lexical, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, \
+                 $8, $9) ON CONFLICT (name) DO NOTHING RETURNING ",
+                collection_columns!()
+            ))
+            .bind(&new.name)
+            .bind(new.distance.as_str())
+            .bind(new.index.to_string())
+            .bind(dimension)
+            .bind(new.source.as_str())
+            .bind(new.model_id.as_deref())
+            .bind(new.chunking.as_ref().map(Value::to_string))
+            .bind(new.lexical.as_ref().map(Value::to_string))
+            .bind(&now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(row) = created {
+                tx.commit().await?;
+                return Ok(CreateOutcome::Created(row.try_into()?));
+            }
+            let existing: CollectionRow = sqlx::query_as(concat!(
+                "SELECT ",
+                collection_columns!(),
+                " FROM collections WHERE name = $1"
+            ))
+            .bind(&new.name)
+            .fetch_one(&mut *tx)
+            .await?;
             tx.rollback().await?;
-            let existing = CollectionRecord::try_from(row)?;
-            return Ok(if existing.matches(new) {
+            let existing = CollectionRecord::try_from(existing)?;
+            Ok(if existing.matches(new) {
                 CreateOutcome::AlreadyExists(existing)
             } else {
                 CreateOutcome::Conflict(existing)
-            });
-        }
-        let now: String = sqlx::query_scalar(NOW_SQL).fetch_one(&mut *tx).await?;
-        let row: CollectionRow = sqlx::query_as(concat!(
-            "INSERT INTO collections (name, distance, index_config, dimension, source, \
-             model_id, chunking, lexical, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
-             RETURNING ",
-            collection_columns!()
-        ))
-        .bind(&new.name)
-        .bind(new.distance.as_str())
-        .bind(new.index.to_string())
-        .bind(dimension)
-        .bind(new.source.as_str())
-        .bind(new.model_id.as_deref())
-        .bind(new.chunking.as_ref().map(Value::to_string))
-        .bind(new.lexical.as_ref().map(Value::to_string))
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(CreateOutcome::Created(row.try_into()?))
+            })
+        })
     }
 
     /// The collection called `name`, if any.
     pub async fn get_collection(&self, name: &str) -> StoreResult<Option<CollectionRecord>> {
-        let row: Option<CollectionRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            collection_columns!(),
-            " FROM collections WHERE name = ?1"
-        ))
-        .bind(name)
-        .fetch_optional(&self.readers)
-        .await?;
+        let row: Option<CollectionRow> = read_pool!(self, |pool, _b| {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                collection_columns!(),
+                " FROM collections WHERE name = $1"
+            ))
+            .bind(name)
+            .fetch_optional(pool)
+            .await?
+        });
         row.map(CollectionRecord::try_from).transpose()
     }
 
@@ -199,28 +212,35 @@ impl Store {
         &self,
         id: CollectionId,
     ) -> StoreResult<Option<CollectionRecord>> {
-        let row: Option<CollectionRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            collection_columns!(),
-            " FROM collections WHERE id = ?1"
-        ))
-        .bind(id.0)
-        .fetch_optional(&self.readers)
-        .await?;
+        let row: Option<CollectionRow> = read_pool!(self, |pool, _b| {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                collection_columns!(),
+                " FROM collections WHERE id = $1"
+            ))
+            .bind(id.0)
+            .fetch_optional(pool)
+            .await?
+        });
         row.map(CollectionRecord::try_from).transpose()
     }
 
     /// Every collection with its document and passage counts, ordered by name.
     pub async fn list_collections(&self) -> StoreResult<Vec<CollectionSummary>> {
-        let rows: Vec<SummaryRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            collection_columns!(),
-            ", (SELECT count(*) FROM documents d WHERE d.collection_id = c.id) AS documents, \
-             (SELECT count(*) FROM passages p WHERE p.collection_id = c.id) AS passages \
-             FROM collections c ORDER BY c.name"
-        ))
-        .fetch_all(&self.readers)
-        .await?;
+        // One snapshot, so that the sizes and the list agree.
+        let rows: Vec<SummaryRow> = read_tx!(self, |tx, _b| {
+            let rows = sqlx::query_as(concat!(
+                "SELECT ",
+                collection_columns!(),
+                ", (SELECT count(*) FROM documents d WHERE d.collection_id = c.id) AS documents, \
+                 (SELECT count(*) FROM passages p WHERE p.collection_id = c.id) AS passages \
+                 FROM collections c ORDER BY c.name"
+            ))
+            .fetch_all(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            rows
+        });
         rows.into_iter().map(CollectionSummary::try_from).collect()
     }
 
@@ -231,49 +251,60 @@ impl Store {
             return Err(StoreError::Invalid("dimension must be at least 1".into()));
         }
         let wanted = to_i64(dimension, || "dimension".into())?;
-        let mut tx = self.begin_write().await?;
-        let current: Option<Option<i64>> =
-            sqlx::query_scalar("SELECT dimension FROM collections WHERE id = ?1")
+        write_tx!(self, |tx, b| {
+            let current: Option<Option<i64>> = sqlx::query_scalar(b.pick(&LOCK_COLLECTION))
                 .bind(id.0)
                 .fetch_optional(&mut *tx)
                 .await?;
-        match current {
-            None => Err(StoreError::CollectionNotFound(id)),
-            Some(Some(d)) if d == wanted => Ok(()),
-            Some(Some(d)) => Err(StoreError::Conflict(format!(
-                "collection {id} already has dimension {d}, not {dimension}"
-            ))),
-            Some(None) => {
-                sqlx::query("UPDATE collections SET dimension = ?2 WHERE id = ?1")
-                    .bind(id.0)
-                    .bind(wanted)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ok(())
+            match current {
+                None => Err(StoreError::CollectionNotFound(id)),
+                Some(Some(d)) if d == wanted => Ok(()),
+                Some(Some(d)) => Err(StoreError::Conflict(format!(
+                    "collection {id} already has dimension {d}, not {dimension}"
+                ))),
+                Some(None) => {
+                    sqlx::query("UPDATE collections SET dimension = $2 WHERE id = $1")
+                        .bind(id.0)
+                        .bind(wanted)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(())
+                }
             }
-        }
+        })
     }
 
     /// Deletes a collection with all its documents and passages. Returns whether it existed.
     pub async fn delete_collection(&self, id: CollectionId) -> StoreResult<bool> {
-        let mut tx = self.begin_write().await?;
-        // Deleting the passages first, by the collection index, is one range delete instead of
-        // one cascade lookup per document.
-        sqlx::query("DELETE FROM passages WHERE collection_id = ?1")
-            .bind(id.0)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM documents WHERE collection_id = ?1")
-            .bind(id.0)
-            .execute(&mut *tx)
-            .await?;
-        let deleted = sqlx::query("DELETE FROM collections WHERE id = ?1")
-            .bind(id.0)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        tx.commit().await?;
+        let deleted = write_tx!(self, |tx, b| {
+            // Waits for the collection's writes in flight, so none commits into it after.
+            let exists: Option<Option<i64>> = sqlx::query_scalar(b.pick(&LOCK_COLLECTION))
+                .bind(id.0)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if exists.is_none() {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            // Deleting the passages first, by the collection index, is one range delete
+            // instead of one cascade lookup per document.
+            sqlx::query("DELETE FROM passages WHERE collection_id = $1")
+                .bind(id.0)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM documents WHERE collection_id = $1")
+                .bind(id.0)
+                .execute(&mut *tx)
+                .await?;
+            let deleted = sqlx::query("DELETE FROM collections WHERE id = $1")
+                .bind(id.0)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tx.commit().await?;
+            deleted
+        });
         self.passage_cache.remove_collection(id);
         Ok(deleted > 0)
     }

@@ -2,25 +2,26 @@
 //! and read passages by id for rendering search results.
 //!
 //! Writes are batched: rows go into multi-row `INSERT` statements of a fixed size (so that the
-//! statement is prepared once and cached), and id lists into one `json_each(?)` parameter.
-//! Each call is one transaction.
+//! statement is prepared once and cached), and id lists into one JSON array parameter, which
+//! SQLite reads with `json_each` and PostgreSQL with `json_array_elements_text`. Each call is
+//! one transaction.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 
-use sqlx::sqlite::SqliteRow;
-use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
+use sqlx::{AssertSqlSafe, Row};
 
 use super::codec::{
     decode_metadata, decode_vector, encode_metadata, encode_vector, json_array, to_i64, to_u64,
     to_usize,
 };
+use super::collections::LOCK_COLLECTION;
 use super::error::{StoreError, StoreResult};
 use super::rows::{
     CollectionId, DeletedDocument, DocumentPage, DocumentRecord, NewDocument, PageRequest,
     PassageId, PassageRecord, UpsertedDocument,
 };
-use super::{NOW_SQL, Store};
+use super::{Dialects, Store, now, read_pool, read_tx, write_tx};
 
 /// Documents handled per round of statements in an upsert.
 const DOCS_PER_BATCH: usize = 128;
@@ -37,22 +38,37 @@ macro_rules! document_columns {
     };
 }
 
-fn document_record(row: &SqliteRow) -> StoreResult<DocumentRecord> {
-    let id: String = row.try_get("doc_id")?;
-    let metadata = decode_metadata(row.try_get("metadata")?, || {
-        format!("metadata of document '{id}'")
-    })?;
-    let passage_count = to_u64(row.try_get("passage_count")?, || {
-        format!("passage count of document '{id}'")
-    })?;
-    Ok(DocumentRecord {
-        text: row.try_get("text")?,
-        metadata,
-        passage_count,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-        id,
-    })
+/// A document row with its passage count, as [`document_columns`] reads it.
+#[derive(sqlx::FromRow)]
+struct DocumentRow {
+    doc_id: String,
+    text: Option<String>,
+    metadata: Option<String>,
+    created_at: String,
+    updated_at: String,
+    passage_count: i64,
+}
+
+impl TryFrom<DocumentRow> for DocumentRecord {
+    type Error = StoreError;
+
+    fn try_from(row: DocumentRow) -> StoreResult<Self> {
+        let id = row.doc_id;
+        let metadata = decode_metadata(row.metadata.as_deref(), || {
+            format!("metadata of document '{id}'")
+        })?;
+        let passage_count = to_u64(row.passage_count, || {
+            format!("passage count of document '{id}'")
+        })?;
+        Ok(DocumentRecord {
+            text: row.text,
+            metadata,
+            passage_count,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            id,
+        })
+    }
 }
 
 /// Columns of a passage for [`passage_record`], without and with its vector; `dimension` is
@@ -64,41 +80,85 @@ macro_rules! passage_columns {
     (vector) => {
         concat!(
             passage_columns!(),
-            ", p.vector, (SELECT dimension FROM collections WHERE id = ?1) AS dimension"
+            ", p.vector, (SELECT dimension FROM collections WHERE id = $1) AS dimension"
         )
     };
 }
 
-fn passage_record(row: &SqliteRow, with_vector: bool) -> StoreResult<PassageRecord> {
-    let id: i64 = row.try_get("id")?;
-    let what = |field: &'static str| move || format!("passage {id} {field}");
-    let vector = if with_vector {
-        let dimension: Option<i64> = row.try_get("dimension")?;
-        let dimension = dimension.ok_or_else(|| {
+/// A passage row as `passage_columns!()` reads it.
+#[derive(sqlx::FromRow)]
+struct PassageRow {
+    id: i64,
+    doc_id: String,
+    idx: i64,
+    char_start: i64,
+    char_end: i64,
+    text: Option<String>,
+}
+
+/// A passage row with its vector, as `passage_columns!(vector)` reads it.
+#[derive(sqlx::FromRow)]
+struct PassageVectorRow {
+    #[sqlx(flatten)]
+    passage: PassageRow,
+    vector: Vec<u8>,
+    dimension: Option<i64>,
+}
+
+impl TryFrom<PassageRow> for PassageRecord {
+    type Error = StoreError;
+
+    fn try_from(row: PassageRow) -> StoreResult<Self> {
+        let id = row.id;
+        let what = |field: &'static str| move || format!("passage {id} {field}");
+        Ok(PassageRecord {
+            id: to_u64(id, what("id"))?,
+            doc_id: row.doc_id,
+            index: to_usize(row.idx, what("index"))?,
+            start: to_usize(row.char_start, what("start"))?,
+            end: to_usize(row.char_end, what("end"))?,
+            text: row.text,
+            vector: None,
+        })
+    }
+}
+
+impl TryFrom<PassageVectorRow> for PassageRecord {
+    type Error = StoreError;
+
+    fn try_from(row: PassageVectorRow) -> StoreResult<Self> {
+        let id = row.passage.id;
+        let dimension = row.dimension.ok_or_else(|| {
             StoreError::Corrupt(format!(
                 "passage {id} has a vector but its collection has no dimension"
             ))
         })?;
-        let dimension = to_usize(dimension, what("dimension"))?;
-        Some(decode_vector(row.try_get("vector")?, dimension, id)?)
-    } else {
-        None
-    };
-    Ok(PassageRecord {
-        id: to_u64(id, what("id"))?,
-        doc_id: row.try_get("doc_id")?,
-        index: to_usize(row.try_get("idx")?, what("index"))?,
-        start: to_usize(row.try_get("char_start")?, what("start"))?,
-        end: to_usize(row.try_get("char_end")?, what("end"))?,
-        text: row.try_get("text")?,
-        vector,
-    })
+        let dimension = to_usize(dimension, || format!("passage {id} dimension"))?;
+        let vector = decode_vector(&row.vector, dimension, id)?;
+        let mut record = PassageRecord::try_from(row.passage)?;
+        record.vector = Some(vector);
+        Ok(record)
+    }
 }
 
-/// `(?,…,?)` repeated: the `VALUES` list of a multi-row insert.
+/// `($1,…,$c),($c+1,…)` for `rows` rows of `columns` values: the `VALUES` list of a multi-row
+/// insert, in the numbered parameters both backends read.
 fn values_list(rows: usize, columns: usize) -> String {
-    let row = format!("({})", vec!["?"; columns].join(","));
-    vec![row.as_str(); rows].join(",")
+    let mut out = String::with_capacity(rows * columns * 6);
+    for r in 0..rows {
+        if r > 0 {
+            out.push(',');
+        }
+        out.push('(');
+        for c in 0..columns {
+            if c > 0 {
+                out.push(',');
+            }
+            out.push_str(&format!("${}", r * columns + c + 1));
+        }
+        out.push(')');
+    }
+    out
 }
 
 const DOCUMENT_INSERT_HEAD: &str =
@@ -149,6 +209,19 @@ fn validate(docs: &[NewDocument]) -> StoreResult<Option<usize>> {
                 doc.id
             )));
         }
+        // PostgreSQL's text cannot hold U+0000; SQLite refuses it too, so that a document
+        // stored on one backend can be stored on the other.
+        let texts = doc.passages.iter().filter_map(|p| p.text.as_deref());
+        if std::iter::once(doc.id.as_str())
+            .chain(doc.text.as_deref())
+            .chain(texts)
+            .any(|t| t.contains('\0'))
+        {
+            return Err(StoreError::Invalid(format!(
+                "document '{}': ids and texts must not contain the NUL character (U+0000)",
+                doc.id.replace('\0', "\\0")
+            )));
+        }
         encode_metadata(&doc.id, &doc.metadata)?;
         let chars = doc.text.as_deref().map(|t| t.chars().count());
         for (i, p) in doc.passages.iter().enumerate() {
@@ -189,6 +262,243 @@ fn validate(docs: &[NewDocument]) -> StoreResult<Option<usize>> {
     Ok(dimension)
 }
 
+/// The id list of a statement: `$2`, a JSON array of strings or integers, as a table of
+/// `value` (text) in the array's order (`key`). SQLite's `CROSS JOIN` makes it walk the list
+/// and look each id up, never the reverse.
+macro_rules! id_list {
+    (sqlite) => {
+        "json_each($2) j CROSS JOIN"
+    };
+    (postgres) => {
+        "json_array_elements_text($2::json) WITH ORDINALITY AS j(value, key) JOIN"
+    };
+}
+
+/// The documents with the ids of `$2`, in its order.
+const DOCUMENTS_BY_ID: Dialects = Dialects {
+    sqlite: concat!(
+        "SELECT ",
+        document_columns!(),
+        " FROM ",
+        id_list!(sqlite),
+        " documents d ON d.collection_id = $1 AND d.doc_id = j.value ORDER BY j.key"
+    ),
+    postgres: concat!(
+        "SELECT ",
+        document_columns!(),
+        " FROM ",
+        id_list!(postgres),
+        " documents d ON d.collection_id = $1 AND d.doc_id = j.value ORDER BY j.key"
+    ),
+};
+
+/// The passages with the ids of `$2`, in its order.
+const PASSAGES_BY_ID: Dialects = Dialects {
+    sqlite: concat!(
+        "SELECT ",
+        passage_columns!(),
+        " FROM ",
+        id_list!(sqlite),
+        " passages p ON p.id = j.value WHERE p.collection_id = $1 ORDER BY j.key"
+    ),
+    postgres: concat!(
+        "SELECT ",
+        passage_columns!(),
+        " FROM ",
+        id_list!(postgres),
+        " passages p ON p.id = j.value::bigint WHERE p.collection_id = $1 ORDER BY j.key"
+    ),
+};
+
+/// [`PASSAGES_BY_ID`] with their vectors.
+const PASSAGE_VECTORS_BY_ID: Dialects = Dialects {
+    sqlite: concat!(
+        "SELECT ",
+        passage_columns!(vector),
+        " FROM ",
+        id_list!(sqlite),
+        " passages p ON p.id = j.value WHERE p.collection_id = $1 ORDER BY j.key"
+    ),
+    postgres: concat!(
+        "SELECT ",
+        passage_columns!(vector),
+        " FROM ",
+        id_list!(postgres),
+        " passages p ON p.id = j.value::bigint WHERE p.collection_id = $1 ORDER BY j.key"
+    ),
+};
+
+/// `doc_id IN` the JSON array of strings `$2`.
+macro_rules! in_ids {
+    (sqlite) => {
+        "doc_id IN (SELECT value FROM json_each($2))"
+    };
+    (postgres) => {
+        "doc_id IN (SELECT json_array_elements_text($2::json))"
+    };
+}
+
+/// Which of the documents `$2` exist.
+const EXISTING_DOCUMENTS: Dialects = Dialects {
+    sqlite: concat!(
+        "SELECT doc_id FROM documents WHERE collection_id = $1 AND ",
+        in_ids!(sqlite)
+    ),
+    postgres: concat!(
+        "SELECT doc_id FROM documents WHERE collection_id = $1 AND ",
+        in_ids!(postgres)
+    ),
+};
+
+/// Deletes the passages of the documents `$2`, returning their document and id.
+const DELETE_PASSAGES_OF: Dialects = Dialects {
+    sqlite: concat!(
+        "DELETE FROM passages WHERE collection_id = $1 AND ",
+        in_ids!(sqlite),
+        " RETURNING doc_id, id"
+    ),
+    postgres: concat!(
+        "DELETE FROM passages WHERE collection_id = $1 AND ",
+        in_ids!(postgres),
+        " RETURNING doc_id, id"
+    ),
+};
+
+/// Deletes the documents `$2`, returning the ids that existed.
+const DELETE_DOCUMENTS: Dialects = Dialects {
+    sqlite: concat!(
+        "DELETE FROM documents WHERE collection_id = $1 AND ",
+        in_ids!(sqlite),
+        " RETURNING doc_id"
+    ),
+    postgres: concat!(
+        "DELETE FROM documents WHERE collection_id = $1 AND ",
+        in_ids!(postgres),
+        " RETURNING doc_id"
+    ),
+};
+
+/// One round of an upsert inside its write transaction `$tx` (backend `$b`): up to
+/// [`DOCS_PER_BATCH`] documents `$docs`, their outcomes appended to `$out`. A macro rather
+/// than a function so that it is checked against each backend's transaction type, as the
+/// bodies of [`write_tx`] are.
+macro_rules! upsert_batch {
+    ($tx:ident, $b:ident, $collection:expr, $docs:expr, $now:expr, $out:expr) => {{
+        let (collection, docs, now, out): (CollectionId, &[NewDocument], &str, &mut Vec<_>) =
+            ($collection, $docs, $now, $out);
+        let first = out.len();
+        let position: HashMap<&str, usize> = docs
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.id.as_str(), first + i))
+            .collect();
+        out.extend(docs.iter().map(|d| UpsertedDocument {
+            id: d.id.clone(),
+            replaced: false,
+            passage_ids: vec![0; d.passages.len()],
+            removed_passage_ids: Vec::new(),
+        }));
+        let ids: Vec<&str> = docs.iter().map(|d| d.id.as_str()).collect();
+
+        // Documents being replaced lose their passages first.
+        let existing: Vec<String> = sqlx::query_scalar($b.pick(&EXISTING_DOCUMENTS))
+            .bind(collection.0)
+            .bind(json_array(&ids))
+            .fetch_all(&mut *$tx)
+            .await?;
+        if !existing.is_empty() {
+            let removed: Vec<(String, i64)> = sqlx::query_as($b.pick(&DELETE_PASSAGES_OF))
+                .bind(collection.0)
+                .bind(json_array(&existing))
+                .fetch_all(&mut *$tx)
+                .await?;
+            for doc_id in &existing {
+                out[lookup(&position, doc_id)?].replaced = true;
+            }
+            for (doc_id, id) in removed {
+                let slot = lookup(&position, &doc_id)?;
+                let id = to_u64(id, || format!("passage id of document '{doc_id}'"))?;
+                out[slot].removed_passage_ids.push(id);
+            }
+            for done in &mut out[first..] {
+                done.removed_passage_ids.sort_unstable();
+            }
+        }
+
+        static DOCUMENT_INSERT: OnceLock<String> = OnceLock::new();
+        for rows in docs.chunks(ROWS_PER_INSERT) {
+            let (sql, full) = insert_sql(
+                &DOCUMENT_INSERT,
+                DOCUMENT_INSERT_HEAD,
+                DOCUMENT_INSERT_TAIL,
+                DOCUMENT_COLUMNS,
+                rows.len(),
+            );
+            let mut query = sqlx::query(sql).persistent(full);
+            for doc in rows {
+                query = query
+                    .bind(collection.0)
+                    .bind(doc.id.as_str())
+                    .bind(doc.text.as_deref())
+                    .bind(encode_metadata(&doc.id, &doc.metadata)?)
+                    .bind(now)
+                    .bind(now);
+            }
+            query.execute(&mut *$tx).await?;
+        }
+
+        static PASSAGE_INSERT: OnceLock<String> = OnceLock::new();
+        let passages: Vec<(&NewDocument, usize)> = docs
+            .iter()
+            .flat_map(|d| (0..d.passages.len()).map(move |i| (d, i)))
+            .collect();
+        for rows in passages.chunks(ROWS_PER_INSERT) {
+            let (sql, full) = insert_sql(
+                &PASSAGE_INSERT,
+                PASSAGE_INSERT_HEAD,
+                PASSAGE_INSERT_TAIL,
+                PASSAGE_COLUMNS,
+                rows.len(),
+            );
+            let mut query = sqlx::query(sql).persistent(full);
+            for &(doc, i) in rows {
+                let p = &doc.passages[i];
+                let what = || format!("passage {i} of document '{}'", doc.id);
+                query = query
+                    .bind(collection.0)
+                    .bind(doc.id.as_str())
+                    .bind(to_i64(i, what)?)
+                    .bind(to_i64(p.start, what)?)
+                    .bind(to_i64(p.end, what)?)
+                    .bind(encode_vector(&p.vector))
+                    .bind(p.text.as_deref());
+            }
+            // RETURNING yields rows in no promised order, hence the lookup by document and
+            // index.
+            let inserted = query.fetch_all(&mut *$tx).await?;
+            if inserted.len() != rows.len() {
+                return Err(StoreError::Corrupt(format!(
+                    "inserting {} passages returned {} ids",
+                    rows.len(),
+                    inserted.len()
+                )));
+            }
+            for row in &inserted {
+                let id: i64 = row.try_get(0)?;
+                let doc_id: &str = row.try_get(1)?;
+                let idx: i64 = row.try_get(2)?;
+                let slot = lookup(&position, doc_id)?;
+                let id = to_u64(id, || format!("new passage of document '{doc_id}'"))?;
+                let index = to_usize(idx, || format!("new passage {id} index"))?;
+                let target = out[slot].passage_ids.get_mut(index).ok_or_else(|| {
+                    StoreError::Corrupt(format!("insert returned unknown passage index {index}"))
+                })?;
+                *target = id;
+            }
+        }
+    }};
+}
+
 impl Store {
     /// Stores `docs` in one transaction: a document whose id exists replaces it (its old
     /// passages are deleted), the others are inserted. Returns, per document and in order, the
@@ -199,44 +509,46 @@ impl Store {
     /// ([`StoreError::CollectionNotFound`]); vectors whose length differs from the collection's
     /// dimension or from each other ([`StoreError::DimensionMismatch`]); an empty or repeated
     /// id, metadata that is neither an object nor null, offsets outside the text, empty or
-    /// non-finite vectors ([`StoreError::Invalid`]). The first vectors stored in a collection
-    /// without a dimension fix it.
+    /// non-finite vectors, a NUL character in an id or a text ([`StoreError::Invalid`]). The
+    /// first vectors stored in a collection without a dimension fix it.
     pub async fn upsert_documents(
         &self,
         collection: CollectionId,
         docs: &[NewDocument],
     ) -> StoreResult<Vec<UpsertedDocument>> {
         let batch_dimension = validate(docs)?;
-        let mut tx = self.begin_write().await?;
-        let stored: Option<Option<i64>> =
-            sqlx::query_scalar("SELECT dimension FROM collections WHERE id = ?1")
+        let now = now();
+        let out = write_tx!(self, |tx, b| {
+            let stored: Option<Option<i64>> = sqlx::query_scalar(b.pick(&LOCK_COLLECTION))
                 .bind(collection.0)
                 .fetch_optional(&mut *tx)
                 .await?;
-        let stored = stored.ok_or(StoreError::CollectionNotFound(collection))?;
-        if let Some(got) = batch_dimension {
-            match stored {
-                Some(d) => {
-                    let expected = to_usize(d, || format!("collection {collection} dimension"))?;
-                    if expected != got {
-                        return Err(StoreError::DimensionMismatch { expected, got });
+            let stored = stored.ok_or(StoreError::CollectionNotFound(collection))?;
+            if let Some(got) = batch_dimension {
+                match stored {
+                    Some(d) => {
+                        let expected =
+                            to_usize(d, || format!("collection {collection} dimension"))?;
+                        if expected != got {
+                            return Err(StoreError::DimensionMismatch { expected, got });
+                        }
+                    }
+                    None => {
+                        sqlx::query("UPDATE collections SET dimension = $2 WHERE id = $1")
+                            .bind(collection.0)
+                            .bind(to_i64(got, || "dimension".into())?)
+                            .execute(&mut *tx)
+                            .await?;
                     }
                 }
-                None => {
-                    sqlx::query("UPDATE collections SET dimension = ?2 WHERE id = ?1")
-                        .bind(collection.0)
-                        .bind(to_i64(got, || "dimension".into())?)
-                        .execute(&mut *tx)
-                        .await?;
-                }
             }
-        }
-        let now: String = sqlx::query_scalar(NOW_SQL).fetch_one(&mut *tx).await?;
-        let mut out = Vec::with_capacity(docs.len());
-        for batch in docs.chunks(DOCS_PER_BATCH) {
-            upsert_batch(&mut tx, collection, batch, &now, &mut out).await?;
-        }
-        tx.commit().await?;
+            let mut out = Vec::with_capacity(docs.len());
+            for batch in docs.chunks(DOCS_PER_BATCH) {
+                upsert_batch!(tx, b, collection, batch, &now, &mut out);
+            }
+            tx.commit().await?;
+            out
+        });
         self.passage_cache.remove(
             out.iter()
                 .flat_map(|d| d.removed_passage_ids.iter().copied()),
@@ -256,24 +568,28 @@ impl Store {
             return Ok(Vec::new());
         }
         let ids_json = json_array(ids);
-        let mut tx = self.begin_write().await?;
-        let removed: Vec<(String, i64)> = sqlx::query_as(
-            "DELETE FROM passages WHERE collection_id = ?1 \
-             AND doc_id IN (SELECT value FROM json_each(?2)) RETURNING doc_id, id",
-        )
-        .bind(collection.0)
-        .bind(&ids_json)
-        .fetch_all(&mut *tx)
-        .await?;
-        let deleted: Vec<String> = sqlx::query_scalar(
-            "DELETE FROM documents WHERE collection_id = ?1 \
-             AND doc_id IN (SELECT value FROM json_each(?2)) RETURNING doc_id",
-        )
-        .bind(collection.0)
-        .bind(&ids_json)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        let (removed, deleted): (Vec<(String, i64)>, Vec<String>) = write_tx!(self, |tx, b| {
+            let exists: Option<Option<i64>> = sqlx::query_scalar(b.pick(&LOCK_COLLECTION))
+                .bind(collection.0)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if exists.is_none() {
+                tx.rollback().await?;
+                return Ok(Vec::new());
+            }
+            let removed = sqlx::query_as(b.pick(&DELETE_PASSAGES_OF))
+                .bind(collection.0)
+                .bind(&ids_json)
+                .fetch_all(&mut *tx)
+                .await?;
+            let deleted = sqlx::query_scalar(b.pick(&DELETE_DOCUMENTS))
+                .bind(collection.0)
+                .bind(&ids_json)
+                .fetch_all(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            (removed, deleted)
+        });
 
         let mut passages: HashMap<String, Vec<PassageId>> = HashMap::new();
         for (doc_id, id) in removed {
@@ -304,16 +620,18 @@ impl Store {
         collection: CollectionId,
         id: &str,
     ) -> StoreResult<Option<DocumentRecord>> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            document_columns!(),
-            " FROM documents d WHERE d.collection_id = ?1 AND d.doc_id = ?2"
-        ))
-        .bind(collection.0)
-        .bind(id)
-        .fetch_optional(&self.readers)
-        .await?;
-        row.as_ref().map(document_record).transpose()
+        let row: Option<DocumentRow> = read_pool!(self, |pool, _b| {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                document_columns!(),
+                " FROM documents d WHERE d.collection_id = $1 AND d.doc_id = $2"
+            ))
+            .bind(collection.0)
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
+        });
+        row.map(DocumentRecord::try_from).transpose()
     }
 
     /// The documents with these ids, in the order asked; unknown ids are skipped, an id asked
@@ -326,18 +644,14 @@ impl Store {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        // CROSS JOIN makes SQLite walk the id list and look each id up, never the reverse.
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            document_columns!(),
-            " FROM json_each(?2) j CROSS JOIN documents d \
-             ON d.collection_id = ?1 AND d.doc_id = j.value ORDER BY j.key"
-        ))
-        .bind(collection.0)
-        .bind(json_array(ids))
-        .fetch_all(&self.readers)
-        .await?;
-        rows.iter().map(document_record).collect()
+        let rows: Vec<DocumentRow> = read_pool!(self, |pool, b| {
+            sqlx::query_as(b.pick(&DOCUMENTS_BY_ID))
+                .bind(collection.0)
+                .bind(json_array(ids))
+                .fetch_all(pool)
+                .await?
+        });
+        rows.into_iter().map(DocumentRecord::try_from).collect()
     }
 
     /// A page of the collection's documents in id order, with the collection's document count;
@@ -352,48 +666,50 @@ impl Store {
         let limit = i64::from(page.limit);
         let offset = i64::try_from(page.offset)
             .map_err(|_| StoreError::Invalid(format!("offset {} is too large", page.offset)))?;
-        let mut tx = self.begin_read().await?;
-        let total: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM documents WHERE collection_id = ?1")
-                .bind(collection.0)
-                .fetch_one(&mut *tx)
-                .await?;
-        // One row more than asked tells whether another page follows.
-        let rows = match &page.after {
-            None => {
-                sqlx::query(concat!(
-                    "SELECT ",
-                    document_columns!(),
-                    " FROM documents d WHERE d.collection_id = ?1 \
-                     ORDER BY d.doc_id LIMIT ?2 OFFSET ?3"
-                ))
-                .bind(collection.0)
-                .bind(limit + 1)
-                .bind(offset)
-                .fetch_all(&mut *tx)
-                .await?
-            }
-            Some(after) => {
-                sqlx::query(concat!(
-                    "SELECT ",
-                    document_columns!(),
-                    " FROM documents d WHERE d.collection_id = ?1 AND d.doc_id > ?4 \
-                     ORDER BY d.doc_id LIMIT ?2 OFFSET ?3"
-                ))
-                .bind(collection.0)
-                .bind(limit + 1)
-                .bind(offset)
-                .bind(after)
-                .fetch_all(&mut *tx)
-                .await?
-            }
-        };
-        tx.commit().await?;
+        let (total, rows): (i64, Vec<DocumentRow>) = read_tx!(self, |tx, _b| {
+            let total: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM documents WHERE collection_id = $1")
+                    .bind(collection.0)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            // One row more than asked tells whether another page follows.
+            let rows = match &page.after {
+                None => {
+                    sqlx::query_as(concat!(
+                        "SELECT ",
+                        document_columns!(),
+                        " FROM documents d WHERE d.collection_id = $1 \
+                         ORDER BY d.doc_id LIMIT $2 OFFSET $3"
+                    ))
+                    .bind(collection.0)
+                    .bind(limit + 1)
+                    .bind(offset)
+                    .fetch_all(&mut *tx)
+                    .await?
+                }
+                Some(after) => {
+                    sqlx::query_as(concat!(
+                        "SELECT ",
+                        document_columns!(),
+                        " FROM documents d WHERE d.collection_id = $1 AND d.doc_id > $4 \
+                         ORDER BY d.doc_id LIMIT $2 OFFSET $3"
+                    ))
+                    .bind(collection.0)
+                    .bind(limit + 1)
+                    .bind(offset)
+                    .bind(after)
+                    .fetch_all(&mut *tx)
+                    .await?
+                }
+            };
+            tx.commit().await?;
+            (total, rows)
+        });
         let more = rows.len() > page.limit as usize;
         let documents = rows
-            .iter()
+            .into_iter()
             .take(page.limit as usize)
-            .map(document_record)
+            .map(DocumentRecord::try_from)
             .collect::<StoreResult<Vec<_>>>()?;
         let next_after = if more {
             documents.last().map(|d| d.id.clone())
@@ -417,27 +733,33 @@ impl Store {
         id: &str,
         with_vectors: bool,
     ) -> StoreResult<Vec<PassageRecord>> {
-        let query = if with_vectors {
-            sqlx::query(concat!(
-                "SELECT ",
-                passage_columns!(vector),
-                " FROM passages p WHERE p.collection_id = ?1 AND p.doc_id = ?2 ORDER BY p.idx"
-            ))
-        } else {
-            sqlx::query(concat!(
-                "SELECT ",
-                passage_columns!(),
-                " FROM passages p WHERE p.collection_id = ?1 AND p.doc_id = ?2 ORDER BY p.idx"
-            ))
-        };
-        let rows = query
-            .bind(collection.0)
-            .bind(id)
-            .fetch_all(&self.readers)
-            .await?;
-        rows.iter()
-            .map(|row| passage_record(row, with_vectors))
-            .collect()
+        read_pool!(self, |pool, _b| {
+            if with_vectors {
+                let rows: Vec<PassageVectorRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    passage_columns!(vector),
+                    " FROM passages p WHERE p.collection_id = $1 AND p.doc_id = $2 \
+                     ORDER BY p.idx"
+                ))
+                .bind(collection.0)
+                .bind(id)
+                .fetch_all(pool)
+                .await?;
+                rows.into_iter().map(PassageRecord::try_from).collect()
+            } else {
+                let rows: Vec<PassageRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    passage_columns!(),
+                    " FROM passages p WHERE p.collection_id = $1 AND p.doc_id = $2 \
+                     ORDER BY p.idx"
+                ))
+                .bind(collection.0)
+                .bind(id)
+                .fetch_all(pool)
+                .await?;
+                rows.into_iter().map(PassageRecord::try_from).collect()
+            }
+        })
     }
 
     /// The passages with these ids, in the order asked, with their vectors if `with_vectors`;
@@ -481,157 +803,25 @@ impl Store {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        // CROSS JOIN: walk the id list, look each id up by primary key.
-        let query = if with_vectors {
-            sqlx::query(concat!(
-                "SELECT ",
-                passage_columns!(vector),
-                " FROM json_each(?2) j CROSS JOIN passages p ON p.id = j.value \
-                 WHERE p.collection_id = ?1 ORDER BY j.key"
-            ))
-        } else {
-            sqlx::query(concat!(
-                "SELECT ",
-                passage_columns!(),
-                " FROM json_each(?2) j CROSS JOIN passages p ON p.id = j.value \
-                 WHERE p.collection_id = ?1 ORDER BY j.key"
-            ))
-        };
-        let rows = query
-            .bind(collection.0)
-            .bind(json_array(ids))
-            .fetch_all(&self.readers)
-            .await?;
-        rows.iter()
-            .map(|row| passage_record(row, with_vectors))
-            .collect()
+        let ids = json_array(ids);
+        read_pool!(self, |pool, b| {
+            if with_vectors {
+                let rows: Vec<PassageVectorRow> = sqlx::query_as(b.pick(&PASSAGE_VECTORS_BY_ID))
+                    .bind(collection.0)
+                    .bind(&ids)
+                    .fetch_all(pool)
+                    .await?;
+                rows.into_iter().map(PassageRecord::try_from).collect()
+            } else {
+                let rows: Vec<PassageRow> = sqlx::query_as(b.pick(&PASSAGES_BY_ID))
+                    .bind(collection.0)
+                    .bind(&ids)
+                    .fetch_all(pool)
+                    .await?;
+                rows.into_iter().map(PassageRecord::try_from).collect()
+            }
+        })
     }
-}
-
-/// One round of an upsert: up to [`DOCS_PER_BATCH`] documents. Appends their outcomes to `out`.
-async fn upsert_batch(
-    tx: &mut Transaction<'static, Sqlite>,
-    collection: CollectionId,
-    docs: &[NewDocument],
-    now: &str,
-    out: &mut Vec<UpsertedDocument>,
-) -> StoreResult<()> {
-    let first = out.len();
-    let position: HashMap<&str, usize> = docs
-        .iter()
-        .enumerate()
-        .map(|(i, d)| (d.id.as_str(), first + i))
-        .collect();
-    out.extend(docs.iter().map(|d| UpsertedDocument {
-        id: d.id.clone(),
-        replaced: false,
-        passage_ids: vec![0; d.passages.len()],
-        removed_passage_ids: Vec::new(),
-    }));
-    let ids: Vec<&str> = docs.iter().map(|d| d.id.as_str()).collect();
-
-    // Documents being replaced lose their passages first.
-    let existing: Vec<String> = sqlx::query_scalar(
-        "SELECT doc_id FROM documents WHERE collection_id = ?1 \
-         AND doc_id IN (SELECT value FROM json_each(?2))",
-    )
-    .bind(collection.0)
-    .bind(json_array(&ids))
-    .fetch_all(&mut **tx)
-    .await?;
-    if !existing.is_empty() {
-        let removed: Vec<(String, i64)> = sqlx::query_as(
-            "DELETE FROM passages WHERE collection_id = ?1 \
-             AND doc_id IN (SELECT value FROM json_each(?2)) RETURNING doc_id, id",
-        )
-        .bind(collection.0)
-        .bind(json_array(&existing))
-        .fetch_all(&mut **tx)
-        .await?;
-        for doc_id in &existing {
-            out[lookup(&position, doc_id)?].replaced = true;
-        }
-        for (doc_id, id) in removed {
-            let slot = lookup(&position, &doc_id)?;
-            let id = to_u64(id, || format!("passage id of document '{doc_id}'"))?;
-            out[slot].removed_passage_ids.push(id);
-        }
-        for done in &mut out[first..] {
-            done.removed_passage_ids.sort_unstable();
-        }
-    }
-
-    static DOCUMENT_INSERT: OnceLock<String> = OnceLock::new();
-    for rows in docs.chunks(ROWS_PER_INSERT) {
-        let (sql, full) = insert_sql(
-            &DOCUMENT_INSERT,
-            DOCUMENT_INSERT_HEAD,
-            DOCUMENT_INSERT_TAIL,
-            DOCUMENT_COLUMNS,
-            rows.len(),
-        );
-        let mut query = sqlx::query(sql).persistent(full);
-        for doc in rows {
-            query = query
-                .bind(collection.0)
-                .bind(doc.id.as_str())
-                .bind(doc.text.as_deref())
-                .bind(encode_metadata(&doc.id, &doc.metadata)?)
-                .bind(now)
-                .bind(now);
-        }
-        query.execute(&mut **tx).await?;
-    }
-
-    static PASSAGE_INSERT: OnceLock<String> = OnceLock::new();
-    let passages: Vec<(&NewDocument, usize)> = docs
-        .iter()
-        .flat_map(|d| (0..d.passages.len()).map(move |i| (d, i)))
-        .collect();
-    for rows in passages.chunks(ROWS_PER_INSERT) {
-        let (sql, full) = insert_sql(
-            &PASSAGE_INSERT,
-            PASSAGE_INSERT_HEAD,
-            PASSAGE_INSERT_TAIL,
-            PASSAGE_COLUMNS,
-            rows.len(),
-        );
-        let mut query = sqlx::query(sql).persistent(full);
-        for &(doc, i) in rows {
-            let p = &doc.passages[i];
-            let what = || format!("passage {i} of document '{}'", doc.id);
-            query = query
-                .bind(collection.0)
-                .bind(doc.id.as_str())
-                .bind(to_i64(i, what)?)
-                .bind(to_i64(p.start, what)?)
-                .bind(to_i64(p.end, what)?)
-                .bind(encode_vector(&p.vector))
-                .bind(p.text.as_deref());
-        }
-        // RETURNING yields rows in no promised order, hence the lookup by document and index.
-        let inserted = query.fetch_all(&mut **tx).await?;
-        if inserted.len() != rows.len() {
-            return Err(StoreError::Corrupt(format!(
-                "inserting {} passages returned {} ids",
-                rows.len(),
-                inserted.len()
-            )));
-        }
-        for row in &inserted {
-            let id: i64 = row.try_get(0)?;
-            let doc_id: &str = row.try_get(1)?;
-            let idx: i64 = row.try_get(2)?;
-            let slot = lookup(&position, doc_id)?;
-            let id = to_u64(id, || format!("new passage of document '{doc_id}'"))?;
-            let index = to_usize(idx, || format!("new passage {id} index"))?;
-            let target = out[slot].passage_ids.get_mut(index).ok_or_else(|| {
-                StoreError::Corrupt(format!("insert returned unknown passage index {index}"))
-            })?;
-            *target = id;
-        }
-    }
-    Ok(())
 }
 
 /// Where the outcome of `doc_id` goes; a row for a document not in the batch means the

@@ -1,4 +1,5 @@
-//! Durable storage of collections, documents, passages and their vectors, in SQLite via sqlx.
+//! Durable storage of collections, documents, passages and their vectors: embedded SQLite by
+//! default, or a PostgreSQL server that several vicinity nodes can share, both through sqlx.
 //!
 //! This layer knows rows and SQL; it knows nothing of HTTP, of index internals or of the
 //! embedding model. The service above it keeps the vector indexes in memory and uses the store
@@ -6,35 +7,44 @@
 //! and the removed passage ids) is exactly what the in-memory indexes must apply.
 //!
 //! # Durability and concurrency
-//! The database runs in WAL mode with `synchronous = FULL`: once a write method returns `Ok`,
-//! the transaction is on disk and survives a killed process and a power loss. Readers never
-//! block the writer nor each other, and a read that starts after a write returned sees it.
+//! SQLite runs in WAL mode with `synchronous = FULL`, PostgreSQL with its own write-ahead log:
+//! on both, once a write method returns `Ok` the transaction is committed and survives a killed
+//! process. Readers never block writers nor each other, and a read that starts after a write
+//! returned sees it.
 //!
 //! SQLite allows one writer at a time. Rather than letting concurrent write transactions race
 //! for the lock (which can fail with `SQLITE_BUSY` no matter the busy timeout, when a
-//! transaction that has read tries to upgrade to a write), all writes go through a pool of
+//! transaction that has read tries to upgrade to a write), all its writes go through a pool of
 //! exactly one connection, so they queue in the process, and each begins with
 //! `BEGIN IMMEDIATE`, so that even another process holding the lock only makes it wait for
 //! the busy timeout. Reads use a separate pool of read-only connections.
+//!
+//! PostgreSQL takes writes from many connections (and many nodes) at once. Every write that
+//! changes a collection's documents first locks the collection's row (`SELECT ... FOR
+//! UPDATE`), so the writes of one collection commit one after the other, as they do on SQLite:
+//! two upserts of the same new document cannot both insert its passages, and the order in
+//! which a collection's writes commit is the order in which they took the lock.
 //!
 //! A write whose future is dropped before it completes may or may not have committed. Callers
 //! that mirror writes in memory (the vector indexes) should drive each write to completion,
 //! e.g. in a spawned task, so that they always learn what was committed.
 //!
 //! # Schema
-//! `migrations/` holds the schema, embedded in the binary and applied by [`Store::open`].
-//! Passage and collection ids use `AUTOINCREMENT` and are never reused. Vectors are stored as
-//! little-endian `f32` blobs and checked against the collection's dimension when read back.
+//! `migrations/` holds the SQLite schema and `migrations/postgres/` the same schema in
+//! PostgreSQL's types, both embedded in the binary and applied by [`Store::open`]. Passage and
+//! collection ids are never reused. Vectors are stored as little-endian `f32` blobs and checked
+//! against the collection's dimension when read back.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Sqlite, Transaction};
+use sqlx::{Postgres, Sqlite, Transaction};
 
 mod cache;
 mod codec;
@@ -53,19 +63,25 @@ pub use rows::{
 };
 pub use scan::{DocumentScan, VectorScan};
 
-/// The schema migrations, embedded at compile time.
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+/// The SQLite schema migrations, embedded at compile time.
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+/// The PostgreSQL schema migrations, embedded at compile time.
+static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Longest wait for a PostgreSQL connection; see [`Store::open`].
+const PG_CONNECT_WAIT: Duration = Duration::from_secs(5);
+
+/// The key of the advisory lock that [`Store::claim`] takes ("vicnty" in ASCII).
+const CLAIM_LOCK: i64 = 0x7669_636e_7479;
 
 /// SQLite page size of new databases; see [`Store::open`].
 const PAGE_SIZE: u32 = 8192;
 
-/// The current time as stored: RFC 3339 UTC with milliseconds.
-const NOW_SQL: &str = "SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
-
 /// Tuning of [`Store::open`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoreOptions {
-    /// Most read connections open at once (at least 1).
+    /// Most read connections open at once (at least 1); on PostgreSQL, most connections of
+    /// any kind.
     pub max_readers: u32,
     /// How long SQLite waits for a lock held by another process before it gives up with
     /// `SQLITE_BUSY`.
@@ -92,27 +108,191 @@ impl Default for StoreOptions {
     }
 }
 
+/// The database engine behind a [`Store`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// An SQLite file on this machine.
+    Sqlite,
+    /// A PostgreSQL server, possibly shared with other nodes.
+    Postgres,
+}
+
+impl Backend {
+    /// `"sqlite"` or `"postgres"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// The connections of a store, per backend.
+#[derive(Clone, Debug)]
+enum Db {
+    Sqlite {
+        /// Exactly one connection: writes queue here instead of racing for SQLite's write
+        /// lock.
+        writer: SqlitePool,
+        /// Read-only connections.
+        readers: SqlitePool,
+        /// The database file.
+        path: PathBuf,
+    },
+    Postgres(PgPool),
+}
+
+/// A statement whose text differs between the backends.
+pub(crate) struct Dialects {
+    pub(crate) sqlite: &'static str,
+    pub(crate) postgres: &'static str,
+}
+
+/// Runs `$body` on a new write transaction bound to `$tx`, once per backend (the body is
+/// type-checked against each), with `$b` bound to the [`Backend`] for the statements whose
+/// text differs. A write transaction on SQLite takes the database's write lock at once.
+macro_rules! write_tx {
+    ($store:expr, |$tx:ident, $b:ident| $body:block) => {
+        match &$store.db {
+            $crate::store::Db::Sqlite { writer, .. } => {
+                #[allow(unused_variables)]
+                let $b = $crate::store::Backend::Sqlite;
+                #[allow(unused_mut)]
+                let mut $tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+                $body
+            }
+            $crate::store::Db::Postgres(pool) => {
+                #[allow(unused_variables)]
+                let $b = $crate::store::Backend::Postgres;
+                #[allow(unused_mut)]
+                let mut $tx = pool.begin().await?;
+                $body
+            }
+        }
+    };
+}
+
+/// Runs `$body` on a new read transaction bound to `$tx`: all its statements see one
+/// snapshot (on PostgreSQL, a repeatable-read, read-only transaction).
+macro_rules! read_tx {
+    ($store:expr, |$tx:ident, $b:ident| $body:block) => {
+        match &$store.db {
+            $crate::store::Db::Sqlite { readers, .. } => {
+                #[allow(unused_variables)]
+                let $b = $crate::store::Backend::Sqlite;
+                #[allow(unused_mut)]
+                let mut $tx = readers.begin().await?;
+                $body
+            }
+            $crate::store::Db::Postgres(pool) => {
+                #[allow(unused_variables)]
+                let $b = $crate::store::Backend::Postgres;
+                #[allow(unused_mut)]
+                let mut $tx = pool
+                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .await?;
+                $body
+            }
+        }
+    };
+}
+
+/// Runs `$body` with `$pool` bound to the pool single reads use, once per backend.
+macro_rules! read_pool {
+    ($store:expr, |$pool:ident, $b:ident| $body:block) => {
+        match &$store.db {
+            $crate::store::Db::Sqlite { readers, .. } => {
+                #[allow(unused_variables)]
+                let $b = $crate::store::Backend::Sqlite;
+                let $pool = readers;
+                $body
+            }
+            $crate::store::Db::Postgres(pool) => {
+                #[allow(unused_variables)]
+                let $b = $crate::store::Backend::Postgres;
+                let $pool = pool;
+                $body
+            }
+        }
+    };
+}
+
+pub(crate) use {read_pool, read_tx, write_tx};
+
+impl Backend {
+    /// The text of `sql` for this backend.
+    pub(crate) fn pick(self, sql: &Dialects) -> &'static str {
+        match self {
+            Backend::Sqlite => sql.sqlite,
+            Backend::Postgres => sql.postgres,
+        }
+    }
+}
+
 /// A handle on the database: cheap to clone, safe to share between tasks.
 #[derive(Clone, Debug)]
 pub struct Store {
-    /// Exactly one connection: writes queue here instead of racing for SQLite's write lock.
-    writer: SqlitePool,
-    /// Read-only connections.
-    readers: SqlitePool,
-    /// The database file.
-    path: PathBuf,
+    db: Db,
+    /// On PostgreSQL, the connection that holds this server's claim on the database (see
+    /// [`Store::claim`]).
+    claim: Arc<tokio::sync::Mutex<Option<sqlx::PgConnection>>>,
     /// Passage rows recently read by [`Store::get_passages`].
     passage_cache: Arc<cache::PassageCache>,
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `url` and brings its schema up to date.
+    /// Opens the database at `url` and brings its schema up to date.
     ///
-    /// `url` is `sqlite://PATH`, `sqlite:PATH` or a plain file path; `sqlite:///abs/db` is an
-    /// absolute path. Missing parent directories are created. In-memory databases, query
-    /// parameters and other URL schemes are refused with [`StoreError::Invalid`]: the store's
-    /// guarantees need a file, and it sets its own connection options.
+    /// `postgres://...` (or `postgresql://...`) names a PostgreSQL database, with the usual
+    /// libpq URL parameters (`?host=/run/postgresql` for a Unix socket, `sslmode`, ...); the
+    /// database must exist. Anything else is an SQLite file: `sqlite://PATH`, `sqlite:PATH` or
+    /// a plain file path, `sqlite:///abs/db` for an absolute path, created with its missing
+    /// parent directories. SQLite in-memory databases, SQLite URL parameters and other schemes
+    /// are refused with [`StoreError::Invalid`]: the store's guarantees need a file, and it sets
+    /// its own connection options.
     pub async fn open(url: &str, opts: &StoreOptions) -> StoreResult<Store> {
+        let db = match url_scheme(url) {
+            Some("postgres" | "postgresql") => Self::open_postgres(url, opts).await?,
+            _ => Self::open_sqlite(url, opts).await?,
+        };
+        Ok(Store {
+            db,
+            claim: Arc::default(),
+            passage_cache: Arc::new(cache::PassageCache::new(opts.passage_cache_bytes)),
+        })
+    }
+
+    /// Claims the database for this process alone, for as long as the store is open (on
+    /// PostgreSQL, a session advisory lock on a connection of its own; SQLite needs none, its
+    /// file is in this server's data directory). A server keeps its indexes in memory and
+    /// learns of writes only through its own API, so a second server on the same database
+    /// would answer from indexes that miss the first one's writes: the second is refused with
+    /// [`StoreError::Conflict`] instead.
+    pub async fn claim(&self) -> StoreResult<()> {
+        let Db::Postgres(pool) = &self.db else {
+            return Ok(());
+        };
+        let mut held = self.claim.lock().await;
+        if held.is_some() {
+            return Ok(());
+        }
+        let mut conn: sqlx::PgConnection =
+            sqlx::ConnectOptions::connect(&*pool.connect_options()).await?;
+        let claimed: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(CLAIM_LOCK)
+            .fetch_one(&mut conn)
+            .await?;
+        if !claimed {
+            let _ = sqlx::Connection::close(conn).await;
+            return Err(StoreError::Conflict(
+                "another vicinity server is using this database: one server per database".into(),
+            ));
+        }
+        *held = Some(conn);
+        Ok(())
+    }
+
+    async fn open_sqlite(url: &str, opts: &StoreOptions) -> StoreResult<Db> {
         let path = database_path(url)?;
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             tokio::fs::create_dir_all(parent)
@@ -122,7 +302,6 @@ impl Store {
                     source,
                 })?;
         }
-
         let common = SqliteConnectOptions::new()
             .filename(&path)
             .foreign_keys(true)
@@ -150,7 +329,7 @@ impl Store {
             .max_lifetime(None)
             .connect_with(writer_options)
             .await?;
-        MIGRATOR.run(&writer).await?;
+        SQLITE_MIGRATOR.run(&writer).await?;
 
         let readers = SqlitePoolOptions::new()
             .max_connections(opts.max_readers.max(1))
@@ -165,17 +344,50 @@ impl Store {
                 return Err(e.into());
             }
         };
-        Ok(Store {
+        Ok(Db::Sqlite {
             writer,
             readers,
             path,
-            passage_cache: Arc::new(cache::PassageCache::new(opts.passage_cache_bytes)),
         })
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    async fn open_postgres(url: &str, opts: &StoreOptions) -> StoreResult<Db> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Invalid(format!("database URL: {e}")))?
+            .application_name("vicinity");
+        // Reads and writes share one pool: PostgreSQL serialises what must be serialised
+        // (the collection row locks), so writes need no queue of their own; the two extra
+        // connections keep a burst of reads from starving the writes.
+        let pool = PgPoolOptions::new()
+            .max_connections(opts.max_readers.max(1) + 2)
+            .min_connections(1)
+            // The pool keeps trying to connect until this runs out: with the server down, a
+            // write should learn so in seconds (503, retry), not after the read wait.
+            .acquire_timeout(opts.read_wait.min(PG_CONNECT_WAIT))
+            .connect_with(options)
+            .await?;
+        // Nodes that start together take turns: the migrator holds an advisory lock.
+        if let Err(e) = POSTGRES_MIGRATOR.run(&pool).await {
+            pool.close().await;
+            return Err(e.into());
+        }
+        Ok(Db::Postgres(pool))
+    }
+
+    /// The database engine behind this store.
+    pub fn backend(&self) -> Backend {
+        match self.db {
+            Db::Sqlite { .. } => Backend::Sqlite,
+            Db::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// The SQLite database file; `None` on PostgreSQL.
+    pub fn path(&self) -> Option<&Path> {
+        match &self.db {
+            Db::Sqlite { path, .. } => Some(path),
+            Db::Postgres(_) => None,
+        }
     }
 
     /// Hits, misses and size of the passage cache.
@@ -187,25 +399,86 @@ impl Store {
     /// [`VectorScan`]s and [`DocumentScan`]s: drop them first). Later calls on any clone of this
     /// store fail with a [`StoreError::Database`] (pool closed).
     pub async fn close(&self) {
-        self.readers.close().await;
-        self.writer.close().await;
+        match &self.db {
+            Db::Sqlite {
+                writer, readers, ..
+            } => {
+                readers.close().await;
+                writer.close().await;
+            }
+            Db::Postgres(pool) => {
+                if let Some(conn) = self.claim.lock().await.take() {
+                    let _ = sqlx::Connection::close(conn).await;
+                }
+                pool.close().await;
+            }
+        }
     }
+}
 
-    /// Starts a write transaction: takes the writer connection (waiting for earlier writes)
-    /// and the database's write lock at once.
-    async fn begin_write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
-        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
-    }
+/// The time a write records, as stored: RFC 3339 UTC with milliseconds. Taken from this
+/// machine's clock rather than the database's, so that both backends store the same format.
+fn now() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
 
-    /// Starts a read transaction, so several statements see one snapshot.
-    async fn begin_read(&self) -> StoreResult<Transaction<'static, Sqlite>> {
-        Ok(self.readers.begin().await?)
+/// A read transaction of either backend, held by the scans from their first chunk to their
+/// last.
+#[derive(Debug)]
+enum ReadTx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+impl From<Transaction<'static, Sqlite>> for ReadTx {
+    fn from(tx: Transaction<'static, Sqlite>) -> Self {
+        ReadTx::Sqlite(tx)
     }
+}
+
+impl From<Transaction<'static, Postgres>> for ReadTx {
+    fn from(tx: Transaction<'static, Postgres>) -> Self {
+        ReadTx::Postgres(tx)
+    }
+}
+
+/// `url` with its password (in the user part or a `password=` parameter) replaced by `***`,
+/// for logs and error messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let authority = match authority.rsplit_once('@') {
+        Some((user, host)) => match user.split_once(':') {
+            Some((name, _)) => format!("{name}:***@{host}"),
+            None => authority.to_owned(),
+        },
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _)) if key.eq_ignore_ascii_case("password") => {
+                        format!("{key}=***")
+                    }
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    format!("{scheme}://{authority}{tail}")
 }
 
 /// The file a database URL or path names.
 fn database_path(url: &str) -> StoreResult<PathBuf> {
-    let invalid = |reason: &str| StoreError::Invalid(format!("database URL '{url}': {reason}"));
+    let invalid =
+        |reason: &str| StoreError::Invalid(format!("database URL '{}': {reason}", redact_url(url)));
     let path = if let Some(rest) = url.strip_prefix("sqlite:") {
         // `sqlite://x` is `x`; `sqlite:///abs` keeps its leading slash.
         let rest = rest.strip_prefix("//").unwrap_or(rest);
@@ -217,8 +490,8 @@ fn database_path(url: &str) -> StoreResult<PathBuf> {
         rest
     } else if let Some(scheme) = url_scheme(url) {
         return Err(invalid(&format!(
-            "unsupported scheme '{scheme}'; only SQLite is supported: use sqlite://PATH, \
-             sqlite:PATH or a file path"
+            "unsupported scheme '{scheme}': use postgres://... for PostgreSQL, or \
+             sqlite://PATH, sqlite:PATH or a file path for SQLite"
         )));
     } else {
         url
@@ -267,9 +540,31 @@ mod tests {
     }
 
     #[test]
+    fn passwords_are_redacted() {
+        for (url, shown) in [
+            (
+                "postgres://u:secret@h:5432/db",
+                "postgres://u:***@h:5432/db",
+            ),
+            ("postgres://u@h/db", "postgres://u@h/db"),
+            (
+                "postgres://h/db?user=u&password=secret",
+                "postgres://h/db?user=u&password=***",
+            ),
+            (
+                "postgres://u:p%40ss@h/db?sslmode=require",
+                "postgres://u:***@h/db?sslmode=require",
+            ),
+            ("sqlite:///data/v.db", "sqlite:///data/v.db"),
+            ("v.db", "v.db"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+    }
+
+    #[test]
     fn other_locations_are_refused() {
         for url in [
-            "postgres://user@host/db",
             "mysql://localhost/db",
             "file:v.db",
             "sqlite::memory:",
@@ -282,7 +577,7 @@ mod tests {
             let err = database_path(url).unwrap_err();
             assert!(matches!(err, StoreError::Invalid(_)), "{url}: {err}");
         }
-        let msg = database_path("postgres://h/db").unwrap_err().to_string();
-        assert!(msg.contains("unsupported scheme 'postgres'"), "{msg}");
+        let msg = database_path("mysql://h/db").unwrap_err().to_string();
+        assert!(msg.contains("unsupported scheme 'mysql'"), "{msg}");
     }
 }

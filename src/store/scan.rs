@@ -6,9 +6,7 @@
 //! snapshot of the collection even while writes go on; chunks keep memory bounded and let the
 //! caller feed its indexes while the next chunk is read.
 
-use sqlx::{Row, Sqlite, Transaction};
-
-use super::Store;
+use super::{ReadTx, Store, read_tx};
 
 /// Rows per query while filling a [`VectorScan`] chunk.
 const ROWS_PER_FETCH: usize = 256;
@@ -16,11 +14,21 @@ use super::codec::{decode_metadata, decode_vector_into, to_u64, to_usize};
 use super::error::{StoreError, StoreResult};
 use super::rows::{CollectionId, DocumentPassages, PassageId, VectorChunk};
 
+/// Runs `$body` with `$tx` bound to the transaction inside a [`ReadTx`], once per backend.
+macro_rules! on_tx {
+    ($read:expr, |$tx:ident| $body:block) => {
+        match $read {
+            ReadTx::Sqlite($tx) => $body,
+            ReadTx::Postgres($tx) => $body,
+        }
+    };
+}
+
 /// Reads every passage vector of a collection in ascending id order, chunk by chunk, from one
 /// snapshot. Made by [`Store::scan_vectors`].
 #[derive(Debug)]
 pub struct VectorScan {
-    tx: Option<Transaction<'static, Sqlite>>,
+    tx: Option<ReadTx>,
     collection: CollectionId,
     dimension: Option<usize>,
     chunk_size: u32,
@@ -57,15 +65,17 @@ impl VectorScan {
         // slower than several small ones, so the chunk is filled by small queries.
         while chunk.ids.len() < wanted {
             let take = (wanted - chunk.ids.len()).min(ROWS_PER_FETCH);
-            let rows = sqlx::query(
-                "SELECT id, vector FROM passages WHERE collection_id = ?1 AND id > ?2 \
-                 ORDER BY id LIMIT ?3",
-            )
-            .bind(self.collection.0)
-            .bind(self.after)
-            .bind(take as i64)
-            .fetch_all(&mut **tx)
-            .await?;
+            let rows: Vec<(i64, Vec<u8>)> = on_tx!(tx, |tx| {
+                sqlx::query_as(
+                    "SELECT id, vector FROM passages WHERE collection_id = $1 AND id > $2 \
+                     ORDER BY id LIMIT $3",
+                )
+                .bind(self.collection.0)
+                .bind(self.after)
+                .bind(take as i64)
+                .fetch_all(&mut **tx)
+                .await?
+            });
             if !rows.is_empty() {
                 let dimension = self.dimension.ok_or_else(|| {
                     StoreError::Corrupt(format!(
@@ -79,11 +89,10 @@ impl VectorScan {
                     .vectors
                     .reserve(wanted.min(rows.len() * 8) * dimension);
             }
-            for row in &rows {
-                let id: i64 = row.try_get(0)?;
-                decode_vector_into(row.try_get(1)?, chunk.dimension, id, &mut chunk.vectors)?;
-                chunk.ids.push(to_u64(id, || "passage id".into())?);
-                self.after = id;
+            for (id, vector) in &rows {
+                decode_vector_into(vector, chunk.dimension, *id, &mut chunk.vectors)?;
+                chunk.ids.push(to_u64(*id, || "passage id".into())?);
+                self.after = *id;
             }
             if rows.len() < take {
                 exhausted = true;
@@ -97,10 +106,7 @@ impl VectorScan {
     }
 
     async fn finish(&mut self) -> StoreResult<()> {
-        if let Some(tx) = self.tx.take() {
-            tx.commit().await?;
-        }
-        Ok(())
+        finish(self.tx.take()).await
     }
 }
 
@@ -108,7 +114,7 @@ impl VectorScan {
 /// by chunk, from one snapshot. Made by [`Store::scan_documents`].
 #[derive(Debug)]
 pub struct DocumentScan {
-    tx: Option<Transaction<'static, Sqlite>>,
+    tx: Option<ReadTx>,
     collection: CollectionId,
     chunk_size: u32,
     after: String,
@@ -131,33 +137,32 @@ impl DocumentScan {
         };
         // The document page first, then its passages: a LEFT JOIN keeps a document without
         // passages, and the order groups each document's passages together.
-        let rows = sqlx::query(
-            "SELECT d.doc_id, d.metadata, p.id FROM \
-             (SELECT doc_id, metadata FROM documents WHERE collection_id = ?1 AND doc_id > ?2 \
-              ORDER BY doc_id LIMIT ?3) d \
-             LEFT JOIN passages p ON p.collection_id = ?1 AND p.doc_id = d.doc_id \
-             ORDER BY d.doc_id, p.idx",
-        )
-        .bind(self.collection.0)
-        .bind(&self.after)
-        .bind(self.chunk_size)
-        .fetch_all(&mut **tx)
-        .await?;
+        let rows: Vec<(String, Option<String>, Option<i64>)> = on_tx!(tx, |tx| {
+            sqlx::query_as(
+                "SELECT d.doc_id, d.metadata, p.id FROM \
+                 (SELECT doc_id, metadata FROM documents WHERE collection_id = $1 \
+                  AND doc_id > $2 ORDER BY doc_id LIMIT $3) d \
+                 LEFT JOIN passages p ON p.collection_id = $1 AND p.doc_id = d.doc_id \
+                 ORDER BY d.doc_id, p.idx",
+            )
+            .bind(self.collection.0)
+            .bind(&self.after)
+            .bind(i64::from(self.chunk_size))
+            .fetch_all(&mut **tx)
+            .await?
+        });
         let mut docs: Vec<DocumentPassages> = Vec::new();
-        for row in &rows {
-            let doc_id: &str = row.try_get(0)?;
-            if docs.last().is_none_or(|d| d.id != doc_id) {
-                let metadata: Option<&str> = row.try_get(1)?;
+        for (doc_id, metadata, passage) in &rows {
+            if docs.last().is_none_or(|d| &d.id != doc_id) {
                 docs.push(DocumentPassages {
-                    id: doc_id.to_owned(),
-                    metadata: decode_metadata(metadata, || {
+                    id: doc_id.clone(),
+                    metadata: decode_metadata(metadata.as_deref(), || {
                         format!("metadata of document '{doc_id}'")
                     })?,
                     passage_ids: Vec::new(),
                 });
             }
-            let passage: Option<i64> = row.try_get(2)?;
-            if let (Some(id), Some(doc)) = (passage, docs.last_mut()) {
+            if let (Some(id), Some(doc)) = (*passage, docs.last_mut()) {
                 let id: PassageId = to_u64(id, || format!("passage of document '{doc_id}'"))?;
                 doc.passage_ids.push(id);
             }
@@ -175,10 +180,7 @@ impl DocumentScan {
     }
 
     async fn finish(&mut self) -> StoreResult<()> {
-        if let Some(tx) = self.tx.take() {
-            tx.commit().await?;
-        }
-        Ok(())
+        finish(self.tx.take()).await
     }
 }
 
@@ -191,12 +193,14 @@ impl Store {
         collection: CollectionId,
         chunk_size: usize,
     ) -> StoreResult<VectorScan> {
-        let mut tx = self.begin_read().await?;
-        let dimension: Option<Option<i64>> =
-            sqlx::query_scalar("SELECT dimension FROM collections WHERE id = ?1")
-                .bind(collection.0)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let (tx, dimension) = read_tx!(self, |tx, b| {
+            let dimension: Option<Option<i64>> =
+                sqlx::query_scalar("SELECT dimension FROM collections WHERE id = $1")
+                    .bind(collection.0)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            (ReadTx::from(tx), dimension)
+        });
         let dimension = dimension
             .ok_or(StoreError::CollectionNotFound(collection))?
             .map(|d| to_usize(d, || format!("collection {collection} dimension")))
@@ -218,11 +222,14 @@ impl Store {
         collection: CollectionId,
         chunk_size: usize,
     ) -> StoreResult<DocumentScan> {
-        let mut tx = self.begin_read().await?;
-        let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM collections WHERE id = ?1")
-            .bind(collection.0)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let (tx, exists) = read_tx!(self, |tx, b| {
+            let exists: Option<i64> =
+                sqlx::query_scalar("SELECT id FROM collections WHERE id = $1")
+                    .bind(collection.0)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            (ReadTx::from(tx), exists)
+        });
         if exists.is_none() {
             return Err(StoreError::CollectionNotFound(collection));
         }
@@ -233,6 +240,16 @@ impl Store {
             after: String::new(),
         })
     }
+}
+
+/// Ends a scan's snapshot.
+async fn finish(tx: Option<ReadTx>) -> StoreResult<()> {
+    match tx {
+        Some(ReadTx::Sqlite(tx)) => tx.commit().await?,
+        Some(ReadTx::Postgres(tx)) => tx.commit().await?,
+        None => {}
+    }
+    Ok(())
 }
 
 fn clamp_chunk(chunk_size: usize) -> u32 {

@@ -7,6 +7,8 @@ use rand::prelude::*;
 use crate::distance::Metric;
 use crate::index::Hit;
 
+pub mod postgres;
+
 /// A standard normal sample (Box–Muller), so that no distribution crate is needed.
 pub fn gaussian(rng: &mut SmallRng) -> f32 {
     let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
