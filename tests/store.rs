@@ -36,6 +36,27 @@ enum Place {
     Postgres(String),
 }
 
+/// Runs `$body` with `$conn` bound to a connection of its own to the place's database (checked
+/// against each backend's connection type), closes it and returns the body's value.
+macro_rules! with_raw {
+    ($place:expr, |$conn:ident| $body:expr) => {
+        match $place {
+            Place::Sqlite(dir) => {
+                let mut $conn = raw(&dir.path().join("db/v.db")).await;
+                let out = $body;
+                $conn.close().await.unwrap();
+                out
+            }
+            Place::Postgres(url) => {
+                let mut $conn = sqlx::PgConnection::connect(url).await.unwrap();
+                let out = $body;
+                $conn.close().await.unwrap();
+                out
+            }
+        }
+    };
+}
+
 impl From<TestBackend> for Place {
     fn from(backend: TestBackend) -> Self {
         match backend {
@@ -70,63 +91,30 @@ impl Place {
 
     /// Runs `sql` on a connection of its own, under the store, as another program would.
     async fn execute(&self, sql: &'static str) {
-        match self {
-            Place::Sqlite(dir) => {
-                let mut conn = raw(&dir.path().join("db/v.db")).await;
-                sqlx::query(sql).execute(&mut conn).await.unwrap();
-                conn.close().await.unwrap();
-            }
-            Place::Postgres(url) => {
-                let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
-                sqlx::query(sql).execute(&mut conn).await.unwrap();
-                conn.close().await.unwrap();
-            }
-        }
+        with_raw!(self, |conn| {
+            sqlx::query(sql).execute(&mut conn).await.unwrap();
+        });
     }
 
     /// The number `sql` (a `SELECT count(*) ...`) reads, on a connection of its own.
     async fn count(&self, sql: &'static str) -> i64 {
-        match self {
-            Place::Sqlite(dir) => {
-                let mut conn = raw(&dir.path().join("db/v.db")).await;
-                let n = sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap();
-                conn.close().await.unwrap();
-                n
-            }
-            Place::Postgres(url) => {
-                let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
-                let n = sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap();
-                conn.close().await.unwrap();
-                n
-            }
-        }
+        with_raw!(self, |conn| sqlx::query_scalar(sql)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap())
     }
 
     /// Overwrites the stored vector of passage `id` with `blob`, as damage would.
     async fn tear_vector(&self, id: i64, blob: &[u8]) {
         const SQL: &str = "UPDATE passages SET vector = $2 WHERE id = $1";
-        match self {
-            Place::Sqlite(dir) => {
-                let mut conn = raw(&dir.path().join("db/v.db")).await;
-                sqlx::query(SQL)
-                    .bind(id)
-                    .bind(blob)
-                    .execute(&mut conn)
-                    .await
-                    .unwrap();
-                conn.close().await.unwrap();
-            }
-            Place::Postgres(url) => {
-                let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
-                sqlx::query(SQL)
-                    .bind(id)
-                    .bind(blob)
-                    .execute(&mut conn)
-                    .await
-                    .unwrap();
-                conn.close().await.unwrap();
-            }
-        }
+        with_raw!(self, |conn| {
+            sqlx::query(SQL)
+                .bind(id)
+                .bind(blob)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        });
     }
 }
 

@@ -733,30 +733,32 @@ impl Store {
         id: &str,
         with_vectors: bool,
     ) -> StoreResult<Vec<PassageRecord>> {
+        /// A document's passages in order, with the given columns.
+        macro_rules! of_document {
+            ($columns:expr) => {
+                concat!(
+                    "SELECT ",
+                    $columns,
+                    " FROM passages p WHERE p.collection_id = $1 AND p.doc_id = $2 \
+                     ORDER BY p.idx"
+                )
+            };
+        }
         read_pool!(self, |pool, _b| {
             if with_vectors {
-                let rows: Vec<PassageVectorRow> = sqlx::query_as(concat!(
-                    "SELECT ",
-                    passage_columns!(vector),
-                    " FROM passages p WHERE p.collection_id = $1 AND p.doc_id = $2 \
-                     ORDER BY p.idx"
-                ))
-                .bind(collection.0)
-                .bind(id)
-                .fetch_all(pool)
-                .await?;
+                let rows: Vec<PassageVectorRow> =
+                    sqlx::query_as(of_document!(passage_columns!(vector)))
+                        .bind(collection.0)
+                        .bind(id)
+                        .fetch_all(pool)
+                        .await?;
                 rows.into_iter().map(PassageRecord::try_from).collect()
             } else {
-                let rows: Vec<PassageRow> = sqlx::query_as(concat!(
-                    "SELECT ",
-                    passage_columns!(),
-                    " FROM passages p WHERE p.collection_id = $1 AND p.doc_id = $2 \
-                     ORDER BY p.idx"
-                ))
-                .bind(collection.0)
-                .bind(id)
-                .fetch_all(pool)
-                .await?;
+                let rows: Vec<PassageRow> = sqlx::query_as(of_document!(passage_columns!()))
+                    .bind(collection.0)
+                    .bind(id)
+                    .fetch_all(pool)
+                    .await?;
                 rows.into_iter().map(PassageRecord::try_from).collect()
             }
         })
