@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use vicinity::api::ApiSettings;
 use vicinity::store::{NewDocument, NewPassage};
 
+use common::reference::Reference;
 use common::{App, service_settings, tiny_worker};
 
 const PUT: Method = Method::PUT;
@@ -42,6 +43,18 @@ async fn query(app: &App, body: Value) -> Value {
     let r = app.send(POST, "/collections/docs/query", Some(body)).await;
     assert_ok(&r);
     r.1
+}
+
+/// Creates the text collection `docs` with default settings and stores [`corpus`] in it.
+async fn create_corpus(app: &App) {
+    assert_eq!(
+        app.send(PUT, "/collections/docs", None).await.0,
+        StatusCode::CREATED
+    );
+    assert_ok(
+        &app.send(POST, "/collections/docs/documents", Some(corpus()))
+            .await,
+    );
 }
 
 #[tokio::test]
@@ -290,14 +303,7 @@ async fn the_lexical_index_survives_restarts_and_catches_up_with_the_store() {
         )
     };
     let app = open().await;
-    assert_eq!(
-        app.send(PUT, "/collections/docs", None).await.0,
-        StatusCode::CREATED
-    );
-    assert_ok(
-        &app.send(POST, "/collections/docs/documents", Some(corpus()))
-            .await,
-    );
+    create_corpus(&app).await;
     let collection_id = app.store.get_collection("docs").await.unwrap().unwrap().id;
     app.close().await;
 
@@ -372,40 +378,14 @@ async fn the_lexical_index_survives_restarts_and_catches_up_with_the_store() {
     app.close().await;
 }
 
-/// The tiny cross-encoder's sentence-transformers references: pairs, `CrossEncoder.predict`
-/// scores and logits.
-fn rerank_reference() -> (Vec<(String, String)>, Vec<f64>, Vec<f64>) {
-    let path = common::tiny_cross_encoder_dir().join("reference.json");
-    let r: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-    let pairs = r["pairs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p[0].as_str().unwrap().to_owned(),
-                p[1].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    let floats = |key: &str| -> Vec<f64> {
-        r[key]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect()
-    };
-    (pairs, floats("scores"), floats("logits"))
-}
-
 #[tokio::test]
 async fn rerank_endpoint_and_reranked_queries() {
     let dir = tempfile::tempdir().unwrap();
     let app = App::tiny_with_reranker(dir.path()).await;
 
     // /rerank in TEI's shape, with sentence-transformers' scores for the same pairs.
-    let (pairs, scores, logits) = rerank_reference();
+    let reference = Reference::read(&common::tiny_cross_encoder_dir());
+    let (pairs, scores, logits) = (&reference.pairs, &reference.scores, &reference.logits);
     for (i, (q, t)) in pairs.iter().enumerate() {
         if q.trim().is_empty() {
             // The endpoint refuses an empty query (below); the library scores it.
@@ -421,7 +401,7 @@ async fn rerank_endpoint_and_reranked_queries() {
                 .await;
             assert_ok(&r);
             let got = r.1[0]["score"].as_f64().unwrap();
-            let want = if raw { logits[i] } else { scores[i] };
+            let want = f64::from(if raw { logits[i] } else { scores[i] });
             assert!((got - want).abs() < 1e-4, "pair {i}: {got} against {want}");
         }
     }
@@ -465,14 +445,7 @@ async fn rerank_endpoint_and_reranked_queries() {
     assert!(r.1[0].get("text").is_none(), "text only with return_text");
 
     // A reranked query: the first top_n hits in the cross-encoder's order, the best k kept.
-    assert_eq!(
-        app.send(PUT, "/collections/docs", None).await.0,
-        StatusCode::CREATED
-    );
-    assert_ok(
-        &app.send(POST, "/collections/docs/documents", Some(corpus()))
-            .await,
-    );
+    create_corpus(&app).await;
     let plain = query(
         &app,
         json!({"query": "path join entry", "k": 6, "include": ["text"]}),

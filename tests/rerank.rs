@@ -16,6 +16,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
+mod common;
+
+use common::reference::Reference;
 use vicinity::embed::fetch::{self, FetchOptions, ModelSource};
 use vicinity::embed::{
     CrossEncoder, CrossEncoderOptions, EmbedError, Encoded, MAX_RERANK_TEXTS, RerankOptions,
@@ -49,89 +52,6 @@ fn read_json(path: &Path) -> Value {
 
 fn write_json(path: &Path, value: &Value) {
     fs::write(path, serde_json::to_vec_pretty(value).unwrap()).unwrap();
-}
-
-/// The reference outputs of sentence-transformers for a model directory.
-struct Reference {
-    pairs: Vec<(String, String)>,
-    scores: Vec<f32>,
-    logits: Vec<f32>,
-    token_ids: Vec<Vec<u32>>,
-    token_type_ids: Vec<Vec<u32>>,
-    max_length: usize,
-}
-
-impl Reference {
-    fn read(dir: &Path) -> Self {
-        let json = read_json(&dir.join("reference.json"));
-        let floats = |key: &str| -> Vec<f32> {
-            json[key]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap() as f32)
-                .collect()
-        };
-        let ints = |key: &str| -> Vec<Vec<u32>> {
-            json[key]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|row| {
-                    row.as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|x| x.as_u64().unwrap() as u32)
-                        .collect()
-                })
-                .collect()
-        };
-        let pairs = json["pairs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| {
-                (
-                    p[0].as_str().unwrap().to_owned(),
-                    p[1].as_str().unwrap().to_owned(),
-                )
-            })
-            .collect();
-        Reference {
-            pairs,
-            scores: floats("scores"),
-            logits: floats("logits"),
-            token_ids: ints("token_ids"),
-            token_type_ids: ints("token_type_ids"),
-            max_length: json["max_length"].as_u64().unwrap() as usize,
-        }
-    }
-
-    fn pair_refs(&self) -> Vec<(&str, &str)> {
-        self.pairs
-            .iter()
-            .map(|(q, t)| (q.as_str(), t.as_str()))
-            .collect()
-    }
-}
-
-/// Every score and logit within [`PARITY`] of the reference, in order.
-fn assert_parity(got: &[RerankScore], reference: &Reference, what: &str) {
-    assert_eq!(
-        got.len(),
-        reference.scores.len(),
-        "{what}: one score per pair"
-    );
-    for (i, g) in got.iter().enumerate() {
-        let (score, logit) = (reference.scores[i], reference.logits[i]);
-        assert!(
-            (g.score - score).abs() <= PARITY && (g.logit - logit).abs() <= PARITY,
-            "{what}, pair {i} {:?}: got score {} logit {}, sentence-transformers {score} {logit}",
-            reference.pairs[i],
-            g.score,
-            g.logit
-        );
-    }
 }
 
 /// Same scores up to float rounding (batch composition changes the summation order).
@@ -183,6 +103,25 @@ fn strings(texts: &[&str]) -> Vec<String> {
 
 fn worker(ce: CrossEncoder, options: RerankOptions) -> RerankWorker {
     RerankWorker::new(ce, options).expect("worker starts")
+}
+
+/// Every score and logit within [`PARITY`] of the reference, in order.
+fn assert_parity(got: &[RerankScore], reference: &Reference, what: &str) {
+    assert_eq!(
+        got.len(),
+        reference.scores.len(),
+        "{what}: one score per pair"
+    );
+    for (i, g) in got.iter().enumerate() {
+        let (score, logit) = (reference.scores[i], reference.logits[i]);
+        assert!(
+            (g.score - score).abs() <= PARITY && (g.logit - logit).abs() <= PARITY,
+            "{what}, pair {i} {:?}: got score {} logit {}, sentence-transformers {score} {logit}",
+            reference.pairs[i],
+            g.score,
+            g.logit
+        );
+    }
 }
 
 #[test]

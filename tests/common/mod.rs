@@ -25,6 +25,8 @@ use vicinity::embed::{
 use vicinity::service::{Service, ServiceSettings};
 use vicinity::store::{Store, StoreOptions};
 
+pub(crate) mod reference;
+
 /// The tiny BERT fixture: 32-dimensional, 32 tokens of input.
 pub(crate) fn tiny_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-bert")
