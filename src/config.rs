@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::api::ApiSettings;
 use crate::api::auth::{ApiKey, ApiKeys};
-use crate::service::{Limits, PlannerSettings, ServiceSettings};
+use crate::service::{ClusterSettings, Limits, PlannerSettings, ServiceSettings};
 use crate::store::StoreOptions;
 
 /// A configuration value that cannot work.
@@ -45,6 +45,41 @@ pub struct ServeConfig {
     /// lexical index stay in the data directory either way.
     #[arg(long, env = "VICINITY_DATABASE_URL", value_name = "URL")]
     pub database_url: Option<String>,
+
+    /// This node's id among the nodes sharing a PostgreSQL database (letters, digits, '.',
+    /// '_', '-'; at most 64). Default: an id made at first start and kept in the data
+    /// directory (`node-id`).
+    #[arg(long, env = "VICINITY_NODE_ID", value_name = "ID")]
+    pub node_id: Option<String>,
+
+    /// Where other nodes and operators reach this node's API, as `GET /cluster` shows it.
+    /// Default: the address it listens on.
+    #[arg(long, env = "VICINITY_ADVERTISE_ADDR", value_name = "HOST:PORT")]
+    pub advertise_addr: Option<String>,
+
+    /// With PostgreSQL: how often a node polls the change feed for other nodes' writes,
+    /// besides being notified of them.
+    #[arg(long, env = "VICINITY_FOLLOW_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub follow_interval: Duration,
+
+    /// With PostgreSQL: how often a node records in the database that it is alive.
+    #[arg(long, env = "VICINITY_HEARTBEAT_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: Duration,
+
+    /// With PostgreSQL: a node silent this long counts as down, and stops holding back the
+    /// pruning of the change feed.
+    #[arg(long, env = "VICINITY_NODE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub node_timeout: Duration,
+
+    /// With PostgreSQL: changes older than this leave the feed even if a node has not applied
+    /// them (that node loads the collection again), and silent nodes leave the registry.
+    #[arg(long, env = "VICINITY_FEED_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub feed_retention: Duration,
+
+    /// Longest a query with `consistency.min_version` waits for this node to apply that
+    /// version before it gets 503 `version_not_reached`.
+    #[arg(long, env = "VICINITY_CONSISTENCY_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub consistency_timeout: Duration,
 
     /// Memory for passage rows kept to answer queries without reading the database, in MiB
     /// (0: read every result from the database).
@@ -362,8 +397,44 @@ impl ServeConfig {
                 self.snapshot_interval,
             )?,
             default_overlap: self.chunk_overlap,
+            cluster: ClusterSettings {
+                node_id: match self.node_id {
+                    Some(id) => check_node_id(id)?,
+                    None => String::new(),
+                },
+                address: self.advertise_addr.unwrap_or_default(),
+                follow_interval: positive(
+                    "--follow-interval",
+                    "VICINITY_FOLLOW_INTERVAL",
+                    self.follow_interval,
+                )?,
+                heartbeat_interval: positive(
+                    "--heartbeat-interval",
+                    "VICINITY_HEARTBEAT_INTERVAL",
+                    self.heartbeat_interval,
+                )?,
+                node_timeout: positive(
+                    "--node-timeout",
+                    "VICINITY_NODE_TIMEOUT",
+                    self.node_timeout,
+                )?,
+                feed_retention: positive(
+                    "--feed-retention",
+                    "VICINITY_FEED_RETENTION",
+                    self.feed_retention,
+                )?,
+                consistency_timeout: self.consistency_timeout,
+            },
             ..defaults
         };
+        if service.cluster.node_timeout <= service.cluster.heartbeat_interval {
+            return Err(ConfigError {
+                flag: "--node-timeout",
+                env: "VICINITY_NODE_TIMEOUT",
+                reason: "must be longer than --heartbeat-interval, or live nodes count as down"
+                    .into(),
+            });
+        }
         let api = ApiSettings {
             // Below a kilobyte not even a small query fits.
             max_body_bytes: at_least(
@@ -392,6 +463,25 @@ impl ServeConfig {
             shutdown_timeout: self.shutdown_timeout,
         })
     }
+}
+
+/// Whether `id` can name a node: `[A-Za-z0-9._-]{1,64}`.
+pub fn valid_node_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+fn check_node_id(id: String) -> Result<String, ConfigError> {
+    if valid_node_id(&id) {
+        return Ok(id);
+    }
+    Err(ConfigError {
+        flag: "--node-id",
+        env: "VICINITY_NODE_ID",
+        reason: format!("'{id}' is not a node id: 1 to 64 letters, digits, '.', '_' or '-'"),
+    })
 }
 
 /// Accepts `sqlite:` and `postgres:` (or `postgresql:`) URLs, naming any other scheme in the

@@ -1077,25 +1077,34 @@ async fn racing_upserts_of_one_new_document_leave_one_copy(place: Place) {
     store.close().await;
 }
 
-/// On PostgreSQL one server claims the database; a second is refused until the first closes.
+/// On PostgreSQL a node id is claimed by one process at a time: a second process with the same
+/// id (a copied data directory, say) is refused until the first closes; other ids share the
+/// database.
 #[tokio::test]
-async fn a_second_server_cannot_claim_a_postgres_database() {
+async fn a_node_id_is_claimed_by_one_process_at_a_time() {
     let Some(place) = Place::postgres().await else {
         return;
     };
-    let first = place.open().await;
+    let as_node = |id: &str| StoreOptions {
+        node_id: id.into(),
+        ..StoreOptions::default()
+    };
+    let first = place.open_with(&as_node("a")).await;
     first.claim().await.unwrap();
     first.claim().await.expect("claiming again is a no-op");
-    let second = place.open().await;
+    let other = place.open_with(&as_node("b")).await;
+    other.claim().await.expect("another node shares the database");
+    let second = place.open_with(&as_node("a")).await;
     let err = second.claim().await.unwrap_err();
     assert!(
-        matches!(err, StoreError::Conflict(ref m) if m.contains("another vicinity server")),
+        matches!(err, StoreError::Conflict(ref m) if m.contains("node id 'a' is in use")),
         "{err}"
     );
     first.close().await;
     second
         .claim()
         .await
-        .expect("the claim is free once the first closes");
+        .expect("the id is free once the first closes");
     second.close().await;
+    other.close().await;
 }

@@ -171,6 +171,9 @@ impl ApiError {
                 ServiceError::StoreUnavailable(_) => {
                     (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable")
                 }
+                ServiceError::VersionNotReached { .. } => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "version_not_reached")
+                }
                 ServiceError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             },
             ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
@@ -196,7 +199,9 @@ impl ApiError {
     fn retry_after(&self) -> Option<Duration> {
         match self {
             ApiError::Service(ServiceError::Overloaded { retry_after, .. }) => Some(*retry_after),
-            ApiError::Service(ServiceError::StoreUnavailable(_)) => Some(Duration::from_secs(1)),
+            ApiError::Service(
+                ServiceError::StoreUnavailable(_) | ServiceError::VersionNotReached { .. },
+            ) => Some(Duration::from_secs(1)),
             ApiError::NotReady => Some(Duration::from_secs(1)),
             _ => None,
         }

@@ -54,6 +54,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(health::info))
+        .routes(routes!(health::cluster))
         .routes(routes!(openapi::openapi_json))
         .routes(routes!(metrics::metrics))
         .routes(routes!(collections::list_collections))

@@ -44,7 +44,11 @@ pub(crate) struct Args {
 
 /// Runs the server until it is asked to stop.
 pub(crate) fn run(args: Args) -> anyhow::Result<()> {
-    let settings = args.config.validate(&args.model.data_dir)?;
+    let mut settings = args.config.validate(&args.model.data_dir)?;
+    if settings.service.cluster.node_id.is_empty() {
+        settings.service.cluster.node_id = kept_node_id(&args.model.data_dir)?;
+    }
+    settings.store.node_id = settings.service.cluster.node_id.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("vicinity-http")
@@ -54,6 +58,47 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     // A start-up cut short by a signal may leave blocking work behind: do not wait for it.
     runtime.shutdown_timeout(Duration::from_secs(1));
     result
+}
+
+/// The node id kept in the data directory, made (from the host name and a random suffix) at
+/// the first start: a node keeps its id across restarts, so that the registry shows it as the
+/// same node.
+fn kept_node_id(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = data_dir.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) => {
+            let id = id.trim().to_owned();
+            anyhow::ensure!(
+                vicinity::config::valid_node_id(&id),
+                "{} holds '{id}', which is not a node id; fix or remove it",
+                path.display()
+            );
+            return Ok(id);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let host: String = std::fs::read_to_string("/etc/hostname")
+        .unwrap_or_default()
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        .take(40)
+        .collect();
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let id = if host.is_empty() {
+        format!("node-{suffix}")
+    } else {
+        format!("{host}-{suffix}")
+    };
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    // Written whole, then renamed: a crash cannot leave half an id.
+    let tmp = data_dir.join("node-id.tmp");
+    std::fs::write(&tmp, format!("{id}\n"))
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(id)
 }
 
 async fn serve(
@@ -69,7 +114,15 @@ async fn serve(
     let addr = listener
         .local_addr()
         .context("cannot read the listening address")?;
-    tracing::info!(%addr, "listening; loading the model and the collections");
+    let mut settings = settings;
+    if settings.service.cluster.address.is_empty() {
+        settings.service.cluster.address = addr.to_string();
+    }
+    tracing::info!(
+        %addr,
+        node = %settings.service.cluster.node_id,
+        "listening; loading the model and the collections"
+    );
     let keys = &settings.api.api_keys;
     if keys.enabled() {
         tracing::info!(

@@ -220,6 +220,11 @@ pub(crate) struct Collection {
     /// Distance computations queries have spent on passages the approximate index does not
     /// hold, since it last held them all: what deferring their indexing has cost so far.
     exact_debt: AtomicU64,
+    /// The collection version this node's state holds: every write up to it is applied.
+    /// Changed under `write_lock` only; queries with `min_version` wait on it.
+    applied: tokio::sync::watch::Sender<u64>,
+    /// The newest version this node has seen in the store: `latest - applied` is its lag.
+    latest: AtomicU64,
     /// Called by background maintenance at its named points (`"built"`: a new index is built
     /// and not yet swapped in; `"swapped"`: it has just replaced the live one; `"snapshot"`: a
     /// snapshot is about to be written, no lock held;
@@ -265,6 +270,8 @@ impl Collection {
             deleted: AtomicBool::new(false),
             saving: tokio::sync::Mutex::new(()),
             exact_debt: AtomicU64::new(0),
+            applied: tokio::sync::watch::Sender::new(0),
+            latest: AtomicU64::new(0),
             #[cfg(any(test, feature = "testing"))]
             hook: parking_lot::Mutex::new(None),
         })
@@ -354,6 +361,115 @@ impl Collection {
         Ok(())
     }
 
+    /// The collection version this node has applied.
+    pub(crate) fn applied(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    /// The newest version of the collection this node knows of.
+    pub(crate) fn latest(&self) -> u64 {
+        self.latest.load(Ordering::Acquire).max(self.applied())
+    }
+
+    /// Records that the state now holds every write up to `version`, and wakes the queries
+    /// waiting for it. The caller holds `write_lock`.
+    pub(crate) fn set_applied(&self, version: u64) {
+        self.applied.send_if_modified(|v| {
+            let newer = version > *v;
+            if newer {
+                *v = version;
+            }
+            newer
+        });
+        self.saw_version(version);
+    }
+
+    /// Records that the store holds `version` of the collection.
+    pub(crate) fn saw_version(&self, version: u64) {
+        self.latest.fetch_max(version, Ordering::AcqRel);
+    }
+
+    /// Waits until the state holds version `wanted`, for at most `wait`.
+    pub(crate) async fn wait_applied(&self, wanted: u64, wait: Duration) -> ServiceResult<u64> {
+        let mut rx = self.applied.subscribe();
+        let reached = tokio::time::timeout(wait, rx.wait_for(|v| *v >= wanted)).await;
+        match reached {
+            Ok(Ok(v)) => Ok(*v),
+            _ => Err(ServiceError::VersionNotReached {
+                collection: self.record.name.clone(),
+                wanted,
+                applied: self.applied(),
+            }),
+        }
+    }
+
+    /// Brings documents to the state the store holds for them (`None`: deleted), as a
+    /// follower learns it from the change feed, and returns what changed for the lexical
+    /// index: passages removed, passages added with their text. Idempotent: a passage already
+    /// held is kept (passage ids are never reused, so its vector cannot have changed), one
+    /// already gone is skipped. A stored vector the indexes refuse (which the writing node
+    /// checked before its commit, so only a damaged row) is left out, with an error logged.
+    /// The caller holds `write_lock`.
+    pub(crate) fn apply_states(
+        &self,
+        documents: Vec<(String, Option<crate::store::DocumentState>)>,
+    ) -> (Vec<PassageId>, Vec<(PassageId, String)>) {
+        let mut removed_docs = Vec::new();
+        let mut removed = Vec::new();
+        let mut added_docs = Vec::new();
+        let mut added_text = Vec::new();
+        let mut ready = Vec::new();
+        let mut new_rows = 0;
+        {
+            let st = self.state.read();
+            for (id, state) in documents {
+                let old: HashSet<PassageId> = st
+                    .docs
+                    .get(&id)
+                    .map(|d| d.passages.iter().copied().collect())
+                    .unwrap_or_default();
+                let Some(state) = state else {
+                    if st.docs.contains_key(&id) {
+                        removed_docs.push(id);
+                    }
+                    removed.extend(old.into_iter().filter(|p| st.flat.contains(*p)));
+                    continue;
+                };
+                let new: HashSet<PassageId> = state.passages.iter().map(|p| p.0).collect();
+                removed.extend(
+                    old.iter()
+                        .copied()
+                        .filter(|p| !new.contains(p) && st.flat.contains(*p)),
+                );
+                let mut kept = Vec::with_capacity(state.passages.len());
+                for (pid, vector, text) in state.passages {
+                    if st.flat.contains(pid) {
+                        kept.push(pid);
+                        continue;
+                    }
+                    match validate::prepare_batch(self.metric, self.dim, &[pid], &vector) {
+                        Ok(v) => {
+                            ready.extend_from_slice(&v);
+                            kept.push(pid);
+                            new_rows += 1;
+                            added_text.push((pid, text.unwrap_or_default()));
+                        }
+                        Err(e) => tracing::error!(
+                            collection = %self.record.name,
+                            passage = pid,
+                            error = %e,
+                            "a stored vector is unusable; the passage is left out"
+                        ),
+                    }
+                }
+                added_docs.push((id, state.metadata, kept));
+            }
+        }
+        self.make_room(new_rows);
+        self.apply_write(&removed_docs, &removed, added_docs, &ready);
+        (removed, added_text)
+    }
+
     /// Passages in the collection.
     pub(crate) fn len(&self) -> usize {
         self.state.read().flat.len()
@@ -408,7 +524,9 @@ impl Collection {
         }
         let mut ids = Vec::new();
         for (doc_id, metadata, passages) in added {
-            ids.extend_from_slice(&passages);
+            // A follower re-applying a document keeps the passages it holds: `ready` has rows
+            // for the others only.
+            ids.extend(passages.iter().copied().filter(|&p| !st.flat.contains(p)));
             let entry = Arc::new(DocEntry { metadata, passages });
             for &p in &entry.passages {
                 st.passage_doc.insert(p, entry.clone());

@@ -207,13 +207,25 @@ impl Service {
         }
         match self.store.create_collection(&new).await? {
             CreateOutcome::Created(record) => {
-                let lexical = self.open_lexical(&record).await?;
-                let coll = Arc::new(self.new_collection(record, lexical.map(|(l, _)| l))?);
-                self.register(coll.clone());
+                let coll = {
+                    let _membership = self.membership.lock().await;
+                    match self.registered(name) {
+                        // The follower saw the new row first and loaded it.
+                        Ok(Registered::Ready(c)) if c.record.id == record.id => c,
+                        _ => {
+                            let lexical = self.open_lexical(&record).await?;
+                            let coll =
+                                Arc::new(self.new_collection(record, lexical.map(|(l, _)| l))?);
+                            self.register(coll.clone());
+                            coll
+                        }
+                    }
+                };
                 Ok((self.describe(&coll).await?, true))
             }
-            CreateOutcome::AlreadyExists(_) => {
-                let coll = self.collection(name)?;
+            CreateOutcome::AlreadyExists(record) => {
+                // Possibly created by another node, and not loaded here yet.
+                let coll = self.adopt(record).await?;
                 Ok((self.describe(&coll).await?, false))
             }
             CreateOutcome::Conflict(existing) => Err(ServiceError::CollectionConflict {
@@ -301,7 +313,7 @@ impl Service {
     /// Removes a deleted collection's index snapshot. The rows are gone already; a snapshot
     /// left behind is only wasted disk (a recreated collection gets a new id, so it can never
     /// be loaded), hence a warning, not an error.
-    async fn remove_snapshot(&self, id: CollectionId) {
+    pub(super) async fn remove_snapshot(&self, id: CollectionId) {
         let dirs = [self.snapshot_dir_of(id), self.lexical_dir_of(id)];
         let removed = tokio::task::spawn_blocking(move || {
             for dir in dirs {

@@ -12,7 +12,9 @@ use super::Service;
 use super::collection::Collection;
 use super::error::{ServiceError, ServiceResult};
 use super::filter::Filter;
+use super::follow;
 use super::limits::Limit;
+use super::types::Versioned;
 use super::types::{Document, DocumentInput, DocumentPage, Selector, UpsertedDocument};
 
 /// Longest document id, in bytes.
@@ -149,6 +151,19 @@ impl Service {
         collection: &str,
         docs: Vec<DocumentInput>,
     ) -> ServiceResult<Vec<UpsertedDocument>> {
+        Ok(self
+            .upsert_documents_versioned(collection, docs)
+            .await?
+            .value)
+    }
+
+    /// As [`upsert_documents`](Self::upsert_documents), with the collection version the write
+    /// produced.
+    pub async fn upsert_documents_versioned(
+        &self,
+        collection: &str,
+        docs: Vec<DocumentInput>,
+    ) -> ServiceResult<Versioned<Vec<UpsertedDocument>>> {
         let coll = self.collection(collection)?;
         if docs.is_empty() {
             return Err(ServiceError::invalid("empty_input", "no documents given"));
@@ -295,12 +310,18 @@ impl Service {
         coll: Arc<Collection>,
         docs: Vec<NewDocument>,
         ready: Vec<f32>,
-    ) -> ServiceResult<Vec<UpsertedDocument>> {
+    ) -> ServiceResult<Versioned<Vec<UpsertedDocument>>> {
         let store = self.store.clone();
         serialized_write(coll, "write task", move |coll| async move {
-            let done = store.upsert_documents(coll.record.id, &docs).await?;
-            let c = coll.clone();
+            let (done, version) = store
+                .upsert_documents_versioned(coll.record.id, &docs)
+                .await?;
             let result = done.clone();
+            if !in_order(&coll, version) {
+                follow::catch_up(&store, &coll).await?;
+                return Ok(Versioned::new(upserted(result), version));
+            }
+            let c = coll.clone();
             Service::blocking(move || {
                 let removed: Vec<u64> = done
                     .iter()
@@ -322,17 +343,11 @@ impl Service {
                     });
                     lexical.write(&c.record.name, &removed, texts);
                 }
+                c.set_applied(version);
                 Ok(())
             })
             .await?;
-            Ok(result
-                .into_iter()
-                .map(|d| UpsertedDocument {
-                    passages: d.passage_ids.len(),
-                    id: d.id,
-                    replaced: d.replaced,
-                })
-                .collect())
+            Ok(Versioned::new(upserted(result), version))
         })
         .await
     }
@@ -461,6 +476,19 @@ impl Service {
         collection: &str,
         selector: Selector,
     ) -> ServiceResult<Vec<String>> {
+        Ok(self
+            .delete_documents_versioned(collection, selector)
+            .await?
+            .value)
+    }
+
+    /// As [`delete_documents`](Self::delete_documents), with the collection version after the
+    /// write (unchanged when nothing was deleted).
+    pub async fn delete_documents_versioned(
+        &self,
+        collection: &str,
+        selector: Selector,
+    ) -> ServiceResult<Versioned<Vec<String>>> {
         let coll = self.collection(collection)?;
         let ids = match selector {
             Selector::Ids(ids) => {
@@ -485,12 +513,21 @@ impl Service {
             Selector::All => self.matching_ids(&coll, Filter::everything()).await?,
         };
         if ids.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Versioned::new(Vec::new(), coll.applied()));
         }
         let store = self.store.clone();
         serialized_write(coll, "delete task", move |coll| async move {
-            let deleted = store.delete_documents(coll.record.id, &ids).await?;
+            let (deleted, version) = store
+                .delete_documents_versioned(coll.record.id, &ids)
+                .await?;
+            if deleted.is_empty() {
+                return Ok(Versioned::new(Vec::new(), version));
+            }
             let doc_ids: Vec<String> = deleted.iter().map(|d| d.id.clone()).collect();
+            if !in_order(&coll, version) {
+                follow::catch_up(&store, &coll).await?;
+                return Ok(Versioned::new(doc_ids, version));
+            }
             let passages: Vec<u64> = deleted
                 .iter()
                 .flat_map(|d| d.passage_ids.iter().copied())
@@ -502,10 +539,11 @@ impl Service {
                 if let Some(lexical) = &c.lexical {
                     lexical.write(&c.record.name, &passages, std::iter::empty());
                 }
+                c.set_applied(version);
                 Ok(())
             })
             .await?;
-            Ok(doc_ids)
+            Ok(Versioned::new(doc_ids, version))
         })
         .await
     }
@@ -530,6 +568,23 @@ impl Service {
         })
         .await
     }
+}
+
+/// Whether a write committed at `version` comes right after what `coll` holds, so that it can
+/// be applied directly; otherwise another node's write came between, and the feed brings both.
+fn in_order(coll: &Collection, version: u64) -> bool {
+    coll.applied() + 1 == version
+}
+
+/// What an upsert reports of each document.
+fn upserted(done: Vec<crate::store::UpsertedDocument>) -> Vec<UpsertedDocument> {
+    done.into_iter()
+        .map(|d| UpsertedDocument {
+            passages: d.passage_ids.len(),
+            id: d.id,
+            replaced: d.replaced,
+        })
+        .collect()
 }
 
 /// Runs a write to `coll` as a task of its own, so that a caller who goes away mid-write cannot

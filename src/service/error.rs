@@ -87,6 +87,20 @@ pub enum ServiceError {
     /// upserts replace by id and deletes of what is gone do nothing.
     #[error("the database is unavailable: {0}")]
     StoreUnavailable(String),
+    /// A query asked for a collection version this node has not applied within the wait it
+    /// allows (`consistency.min_version`).
+    #[error(
+        "collection '{collection}' is at version {applied} on this node, not yet {wanted}; \
+         retry, or ask another node"
+    )]
+    VersionNotReached {
+        /// The collection.
+        collection: String,
+        /// The version asked for.
+        wanted: u64,
+        /// The version applied.
+        applied: u64,
+    },
     /// Our failure: I/O, a database error, a bug. Details are logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),

@@ -30,6 +30,7 @@ pub mod diversify;
 mod documents;
 pub mod error;
 pub mod filter;
+mod follow;
 mod foreground;
 pub mod fusion;
 mod indexer;
@@ -43,6 +44,9 @@ pub use collection::PlannerSettings;
 pub use collections::valid_name;
 pub use documents::{MAX_ID_BYTES, MAX_PAGE};
 pub use error::{ServiceError, ServiceResult};
+pub use follow::{
+    ClusterInfo, ClusterSettings, CollectionVersionInfo, NodeCollection, NodeInfo, Replication,
+};
 pub use limits::{Limit, LimitKind, Limits};
 pub use query::{Embeddings, SearchStats};
 pub use rerank::Rerank;
@@ -77,6 +81,8 @@ pub struct ServiceSettings {
     pub snapshot_interval: Duration,
     /// Default overlap between passages, in tokens.
     pub default_overlap: usize,
+    /// How this node takes part in a cluster sharing a PostgreSQL store.
+    pub cluster: ClusterSettings,
 }
 
 impl ServiceSettings {
@@ -92,6 +98,7 @@ impl ServiceSettings {
             snapshot_every_changes: 10_000,
             snapshot_interval: Duration::from_secs(60),
             default_overlap: 32,
+            cluster: ClusterSettings::default(),
         }
     }
 }
@@ -152,6 +159,13 @@ pub struct Service {
     /// Threads of lowered priority for index builds and snapshots, so that queries get the CPU
     /// first; builds parallelise over them.
     maintenance: Arc<rayon::ThreadPool>,
+    /// Wakes the follower at once (a query waits for a version).
+    follow_now: Arc<tokio::sync::Notify>,
+    /// Held while a collection joins or leaves the registry because of the store (created
+    /// here or elsewhere, deleted elsewhere), so that it is loaded once.
+    membership: tokio::sync::Mutex<()>,
+    /// When this node started, RFC 3339.
+    started_at: String,
 }
 
 impl std::fmt::Debug for Service {
@@ -204,7 +218,19 @@ impl Service {
             shutdown,
             indexers: parking_lot::Mutex::new(tokio::task::JoinSet::new()),
             foreground: Foreground::new(),
+            follow_now: Arc::new(tokio::sync::Notify::new()),
+            membership: tokio::sync::Mutex::new(()),
+            started_at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
         });
+        // Read before the collections load: what they load holds at least these versions,
+        // and on a shared store the feed after them brings in what was written meanwhile.
+        let versions: HashMap<CollectionId, u64> = service
+            .store
+            .collection_versions()
+            .await?
+            .into_iter()
+            .map(|v| (v.id, v.version))
+            .collect();
         let summaries = service.store.list_collections().await?;
         let count = summaries.len();
         let mut failed = 0;
@@ -212,7 +238,8 @@ impl Service {
             let record = summary.collection;
             // One collection that cannot be restored must not keep the others (or the server)
             // down: it is registered as failed, answers 503 with the reason, and can be deleted.
-            match service.restore_collection(record.clone()).await {
+            let version = versions.get(&record.id).copied();
+            match service.load_collection(record.clone(), version).await {
                 Ok(coll) => service.register(coll),
                 Err(e) => {
                     tracing::error!(
@@ -232,6 +259,11 @@ impl Service {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "service ready"
         );
+        if service.store.is_shared() {
+            let this = Arc::downgrade(&service);
+            let shutdown = service.shutdown.subscribe();
+            service.indexers.lock().spawn(follow::run(this, shutdown));
+        }
         Ok(service)
     }
 
@@ -297,6 +329,7 @@ impl Service {
     /// last one, so the next start needs no rebuild.
     pub async fn shutdown(&self) {
         let _ = self.shutdown.send(true);
+        self.leave().await;
         let mut tasks = std::mem::take(&mut *self.indexers.lock());
         while tasks.join_next().await.is_some() {}
         let collections: Vec<Arc<Collection>> = self

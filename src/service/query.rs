@@ -103,9 +103,24 @@ pub struct Embeddings {
 impl Service {
     /// Runs one query. It is checked whole before its text is embedded.
     pub async fn query(&self, collection: &str, query: Query) -> ServiceResult<QueryResult> {
+        self.query_at(collection, query, None).await
+    }
+
+    /// As [`query`](Self::query), answered once this node has applied version `min_version`
+    /// of the collection (if given), waiting up to the consistency timeout for it, then failing
+    /// with [`ServiceError::VersionNotReached`].
+    pub async fn query_at(
+        &self,
+        collection: &str,
+        query: Query,
+        min_version: Option<u64>,
+    ) -> ServiceResult<QueryResult> {
         let started = Instant::now();
         let coll = self.collection(collection)?;
         let checked = self.check_query(&coll, &query)?;
+        if let Some(wanted) = min_version {
+            self.wait_for_version(&coll, wanted).await?;
+        }
         let mode = checked.1;
         let vector = match &query.input {
             QueryInput::Vector(v) => Some(v.clone()),
@@ -140,6 +155,17 @@ impl Service {
         collection: &str,
         queries: Vec<Query>,
     ) -> ServiceResult<Vec<QueryResult>> {
+        self.query_batch_at(collection, queries, None).await
+    }
+
+    /// As [`query_batch`](Self::query_batch), answered once this node has applied version
+    /// `min_version` of the collection (see [`query_at`](Self::query_at)).
+    pub async fn query_batch_at(
+        &self,
+        collection: &str,
+        queries: Vec<Query>,
+        min_version: Option<u64>,
+    ) -> ServiceResult<Vec<QueryResult>> {
         let started = Instant::now();
         let coll = self.collection(collection)?;
         let limits = &self.settings.limits;
@@ -168,6 +194,9 @@ impl Service {
                     .map_err(|e| e.in_context(&format!("query {i}")))
             })
             .collect::<ServiceResult<Vec<_>>>()?;
+        if let Some(wanted) = min_version {
+            self.wait_for_version(&coll, wanted).await?;
+        }
         let texts: Vec<String> = queries
             .iter()
             .zip(&filters)
@@ -369,6 +398,8 @@ impl Service {
         if let Some(v) = &vector {
             coll.check_length(v)?;
         }
+        // Read before the search: it sees at least every write up to this version.
+        let version = coll.applied();
         let text = match &query.input {
             QueryInput::Text(t) => Some(t.clone()),
             QueryInput::Vector(_) => None,
@@ -482,6 +513,7 @@ impl Service {
             legs,
             // Microsecond resolution: more digits are noise, and bloat every response.
             time_ms: (started.elapsed().as_micros() as f64) / 1e3,
+            version,
         })
     }
 

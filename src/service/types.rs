@@ -207,6 +207,23 @@ pub struct UpsertedDocument {
     pub replaced: bool,
 }
 
+/// The outcome of a write, with the collection version it produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Versioned<T> {
+    /// What the write did.
+    pub value: T,
+    /// The collection's version after the write: every write to a collection advances it by
+    /// one, in commit order.
+    pub version: u64,
+}
+
+impl<T> Versioned<T> {
+    /// `value` at `version`.
+    pub fn new(value: T, version: u64) -> Self {
+        Versioned { value, version }
+    }
+}
+
 /// A stored document.
 #[derive(Clone, Debug, Serialize)]
 pub struct Document {
@@ -420,6 +437,8 @@ pub struct QueryResult {
     pub legs: Vec<Leg>,
     /// Time spent in the service, in milliseconds.
     pub time_ms: f64,
+    /// The collection version the query answered at: every write up to it was applied.
+    pub version: u64,
 }
 
 /// What the service runs, for `GET /info`.

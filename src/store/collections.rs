@@ -9,7 +9,7 @@ use super::rows::{
     CollectionId, CollectionRecord, CollectionSource, CollectionSummary, CreateOutcome,
     NewCollection,
 };
-use super::{Dialects, Store, now, read_pool, read_tx, write_tx};
+use super::{Backend, Dialects, Store, now, read_pool, read_tx, write_tx};
 
 /// Locks a collection's row for the rest of a write transaction and reads its dimension. On
 /// PostgreSQL the lock makes the collection's writes commit one after the other (see the
@@ -150,7 +150,7 @@ impl Store {
             .map(|d| to_i64(d, || "dimension".into()))
             .transpose()?;
         let now = now();
-        write_tx!(self, |tx, _b| {
+        write_tx!(self, |tx, b| {
             // A name taken by a write that commits first makes this insert a no-op (it waits
             // for that write on PostgreSQL), and the existing collection is read back instead.
             let created: Option<CollectionRow> = sqlx::query_as(concat!(
@@ -171,6 +171,16 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?;
             if let Some(row) = created {
+                if b == Backend::Postgres {
+                    super::feed::insert_change!(
+                        tx,
+                        CollectionId(row.id),
+                        0,
+                        "create",
+                        "[]",
+                        &*self.node
+                    );
+                }
                 tx.commit().await?;
                 return Ok(CreateOutcome::Created(row.try_into()?));
             }
@@ -297,6 +307,14 @@ impl Store {
                 .bind(id.0)
                 .execute(&mut *tx)
                 .await?;
+            if b == Backend::Postgres {
+                let version: i64 =
+                    sqlx::query_scalar("SELECT version + 1 FROM collections WHERE id = $1")
+                        .bind(id.0)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                super::feed::insert_change!(tx, id, version, "drop", "[]", &*self.node);
+            }
             let deleted = sqlx::query("DELETE FROM collections WHERE id = $1")
                 .bind(id.0)
                 .execute(&mut *tx)

@@ -17,6 +17,7 @@ use super::codec::{
 };
 use super::collections::LOCK_COLLECTION;
 use super::error::{StoreError, StoreResult};
+use super::feed::record_change;
 use super::rows::{
     CollectionId, DeletedDocument, DocumentPage, DocumentRecord, NewDocument, PageRequest,
     PassageId, PassageRecord, UpsertedDocument,
@@ -516,6 +517,16 @@ impl Store {
         collection: CollectionId,
         docs: &[NewDocument],
     ) -> StoreResult<Vec<UpsertedDocument>> {
+        Ok(self.upsert_documents_versioned(collection, docs).await?.0)
+    }
+
+    /// As [`upsert_documents`](Self::upsert_documents), also returning the collection version
+    /// the write produced.
+    pub async fn upsert_documents_versioned(
+        &self,
+        collection: CollectionId,
+        docs: &[NewDocument],
+    ) -> StoreResult<(Vec<UpsertedDocument>, u64)> {
         let batch_dimension = validate(docs)?;
         let now = now();
         let out = write_tx!(self, |tx, b| {
@@ -546,14 +557,18 @@ impl Store {
             for batch in docs.chunks(DOCS_PER_BATCH) {
                 upsert_batch!(tx, b, collection, batch, &now, &mut out);
             }
+            let ids: Vec<&str> = docs.iter().map(|d| d.id.as_str()).collect();
+            let version =
+                record_change!(tx, b, collection, "upsert", json_array(&ids), &*self.node);
             tx.commit().await?;
-            out
+            (out, version)
         });
+        let (out, version) = out;
         self.passage_cache.remove(
             out.iter()
                 .flat_map(|d| d.removed_passage_ids.iter().copied()),
         );
-        Ok(out)
+        Ok((out, version))
     }
 
     /// Deletes the documents with these ids and their passages, in one transaction. Returns the
@@ -564,32 +579,62 @@ impl Store {
         collection: CollectionId,
         ids: &[String],
     ) -> StoreResult<Vec<DeletedDocument>> {
+        Ok(self.delete_documents_versioned(collection, ids).await?.0)
+    }
+
+    /// As [`delete_documents`](Self::delete_documents), also returning the collection version
+    /// after the write (unchanged when no document existed; 0 for an unknown collection).
+    pub async fn delete_documents_versioned(
+        &self,
+        collection: CollectionId,
+        ids: &[String],
+    ) -> StoreResult<(Vec<DeletedDocument>, u64)> {
         if ids.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), 0));
         }
         let ids_json = json_array(ids);
-        let (removed, deleted): (Vec<(String, i64)>, Vec<String>) = write_tx!(self, |tx, b| {
-            let exists: Option<Option<i64>> = sqlx::query_scalar(b.pick(&LOCK_COLLECTION))
-                .bind(collection.0)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if exists.is_none() {
-                tx.rollback().await?;
-                return Ok(Vec::new());
-            }
-            let removed = sqlx::query_as(b.pick(&DELETE_PASSAGES_OF))
-                .bind(collection.0)
-                .bind(&ids_json)
-                .fetch_all(&mut *tx)
-                .await?;
-            let deleted = sqlx::query_scalar(b.pick(&DELETE_DOCUMENTS))
-                .bind(collection.0)
-                .bind(&ids_json)
-                .fetch_all(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            (removed, deleted)
-        });
+        let (removed, deleted, version): (Vec<(String, i64)>, Vec<String>, u64) =
+            write_tx!(self, |tx, b| {
+                let exists: Option<Option<i64>> = sqlx::query_scalar(b.pick(&LOCK_COLLECTION))
+                    .bind(collection.0)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if exists.is_none() {
+                    tx.rollback().await?;
+                    return Ok((Vec::new(), 0));
+                }
+                let removed = sqlx::query_as(b.pick(&DELETE_PASSAGES_OF))
+                    .bind(collection.0)
+                    .bind(&ids_json)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let deleted: Vec<String> = sqlx::query_scalar(b.pick(&DELETE_DOCUMENTS))
+                    .bind(collection.0)
+                    .bind(&ids_json)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                if deleted.is_empty() {
+                    // Nothing changed: no new version, no change for the feed.
+                    let version: i64 =
+                        sqlx::query_scalar("SELECT version FROM collections WHERE id = $1")
+                            .bind(collection.0)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                    tx.rollback().await?;
+                    let version = to_u64(version, || format!("collection {collection} version"))?;
+                    return Ok((Vec::new(), version));
+                }
+                let version = record_change!(
+                    tx,
+                    b,
+                    collection,
+                    "delete",
+                    json_array(&deleted),
+                    &*self.node
+                );
+                tx.commit().await?;
+                (removed, deleted, version)
+            });
 
         let mut passages: HashMap<String, Vec<PassageId>> = HashMap::new();
         for (doc_id, id) in removed {
@@ -611,7 +656,7 @@ impl Store {
                 });
             }
         }
-        Ok(out)
+        Ok((out, version))
     }
 
     /// The document `id`, if it exists.

@@ -51,11 +51,13 @@ mod codec;
 mod collections;
 mod documents;
 mod error;
+pub(crate) mod feed;
 mod rows;
 mod scan;
 
 pub use cache::PassageCacheStats;
 pub use error::{StoreError, StoreResult};
+pub use feed::{Catchup, ChangeListener, CollectionVersion, DocumentState, NodeRecord};
 pub use rows::{
     CollectionId, CollectionRecord, CollectionSource, CollectionSummary, CreateOutcome,
     DeletedDocument, DocumentPage, DocumentPassages, DocumentRecord, NewCollection, NewDocument,
@@ -71,8 +73,9 @@ static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations
 /// Longest wait for a PostgreSQL connection; see [`Store::open`].
 const PG_CONNECT_WAIT: Duration = Duration::from_secs(5);
 
-/// The key of the advisory lock that [`Store::claim`] takes ("vicnty" in ASCII).
-const CLAIM_LOCK: i64 = 0x7669_636e_7479;
+/// The first key of the advisory locks that [`Store::claim`] takes ("vcty" in ASCII); the
+/// second is a hash of the node id.
+const CLAIM_LOCK: i32 = 0x7663_7479;
 
 /// SQLite page size of new databases; see [`Store::open`].
 const PAGE_SIZE: u32 = 8192;
@@ -93,6 +96,8 @@ pub struct StoreOptions {
     /// Most bytes of passage rows kept in memory for search results (0: none); see
     /// [`Store::get_passages`].
     pub passage_cache_bytes: u64,
+    /// The id of this node, recorded with each change it writes to the feed.
+    pub node_id: String,
 }
 
 impl Default for StoreOptions {
@@ -104,6 +109,7 @@ impl Default for StoreOptions {
             write_wait: Duration::from_secs(300),
             read_wait: Duration::from_secs(30),
             passage_cache_bytes: 64 << 20,
+            node_id: "local".into(),
         }
     }
 }
@@ -233,9 +239,11 @@ impl Backend {
 #[derive(Clone, Debug)]
 pub struct Store {
     db: Db,
-    /// On PostgreSQL, the connection that holds this server's claim on the database (see
+    /// On PostgreSQL, the connection that holds this node's claim on its id (see
     /// [`Store::claim`]).
     claim: Arc<tokio::sync::Mutex<Option<sqlx::PgConnection>>>,
+    /// This node's id, recorded with the changes it writes.
+    node: Arc<str>,
     /// Passage rows recently read by [`Store::get_passages`].
     passage_cache: Arc<cache::PassageCache>,
 }
@@ -258,16 +266,16 @@ impl Store {
         Ok(Store {
             db,
             claim: Arc::default(),
+            node: opts.node_id.as_str().into(),
             passage_cache: Arc::new(cache::PassageCache::new(opts.passage_cache_bytes)),
         })
     }
 
-    /// Claims the database for this process alone, for as long as the store is open (on
+    /// Claims this node's id for this process, for as long as the store is open (on
     /// PostgreSQL, a session advisory lock on a connection of its own; SQLite needs none, its
-    /// file is in this server's data directory). A server keeps its indexes in memory and
-    /// learns of writes only through its own API, so a second server on the same database
-    /// would answer from indexes that miss the first one's writes: the second is refused with
-    /// [`StoreError::Conflict`] instead.
+    /// file is in this server's data directory). Nodes that share a database tell their
+    /// changes and their applied versions apart by id: a second process started with an id in
+    /// use (a copied data directory, say) is refused with [`StoreError::Conflict`].
     pub async fn claim(&self) -> StoreResult<()> {
         let Db::Postgres(pool) = &self.db else {
             return Ok(());
@@ -278,18 +286,26 @@ impl Store {
         }
         let mut conn: sqlx::PgConnection =
             sqlx::ConnectOptions::connect(&*pool.connect_options()).await?;
-        let claimed: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        let claimed: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
             .bind(CLAIM_LOCK)
+            .bind(&*self.node)
             .fetch_one(&mut conn)
             .await?;
         if !claimed {
             let _ = sqlx::Connection::close(conn).await;
-            return Err(StoreError::Conflict(
-                "another vicinity server is using this database: one server per database".into(),
-            ));
+            return Err(StoreError::Conflict(format!(
+                "node id '{}' is in use by another running vicinity server on this database; \
+                 give each node its own id",
+                self.node
+            )));
         }
         *held = Some(conn);
         Ok(())
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.node
     }
 
     async fn open_sqlite(url: &str, opts: &StoreOptions) -> StoreResult<Db> {

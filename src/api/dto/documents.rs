@@ -77,6 +77,9 @@ impl From<UpsertedDocument> for UpsertedResponse {
 pub struct UpsertResponse {
     /// The documents.
     pub documents: Vec<UpsertedResponse>,
+    /// The collection version this write produced: a query with
+    /// `"consistency": {"min_version": version}`, on any node, sees it.
+    pub version: u64,
 }
 
 /// A stored document.
@@ -214,4 +217,6 @@ impl TryFrom<DeleteDocumentsRequest> for Selector {
 pub struct DeleteDocumentsResponse {
     /// Their ids.
     pub deleted: Vec<String>,
+    /// The collection version after this write (unchanged when nothing was deleted).
+    pub version: u64,
 }

@@ -40,3 +40,93 @@ pub struct StatusResponse {
     #[schema(example = "ready")]
     pub status: &'static str,
 }
+
+/// The nodes sharing this server's store, and what each has applied.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ClusterResponse {
+    /// The id of the node that answered.
+    #[schema(example = "node-a")]
+    pub node: String,
+    /// The store the nodes share: `postgres`, or `sqlite` for a single node.
+    #[schema(example = "postgres")]
+    pub store: String,
+    /// Every registered node, by id; nodes that stopped cleanly leave the list, nodes that
+    /// died stay, `alive: false`, until the feed's retention passes.
+    pub nodes: Vec<ClusterNodeResponse>,
+    /// Every collection with its version in the store, by name.
+    pub collections: Vec<ClusterCollectionResponse>,
+}
+
+/// A node of the cluster.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ClusterNodeResponse {
+    /// Its id.
+    pub id: String,
+    /// Where its API listens, as it announced.
+    pub address: String,
+    /// When it started, RFC 3339.
+    pub started_at: String,
+    /// Whether its last heartbeat is within the node timeout.
+    pub alive: bool,
+    /// How long ago its last heartbeat was, in milliseconds.
+    pub heartbeat_age_ms: u64,
+    /// What it has applied of each collection, as of that heartbeat.
+    pub collections: Vec<ClusterNodeCollectionResponse>,
+}
+
+/// One collection as a node has applied it.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ClusterNodeCollectionResponse {
+    /// The collection.
+    pub name: String,
+    /// The version the node has applied.
+    pub applied: u64,
+    /// How many versions it is behind the store.
+    pub lag: u64,
+}
+
+/// A collection's version in the store.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ClusterCollectionResponse {
+    /// The collection.
+    pub name: String,
+    /// Its version: the number of writes committed to it.
+    pub version: u64,
+}
+
+impl From<crate::service::ClusterInfo> for ClusterResponse {
+    fn from(c: crate::service::ClusterInfo) -> Self {
+        ClusterResponse {
+            node: c.node,
+            store: c.store.to_owned(),
+            nodes: c
+                .nodes
+                .into_iter()
+                .map(|n| ClusterNodeResponse {
+                    id: n.id,
+                    address: n.address,
+                    started_at: n.started_at,
+                    alive: n.alive,
+                    heartbeat_age_ms: n.heartbeat_age_ms,
+                    collections: n
+                        .collections
+                        .into_iter()
+                        .map(|c| ClusterNodeCollectionResponse {
+                            name: c.name,
+                            applied: c.applied,
+                            lag: c.lag,
+                        })
+                        .collect(),
+                })
+                .collect(),
+            collections: c
+                .collections
+                .into_iter()
+                .map(|c| ClusterCollectionResponse {
+                    name: c.name,
+                    version: c.version,
+                })
+                .collect(),
+        }
+    }
+}

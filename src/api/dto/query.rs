@@ -202,6 +202,25 @@ pub struct QueryRequest {
     /// `mmr` or `group_by`.
     #[serde(default)]
     pub rerank: Option<RerankRequest>,
+    /// Answer only once this node holds a collection version (from a write's response),
+    /// waiting up to the server's consistency timeout, else 503 `version_not_reached`.
+    #[serde(default)]
+    pub consistency: Option<ConsistencyRequest>,
+}
+
+/// What a query needs the node to have applied before it answers.
+#[derive(Clone, Copy, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConsistencyRequest {
+    /// The collection version (a write's `version`) the answer must include.
+    pub min_version: u64,
+}
+
+impl QueryRequest {
+    /// The version the query asks for, if any.
+    pub fn min_version(&self) -> Option<u64> {
+        self.consistency.map(|c| c.min_version)
+    }
 }
 
 impl TryFrom<QueryRequest> for Query {
@@ -296,6 +315,10 @@ impl TryFrom<QueryRequest> for Query {
 pub struct BatchQueryRequest {
     /// The queries.
     pub queries: Vec<QueryRequest>,
+    /// Answer only once this node holds a collection version; applies to every query (as
+    /// does the largest `min_version` a query of the batch gives).
+    #[serde(default)]
+    pub consistency: Option<ConsistencyRequest>,
 }
 
 /// Which search path answered a query.
@@ -429,6 +452,8 @@ pub struct QueryResponse {
     pub legs: Vec<LegResponse>,
     /// Time spent in the service, in milliseconds.
     pub time_ms: f64,
+    /// The collection version this node answered at: every write up to it is included.
+    pub version: u64,
 }
 
 impl From<QueryResult> for QueryResponse {
@@ -438,6 +463,7 @@ impl From<QueryResult> for QueryResponse {
             plan: r.plan.into(),
             legs: r.legs.into_iter().map(Into::into).collect(),
             time_ms: r.time_ms,
+            version: r.version,
         }
     }
 }

@@ -39,9 +39,10 @@ pub async fn upsert_documents(
 ) -> ApiResult<Json<UpsertResponse>> {
     let name = collection_name(name)?;
     let docs = body.documents.into_iter().map(Into::into).collect();
-    let done = service.upsert_documents(&name, docs).await?;
+    let done = service.upsert_documents_versioned(&name, docs).await?;
     Ok(Json(UpsertResponse {
-        documents: done.into_iter().map(Into::into).collect(),
+        documents: done.value.into_iter().map(Into::into).collect(),
+        version: done.version,
     }))
 }
 
@@ -116,6 +117,9 @@ pub async fn delete_documents(
 ) -> ApiResult<Json<DeleteDocumentsResponse>> {
     let name = collection_name(name)?;
     let selector = Selector::try_from(body)?;
-    let deleted = service.delete_documents(&name, selector).await?;
-    Ok(Json(DeleteDocumentsResponse { deleted }))
+    let deleted = service.delete_documents_versioned(&name, selector).await?;
+    Ok(Json(DeleteDocumentsResponse {
+        deleted: deleted.value,
+        version: deleted.version,
+    }))
 }

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::api::dto::{InfoResponse, StatusResponse};
+use crate::api::dto::{ClusterResponse, InfoResponse, StatusResponse};
 use crate::api::error::{ApiError, ApiResult, ErrorResponse};
 use crate::api::state::{AppState, Ready};
 use crate::service::ServiceError;
@@ -94,4 +94,19 @@ pub async fn readyz(State(state): State<AppState>) -> ApiResult<(StatusCode, Jso
 )]
 pub async fn info(Ready(service): Ready) -> Json<InfoResponse> {
     Json(service.info().into())
+}
+
+/// The nodes sharing this server's store: each node's applied version of every collection and
+/// its lag, and each collection's version in the store. A server on SQLite is a cluster of one.
+#[utoipa::path(
+    get,
+    path = "/cluster",
+    tag = "health",
+    responses(
+        (status = 200, description = "The nodes and their versions.", body = ClusterResponse),
+        (status = 503, description = "`not_ready`, or `store_unavailable`.", body = ErrorResponse),
+    )
+)]
+pub async fn cluster(Ready(service): Ready) -> ApiResult<Json<ClusterResponse>> {
+    Ok(Json(service.cluster().await?.into()))
 }

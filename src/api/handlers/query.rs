@@ -33,8 +33,11 @@ pub async fn query(
     ApiJson(body): ApiJson<QueryRequest>,
 ) -> ApiResult<Json<QueryResponse>> {
     let name = collection_name(name)?;
+    let min_version = body.min_version();
     let query = Query::try_from(body)?;
-    Ok(Json(service.query(&name, query).await?.into()))
+    Ok(Json(
+        service.query_at(&name, query, min_version).await?.into(),
+    ))
 }
 
 /// Run several queries; their texts are embedded together. One invalid query fails the batch.
@@ -56,6 +59,12 @@ pub async fn query_batch(
     ApiJson(body): ApiJson<BatchQueryRequest>,
 ) -> ApiResult<Json<BatchQueryResponse>> {
     let name = collection_name(name)?;
+    let min_version = body
+        .queries
+        .iter()
+        .filter_map(QueryRequest::min_version)
+        .chain(body.consistency.map(|c| c.min_version))
+        .max();
     let queries = body
         .queries
         .into_iter()
@@ -72,7 +81,7 @@ pub async fn query_batch(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let results = service.query_batch(&name, queries).await?;
+    let results = service.query_batch_at(&name, queries, min_version).await?;
     Ok(Json(BatchQueryResponse {
         results: results.into_iter().map(Into::into).collect(),
     }))
