@@ -234,9 +234,36 @@ async fn collection_and_document_lifecycle() {
         )
         .await;
     assert_ok(&up);
+    assert_eq!(up.1["version"], 1, "the collection's first write");
     let done = up.1["documents"].as_array().unwrap();
     assert_eq!(done.len(), 3);
     assert_eq!(done[0]["id"], "a");
+
+    // Queries say the version they answered at, and may ask for one.
+    let at = app
+        .send(
+            POST,
+            "/collections/docs/query",
+            Some(json!({"query": "cat", "k": 1, "consistency": {"min_version": 1}})),
+        )
+        .await;
+    assert_ok(&at);
+    assert_eq!(at.1["version"], 1);
+    let bad = app
+        .send(
+            POST,
+            "/collections/docs/query",
+            Some(json!({"query": "cat", "k": 1, "consistency": {"min_version": -1}})),
+        )
+        .await;
+    assert_error(&bad, StatusCode::BAD_REQUEST, "invalid_request");
+    let (status, cluster) = app.send(GET, "/cluster", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(cluster["store"], "sqlite");
+    assert_eq!(cluster["nodes"][0]["collections"][0]["name"], "docs");
+    assert_eq!(cluster["nodes"][0]["collections"][0]["applied"], 1);
+    assert_eq!(cluster["nodes"][0]["collections"][0]["lag"], 0);
+    assert_eq!(cluster["collections"][0]["version"], 1);
     assert_eq!(done[1]["id"], "7");
     let generated = done[2]["id"].as_str().unwrap().to_owned();
     assert!(uuid::Uuid::parse_str(&generated).is_ok(), "{generated}");
@@ -2074,6 +2101,7 @@ async fn openapi_document_lists_every_route() {
         ("get", "/healthz"),
         ("get", "/readyz"),
         ("get", "/info"),
+        ("get", "/cluster"),
         ("get", "/openapi.json"),
         ("get", "/metrics"),
         ("get", "/collections"),

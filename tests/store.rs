@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use sqlx::{ConnectOptions, Connection, sqlite::SqliteConnectOptions};
@@ -11,8 +12,8 @@ use tempfile::TempDir;
 use vicinity::distance::Metric;
 use vicinity::on_both_backends;
 use vicinity::store::{
-    CollectionId, CollectionSource, CreateOutcome, NewCollection, NewDocument, NewPassage,
-    PageRequest, PassageId, Store, StoreError, StoreOptions,
+    Catchup, CollectionId, CollectionSource, CreateOutcome, DocumentState, NewCollection,
+    NewDocument, NewPassage, PageRequest, PassageId, Store, StoreError, StoreOptions,
 };
 use vicinity::testing::postgres::TestBackend;
 use vicinity::testing::random_vectors;
@@ -136,6 +137,7 @@ on_both_backends!(
     concurrent_writers_and_readers_never_fail(flavor = "multi_thread", worker_threads = 4),
     racing_upserts_of_one_new_document_leave_one_copy(flavor = "multi_thread", worker_threads = 4),
     cached_passage_reads_follow_replacements_and_deletions,
+    versions_count_the_writes_to_a_collection,
 );
 
 /// A raw connection to the same file, for looking under the store and for damaging it.
@@ -1093,7 +1095,10 @@ async fn a_node_id_is_claimed_by_one_process_at_a_time() {
     first.claim().await.unwrap();
     first.claim().await.expect("claiming again is a no-op");
     let other = place.open_with(&as_node("b")).await;
-    other.claim().await.expect("another node shares the database");
+    other
+        .claim()
+        .await
+        .expect("another node shares the database");
     let second = place.open_with(&as_node("a")).await;
     let err = second.claim().await.unwrap_err();
     assert!(
@@ -1107,4 +1112,213 @@ async fn a_node_id_is_claimed_by_one_process_at_a_time() {
         .expect("the id is free once the first closes");
     second.close().await;
     other.close().await;
+}
+
+/// Every write advances its collection's version by one; a delete that finds nothing, and
+/// writes to other collections, do not.
+async fn versions_count_the_writes_to_a_collection(place: Place) {
+    let store = place.open().await;
+    let id = create(&store, "c").await;
+    let other = create(&store, "o").await;
+    let (_, v1) = store
+        .upsert_documents_versioned(id, &[doc("a", 2, 1), doc("b", 1, 2)])
+        .await
+        .unwrap();
+    let (_, v2) = store
+        .upsert_documents_versioned(id, &[doc("a", 1, 3)])
+        .await
+        .unwrap();
+    let (_, w1) = store
+        .upsert_documents_versioned(other, &[doc("x", 1, 4)])
+        .await
+        .unwrap();
+    let (deleted, v3) = store
+        .delete_documents_versioned(id, &["b".to_string()])
+        .await
+        .unwrap();
+    assert_eq!(deleted.len(), 1);
+    let (none, v3_again) = store
+        .delete_documents_versioned(id, &["nothing".to_string()])
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    assert_eq!((v1, v2, v3, v3_again, w1), (1, 2, 3, 3, 1));
+    let versions = store.collection_versions().await.unwrap();
+    let of = |c: CollectionId| versions.iter().find(|v| v.id == c).unwrap().version;
+    assert_eq!((of(id), of(other)), (3, 1));
+    store.close().await;
+}
+
+/// The feed gives a follower the current state of every document a change touched, in one
+/// snapshot, stops at a bound, and says when a change it needs was pruned.
+#[tokio::test]
+async fn the_feed_gives_the_states_of_changed_documents() {
+    let Some(place) = Place::postgres().await else {
+        return;
+    };
+    let store = place.open().await;
+    let id = create(&store, "c").await;
+    store
+        .upsert_documents(id, &[doc("a", 2, 1), doc("b", 1, 2)])
+        .await
+        .unwrap();
+    store.upsert_documents(id, &[doc("a", 3, 3)]).await.unwrap();
+    store
+        .delete_documents(id, &["b".to_string()])
+        .await
+        .unwrap();
+    let Catchup::Apply {
+        version,
+        latest,
+        documents,
+    } = store.read_changes(id, 0, 1000).await.unwrap()
+    else {
+        panic!("the feed holds every change");
+    };
+    assert_eq!((version, latest), (3, 3));
+    let states: std::collections::HashMap<String, Option<DocumentState>> =
+        documents.into_iter().collect();
+    assert_eq!(states.len(), 2);
+    let a = states["a"].as_ref().expect("a exists");
+    assert_eq!(a.passages.len(), 3, "the latest state of 'a'");
+    assert_eq!(a.metadata["seed"], 3);
+    assert_eq!(a.passages[0].1, random_vectors(3, DIM, 3)[..DIM].to_vec());
+    assert!(states["b"].is_none(), "'b' is deleted");
+
+    // A bound on documents stops after the first change that reaches it.
+    let Catchup::Apply { version, .. } = store.read_changes(id, 0, 1).await.unwrap() else {
+        panic!("the feed holds every change");
+    };
+    assert_eq!(version, 1);
+    // Nothing after the latest.
+    let Catchup::Apply {
+        version, documents, ..
+    } = store.read_changes(id, 3, 1000).await.unwrap()
+    else {
+        panic!("up to date");
+    };
+    assert_eq!((version, documents.len()), (3, 0));
+
+    // With no live node holding it back, pruning empties the feed: a follower at version 1
+    // must load the collection again, one at the latest version needs nothing.
+    store
+        .heartbeat("n", "127.0.0.1:1", true, &[(id, 3)])
+        .await
+        .unwrap();
+    let pruned = store
+        .prune(Duration::from_secs(60), Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert!(pruned >= 3, "pruned {pruned}");
+    assert!(matches!(
+        store.read_changes(id, 1, 1000).await.unwrap(),
+        Catchup::Behind { version: 3 }
+    ));
+    assert!(matches!(
+        store.read_changes(id, 3, 1000).await.unwrap(),
+        Catchup::Apply { version: 3, .. }
+    ));
+    store.delete_collection(id).await.unwrap();
+    assert!(matches!(
+        store.read_changes(id, 3, 1000).await.unwrap(),
+        Catchup::Gone
+    ));
+    store.close().await;
+}
+
+/// The late-commit case: a transaction takes its collection's next version and is slow to
+/// commit while a second write to the same collection, and one to another collection, start
+/// after it. The second write cannot take a version until the first commits (it waits for
+/// the collection's row lock), so no follower can see version N + 1 without N; the write to
+/// the other collection commits first, and its own version is followed on its own. The
+/// follower applies all three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_that_commits_late_is_never_skipped() {
+    let Some(place) = Place::postgres().await else {
+        return;
+    };
+    let store = place.open().await;
+    let c = create(&store, "c").await;
+    let other = create(&store, "o").await;
+
+    // The slow writer: what a write does, by hand, with the commit held back.
+    let mut slow = sqlx::PgConnection::connect(&place.url()).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut slow).await.unwrap();
+    let taken: i64 = sqlx::query_scalar(
+        "UPDATE collections SET version = version + 1 WHERE id = $1 RETURNING version",
+    )
+    .bind(c.0)
+    .fetch_one(&mut slow)
+    .await
+    .unwrap();
+    assert_eq!(taken, 1);
+    sqlx::query(
+        "INSERT INTO documents (collection_id, doc_id, text, metadata, created_at, updated_at) \
+         VALUES ($1, 'slow', NULL, NULL, 'now', 'now')",
+    )
+    .bind(c.0)
+    .execute(&mut slow)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO changes (collection_id, version, kind, doc_ids, node) \
+         VALUES ($1, 1, 'upsert', '[\"slow\"]', 'slow-node')",
+    )
+    .bind(c.0)
+    .execute(&mut slow)
+    .await
+    .unwrap();
+
+    // The second write to the same collection starts, and waits.
+    let s = store.clone();
+    let fast =
+        tokio::spawn(async move { s.upsert_documents_versioned(c, &[doc("fast", 1, 7)]).await });
+    // A write to another collection commits meanwhile.
+    let (_, w) = store
+        .upsert_documents_versioned(other, &[doc("x", 1, 8)])
+        .await
+        .unwrap();
+    assert_eq!(w, 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !fast.is_finished(),
+        "a second write took a version before the first committed"
+    );
+
+    // The follower sees nothing of `c` yet, and all of `other`.
+    let Catchup::Apply {
+        version, latest, ..
+    } = store.read_changes(c, 0, 1000).await.unwrap()
+    else {
+        panic!("c exists");
+    };
+    assert_eq!((version, latest), (0, 0));
+    let Catchup::Apply {
+        version, documents, ..
+    } = store.read_changes(other, 0, 1000).await.unwrap()
+    else {
+        panic!("other exists");
+    };
+    assert_eq!((version, documents.len()), (1, 1));
+
+    sqlx::query("COMMIT").execute(&mut slow).await.unwrap();
+    let (_, v) = fast.await.unwrap().unwrap();
+    assert_eq!(v, 2, "the second write comes after the late commit");
+    let Catchup::Apply {
+        version, documents, ..
+    } = store.read_changes(c, 0, 1000).await.unwrap()
+    else {
+        panic!("c exists");
+    };
+    assert_eq!(version, 2);
+    let ids: BTreeSet<String> = documents
+        .into_iter()
+        .filter(|(_, s)| s.is_some())
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(
+        ids,
+        BTreeSet::from(["fast".to_string(), "slow".to_string()])
+    );
+    store.close().await;
 }

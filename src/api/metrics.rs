@@ -27,7 +27,7 @@ use prometheus::proto::{
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
 use crate::embed::{BatchHistogram, WorkerStats};
-use crate::service::{PassageCacheStats, SearchStats};
+use crate::service::{PassageCacheStats, Replication, SearchStats};
 
 use super::error::ApiError;
 use super::state::AppState;
@@ -207,6 +207,7 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
             "Memory held by the collection's vectors and index.",
             |c| c.memory_bytes,
         ));
+        families.extend(replication_families(&service.replication()));
     }
     if let Some(rss) = resident_memory_bytes() {
         families.push(gauge_family(
@@ -259,6 +260,30 @@ fn passage_cache_families(stats: &PassageCacheStats) -> Vec<MetricFamily> {
             "Estimated memory held by cached passages.",
             MetricType::GAUGE,
             stats.bytes as f64,
+        ),
+    ]
+}
+
+/// Each collection's applied version and replication lag on this node. On a shared store the
+/// lag is how many writes, made by other nodes and already committed, this node has yet to
+/// apply; on SQLite it stays 0.
+fn replication_families(replication: &[Replication]) -> Vec<MetricFamily> {
+    let series = |value: fn(&Replication) -> u64| {
+        replication
+            .iter()
+            .map(|r| gauge(&[("collection", &r.name)], value(r) as f64))
+            .collect()
+    };
+    vec![
+        gauge_family(
+            "vicinity_collection_version_applied",
+            "The collection version this node has applied (every write up to it).",
+            series(|r| r.applied),
+        ),
+        gauge_family(
+            "vicinity_replication_lag_versions",
+            "Committed writes to the collection this node has not applied yet.",
+            series(|r| r.latest - r.applied),
         ),
     ]
 }

@@ -164,7 +164,7 @@ impl Service {
         collection: &str,
         docs: Vec<DocumentInput>,
     ) -> ServiceResult<Versioned<Vec<UpsertedDocument>>> {
-        let coll = self.collection(collection)?;
+        let coll = self.collection_synced(collection).await?;
         if docs.is_empty() {
             return Err(ServiceError::invalid("empty_input", "no documents given"));
         }
@@ -354,7 +354,7 @@ impl Service {
 
     /// One document.
     pub async fn get_document(&self, collection: &str, id: &str) -> ServiceResult<Document> {
-        let coll = self.collection(collection)?;
+        let coll = self.collection_synced(collection).await?;
         self.store
             .get_document(coll.record.id, id)
             .await?
@@ -374,7 +374,7 @@ impl Service {
         after: Option<String>,
         limit: u32,
     ) -> ServiceResult<DocumentPage> {
-        let coll = self.collection(collection)?;
+        let coll = self.collection_synced(collection).await?;
         if limit == 0 || limit > MAX_PAGE {
             return Err(ServiceError::invalid(
                 "invalid_parameter",
@@ -489,7 +489,7 @@ impl Service {
         collection: &str,
         selector: Selector,
     ) -> ServiceResult<Versioned<Vec<String>>> {
-        let coll = self.collection(collection)?;
+        let coll = self.collection_synced(collection).await?;
         let ids = match selector {
             Selector::Ids(ids) => {
                 Limit::Documents.check(

@@ -292,6 +292,29 @@ impl Service {
             .collect()
     }
 
+    /// A collection that serves. On a shared store, one this node does not hold yet but the
+    /// store has (another node just created it) is waited for while the follower loads it, up
+    /// to the consistency timeout.
+    pub(super) async fn collection_synced(&self, name: &str) -> ServiceResult<Arc<Collection>> {
+        let missing = match self.collection(name) {
+            Err(ServiceError::CollectionNotFound(n)) if self.store.is_shared() => n,
+            other => return other,
+        };
+        if self.store.get_collection(name).await?.is_none() {
+            return Err(ServiceError::CollectionNotFound(missing));
+        }
+        let deadline = tokio::time::Instant::now() + self.settings.cluster.consistency_timeout;
+        loop {
+            self.follow_now.notify_one();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            match self.collection(name) {
+                Err(ServiceError::CollectionNotFound(_))
+                    if tokio::time::Instant::now() < deadline => {}
+                other => return other,
+            }
+        }
+    }
+
     /// Waits until `coll` holds `wanted`, asking the follower to look at the feed at once.
     pub(super) async fn wait_for_version(
         &self,

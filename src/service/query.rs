@@ -116,7 +116,7 @@ impl Service {
         min_version: Option<u64>,
     ) -> ServiceResult<QueryResult> {
         let started = Instant::now();
-        let coll = self.collection(collection)?;
+        let coll = self.collection_synced(collection).await?;
         let checked = self.check_query(&coll, &query)?;
         if let Some(wanted) = min_version {
             self.wait_for_version(&coll, wanted).await?;
@@ -167,7 +167,7 @@ impl Service {
         min_version: Option<u64>,
     ) -> ServiceResult<Vec<QueryResult>> {
         let started = Instant::now();
-        let coll = self.collection(collection)?;
+        let coll = self.collection_synced(collection).await?;
         let limits = &self.settings.limits;
         if queries.is_empty() {
             return Err(ServiceError::invalid("empty_input", "no queries given"));
