@@ -8,6 +8,8 @@
 #                                        (created; must be empty), and prints its admin URL,
 #                                        postgres://postgres@127.0.0.1:PORT/postgres, on stdout
 #        scripts/postgres.sh stop DIR    stops it and removes DIR
+#        scripts/postgres.sh halt DIR    stops it and keeps DIR, for a test of an outage
+#        scripts/postgres.sh resume DIR  starts a halted server again, on the same port
 # Installs nothing: initdb and pg_ctl come from PATH, else from the newest Debian-style
 # /usr/lib/postgresql/N/bin (the Debian package does not put them on PATH). PostgreSQL refuses
 # to run as root, so under root the server runs as the `postgres` system user.
@@ -15,7 +17,7 @@ set -euo pipefail
 
 die() { echo "postgres.sh: $*" >&2; exit 1; }
 
-[ $# -eq 2 ] || die "usage: $0 start|stop DIR"
+[ $# -eq 2 ] || die "usage: $0 start|stop|halt|resume DIR"
 cmd=$1
 dir=$2
 # `stop` removes DIR with rm -rf, so it only does so where `start` left this mark.
@@ -100,8 +102,35 @@ stop() {
   fi
 }
 
+# Stops the server as an outage would (clients are disconnected; what they committed is kept),
+# leaving DIR for `resume`.
+halt() {
+  [ -f "$dir/$mark" ] || die "$dir was not made by '$0 start'"
+  local bin
+  bin=$(bindir)
+  dir=$(cd "$dir" && pwd)
+  (cd "$dir" && as_server_user "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null) ||
+    die "pg_ctl stop failed"
+}
+
+# Starts a halted server again on the port it had, so that its URL still holds.
+resume() {
+  [ -f "$dir/$mark" ] && [ -f "$dir/url" ] || die "$dir holds no server made by '$0 start'"
+  local bin url port
+  bin=$(bindir)
+  dir=$(cd "$dir" && pwd)
+  url=$(cat "$dir/url")
+  port=${url##*:}
+  port=${port%%/*}
+  (cd "$dir" && as_server_user "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+    -o "-p $port" start >/dev/null) ||
+    { tail -n 20 "$dir/server.log" >&2 2>/dev/null || true; die "the server did not start again"; }
+}
+
 case $cmd in
   start) start ;;
   stop) stop ;;
-  *) die "usage: $0 start|stop DIR" ;;
+  halt) halt ;;
+  resume) resume ;;
+  *) die "usage: $0 start|stop|halt|resume DIR" ;;
 esac

@@ -9,6 +9,9 @@
 //! A machine without PostgreSQL still runs the rest of each test: [`database`] returns `None`
 //! and says once on stderr why. CI sets `VICINITY_TEST_POSTGRES=require` so that a missing
 //! server fails the run instead of passing it quietly.
+//!
+//! A test that takes the server down (an outage) gets a [`PrivateServer`] of its own instead,
+//! so that the other tests' databases stay up.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -177,6 +180,82 @@ fn unavailable(why: &str) -> Option<String> {
         );
     });
     None
+}
+
+/// A PostgreSQL server of one test's own, which the test may stop and start again (on the same
+/// port, with the same data) to see how clients ride out an outage. Dropping it stops the
+/// server and removes its directory; a watchdog does the same if the test process dies first.
+///
+/// Its methods block (each runs `scripts/postgres.sh`, a second or so); from async code, call
+/// them in `spawn_blocking`.
+#[derive(Debug)]
+pub struct PrivateServer {
+    dir: std::path::PathBuf,
+    url: String,
+}
+
+impl PrivateServer {
+    /// Starts a server in a new temporary directory, or returns `None` where PostgreSQL is not
+    /// installed (a panic under `VICINITY_TEST_POSTGRES=require`). It ignores
+    /// `VICINITY_TEST_DATABASE_URL`: a shared server must never be stopped.
+    pub fn start() -> Option<PrivateServer> {
+        let dir = tempfile::Builder::new()
+            .prefix("vicinity-pg-private-")
+            .tempdir()
+            .expect("a temporary directory for the PostgreSQL server")
+            .keep();
+        // Before the start, as for the shared server: a killed test runs no destructor.
+        spawn_watchdog(&dir).unwrap_or_else(|why| panic!("{why}"));
+        match script("start", &dir) {
+            Ok(url) => Some(PrivateServer { dir, url }),
+            Err(why) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                // None, or the panic that VICINITY_TEST_POSTGRES=require asks for.
+                let _ = unavailable(&why);
+                None
+            }
+        }
+    }
+
+    /// The admin URL, `postgres://postgres@127.0.0.1:PORT/postgres`; it holds across
+    /// [`stop`](Self::stop) and [`start_again`](Self::start_again).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Stops the server as an outage would: clients are disconnected, and what they committed
+    /// is kept. Returns once it is down.
+    pub fn stop(&self) {
+        script("halt", &self.dir).unwrap_or_else(|why| panic!("stopping {}: {why}", self.url));
+    }
+
+    /// Starts the stopped server again on its port; returns once it accepts connections.
+    pub fn start_again(&self) {
+        script("resume", &self.dir)
+            .unwrap_or_else(|why| panic!("starting {} again: {why}", self.url));
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        let _ = script("stop", &self.dir);
+    }
+}
+
+/// Runs `scripts/postgres.sh COMMAND DIR`; returns its stdout, or its stderr on failure.
+fn script(command: &str, dir: &std::path::Path) -> Result<String, String> {
+    let out = Command::new("bash")
+        .arg(SCRIPT)
+        .arg(command)
+        .arg(dir)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {SCRIPT}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    }
 }
 
 #[cfg(test)]
