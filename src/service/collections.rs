@@ -280,21 +280,7 @@ impl Service {
                     return Err(ServiceError::CollectionNotFound(name.to_string()));
                 }
                 self.store.delete_collection(coll.record.id).await?;
-                coll.mark_deleted();
-                // A snapshot being written now would recreate the directory removed below.
-                coll.snapshots_stopped().await;
-                self.unregister(name, &entry);
-                if coll.lexical.is_some() {
-                    let c = coll.clone();
-                    let _ = Service::blocking(move || {
-                        if let Some(l) = &c.lexical {
-                            l.index.close();
-                        }
-                        Ok(())
-                    })
-                    .await;
-                }
-                self.remove_snapshot(coll.record.id).await;
+                self.forget(coll, &entry).await;
             }
             Registered::Failed(f) => {
                 let mut deleted = f.deleted.lock().await;
@@ -310,10 +296,31 @@ impl Service {
         Ok(())
     }
 
+    /// Takes a collection whose rows are gone out of service: its in-flight work stops, it
+    /// leaves the registry, its lexical index closes and its files go. The caller holds its
+    /// write lock.
+    pub(super) async fn forget(&self, coll: &Arc<Collection>, entry: &Registered) {
+        coll.mark_deleted();
+        // A snapshot being written now would recreate the directory removed below.
+        coll.snapshots_stopped().await;
+        self.unregister(&coll.record.name, entry);
+        if coll.lexical.is_some() {
+            let c = coll.clone();
+            let _ = Service::blocking(move || {
+                if let Some(l) = &c.lexical {
+                    l.index.close();
+                }
+                Ok(())
+            })
+            .await;
+        }
+        self.remove_snapshot(coll.record.id).await;
+    }
+
     /// Removes a deleted collection's index snapshot. The rows are gone already; a snapshot
     /// left behind is only wasted disk (a recreated collection gets a new id, so it can never
     /// be loaded), hence a warning, not an error.
-    pub(super) async fn remove_snapshot(&self, id: CollectionId) {
+    async fn remove_snapshot(&self, id: CollectionId) {
         let dirs = [self.snapshot_dir_of(id), self.lexical_dir_of(id)];
         let removed = tokio::task::spawn_blocking(move || {
             for dir in dirs {

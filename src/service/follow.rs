@@ -483,21 +483,7 @@ impl Service {
         if coll.is_deleted() {
             return;
         }
-        coll.mark_deleted();
-        coll.snapshots_stopped().await;
-        let entry = Registered::Ready(coll.clone());
-        self.unregister(&coll.record.name, &entry);
-        if coll.lexical.is_some() {
-            let c = coll.clone();
-            let _ = Service::blocking(move || {
-                if let Some(l) = &c.lexical {
-                    l.index.close();
-                }
-                Ok(())
-            })
-            .await;
-        }
-        self.remove_snapshot(coll.record.id).await;
+        self.forget(coll, &Registered::Ready(coll.clone())).await;
         tracing::info!(collection = %coll.record.name, "collection deleted by another node");
     }
 
