@@ -51,11 +51,16 @@ async fn node(url: &str, id: &str, dir: &Path, embedder: Arc<dyn Embedder>) -> A
 
 /// Two nodes on a fresh database, or `None` without PostgreSQL.
 async fn pair(dir: &Path) -> Option<(Arc<Service>, Arc<Service>)> {
+    pair_on(dir).await.map(|(a, b, _)| (a, b))
+}
+
+/// Two nodes on a fresh database and its URL, or `None` without PostgreSQL.
+async fn pair_on(dir: &Path) -> Option<(Arc<Service>, Arc<Service>, String)> {
     let url = vicinity::testing::postgres::database().await?;
     let embedder: Arc<dyn Embedder> = tiny_worker();
     let a = node(&url, "a", &dir.join("a"), embedder.clone()).await;
     let b = node(&url, "b", &dir.join("b"), embedder).await;
-    Some((a, b))
+    Some((a, b, url))
 }
 
 fn spec(kind: IndexType) -> CollectionSpec {
@@ -355,6 +360,73 @@ async fn text_written_on_one_node_is_found_lexically_on_the_other() {
         ),
         "{err:?}"
     );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// A node whose next change was pruned from the feed while it was not following (stalled past
+/// the node timeout, say) loads the collection again, lexical index included, and serves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_behind_the_pruned_feed_loads_the_collection_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((a, b, url)) = pair_on(dir.path()).await else {
+        return;
+    };
+    let text_spec = CollectionSpec {
+        dimension: None,
+        ..spec(IndexType::Auto)
+    };
+    a.create_collection("t", text_spec).await.unwrap();
+    let text = |id: &str, words: &str| DocumentInput {
+        id: Some(id.into()),
+        text: Some(words.into()),
+        ..Default::default()
+    };
+    let first = a
+        .upsert_documents_versioned("t", vec![text("one", "the first lighthouse")])
+        .await
+        .unwrap();
+    let lexical = |words: &str| Query {
+        input: QueryInput::Text(words.into()),
+        mode: Some(SearchMode::Lexical),
+        ..query(&[], 5, false)
+    };
+    let seen = b
+        .query_at("t", lexical("lighthouse"), Some(first.version))
+        .await
+        .unwrap();
+    assert_eq!(seen.results.len(), 1);
+
+    b.pause_following(true);
+    let mut last = first.version;
+    for i in 0..3 {
+        last = a
+            .upsert_documents_versioned("t", vec![text(&format!("more{i}"), "another harbour")])
+            .await
+            .unwrap()
+            .version;
+    }
+    a.delete_documents("t", Selector::Ids(vec!["one".into()]))
+        .await
+        .unwrap();
+    last += 1;
+    // What retention does to a node that stays silent: its next changes leave the feed.
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM changes")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    b.pause_following(false);
+
+    let caught = b
+        .query_at("t", lexical("harbour"), Some(last))
+        .await
+        .unwrap();
+    assert_eq!(caught.results.len(), 3);
+    let gone = b.query("t", lexical("lighthouse")).await.unwrap();
+    assert!(gone.results.is_empty(), "the deleted document is gone on B");
     a.shutdown().await;
     b.shutdown().await;
 }

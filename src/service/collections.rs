@@ -300,6 +300,14 @@ impl Service {
     /// leaves the registry, its lexical index closes and its files go. The caller holds its
     /// write lock.
     pub(super) async fn forget(&self, coll: &Arc<Collection>, entry: &Registered) {
+        self.retire(coll, entry).await;
+        self.remove_snapshot(coll.record.id).await;
+    }
+
+    /// Takes a collection out of service and lets go of its files, leaving them in place:
+    /// its in-flight work stops, it leaves the registry, its lexical index closes. The caller
+    /// holds its write lock.
+    pub(super) async fn retire(&self, coll: &Arc<Collection>, entry: &Registered) {
         coll.mark_deleted();
         // A snapshot being written now would recreate the directory removed below.
         coll.snapshots_stopped().await;
@@ -314,13 +322,12 @@ impl Service {
             })
             .await;
         }
-        self.remove_snapshot(coll.record.id).await;
     }
 
     /// Removes a deleted collection's index snapshot. The rows are gone already; a snapshot
     /// left behind is only wasted disk (a recreated collection gets a new id, so it can never
     /// be loaded), hence a warning, not an error.
-    async fn remove_snapshot(&self, id: CollectionId) {
+    pub(super) async fn remove_snapshot(&self, id: CollectionId) {
         let dirs = [self.snapshot_dir_of(id), self.lexical_dir_of(id)];
         let removed = tokio::task::spawn_blocking(move || {
             for dir in dirs {
@@ -500,39 +507,59 @@ impl Service {
         let coll = Arc::new(self.new_collection(record, lexical)?);
         let id = coll.record.id;
 
-        let mut docs = Vec::new();
-        let mut scan = self.store.scan_documents(id, LOAD_CHUNK).await?;
-        while let Some(chunk) = scan.next_chunk().await? {
-            docs.extend(chunk.into_iter().map(|d| (d.id, d.metadata, d.passage_ids)));
-        }
-        let c = coll.clone();
-        Service::blocking(move || {
-            c.load_documents(docs);
-            Ok(())
-        })
-        .await?;
-
-        let mut scan = self.store.scan_vectors(id, LOAD_CHUNK).await?;
-        while let Some(chunk) = scan.next_chunk().await? {
+        // The snapshot file, the documents and the vectors are read at once: the file on a
+        // blocking thread, the two scans on connections of their own. Only installing the
+        // snapshot needs the vectors loaded.
+        let dir = self.snapshot_dir(&coll);
+        let snapshot_file =
+            (coll.ann_params().is_some() && SnapshotReader::exists(&dir)).then(|| {
+                let d = dir.clone();
+                tokio::task::spawn_blocking(move || AnnIndex::load(&d))
+            });
+        let documents = async {
+            let mut docs = Vec::new();
+            let mut scan = self.store.scan_documents(id, LOAD_CHUNK).await?;
+            while let Some(chunk) = scan.next_chunk().await? {
+                docs.extend(chunk.into_iter().map(|d| (d.id, d.metadata, d.passage_ids)));
+            }
             let c = coll.clone();
-            Service::blocking(move || c.load_vectors(&chunk.ids, &chunk.vectors)).await?;
-        }
+            Service::blocking(move || {
+                c.load_documents(docs);
+                Ok(())
+            })
+            .await
+        };
+        let vectors = async {
+            let mut scan = self.store.scan_vectors(id, LOAD_CHUNK).await?;
+            while let Some(chunk) = scan.next_chunk().await? {
+                let c = coll.clone();
+                Service::blocking(move || c.load_vectors(&chunk.ids, &chunk.vectors)).await?;
+            }
+            ServiceResult::Ok(())
+        };
+        tokio::try_join!(documents, vectors)?;
         let loaded = started.elapsed();
 
-        let dir = self.snapshot_dir(&coll);
-        let snapshot = if coll.ann_params().is_some() && SnapshotReader::exists(&dir) {
+        let snapshot = if let Some(file) = snapshot_file {
             let c = coll.clone();
-            let d = dir.clone();
-            let result = Service::blocking(move || {
-                let ann = AnnIndex::load(&d)?;
-                let expected = c.ann_params().expect("checked above");
-                if ann.kind() != expected.kind || ann.metric() != c.metric || ann.dim() != c.dim {
-                    return Ok(false);
+            let result = match file.await {
+                Ok(Ok(ann)) => {
+                    Service::blocking(move || {
+                        let expected = c.ann_params().expect("checked above");
+                        if ann.kind() != expected.kind
+                            || ann.metric() != c.metric
+                            || ann.dim() != c.dim
+                        {
+                            return Ok(false);
+                        }
+                        c.install_snapshot(ann)?;
+                        Ok(true)
+                    })
+                    .await
                 }
-                c.install_snapshot(ann)?;
-                Ok(true)
-            })
-            .await;
+                Ok(Err(e)) => Err(e.into()),
+                Err(e) => Err(ServiceError::internal("snapshot load task", e)),
+            };
             match result {
                 Ok(true) => "loaded",
                 Ok(false) => "mismatched settings, rebuilding",

@@ -315,18 +315,50 @@ impl Service {
         }
     }
 
-    /// Waits until `coll` holds `wanted`, asking the follower to look at the feed at once.
-    pub(super) async fn wait_for_version(
+    /// The collection `name` once this node holds version `wanted` of it, asking the follower
+    /// to look at the feed at once; [`ServiceError::VersionNotReached`] after the consistency
+    /// timeout. A collection loaded again meanwhile (the node was behind the pruned feed) is
+    /// looked up again, so the wait follows it.
+    pub(super) async fn collection_at(
         &self,
-        coll: &Collection,
+        name: &str,
         wanted: u64,
-    ) -> ServiceResult<u64> {
-        if coll.applied() >= wanted {
-            return Ok(coll.applied());
+    ) -> ServiceResult<Arc<Collection>> {
+        let deadline = tokio::time::Instant::now() + self.settings.cluster.consistency_timeout;
+        loop {
+            let coll = self.collection_synced(name).await?;
+            if coll.applied() >= wanted {
+                return Ok(coll);
+            }
+            self.follow_now.notify_one();
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let slice = left.min(Duration::from_millis(200));
+            match coll.wait_applied(wanted, slice).await {
+                Ok(_) => return Ok(coll),
+                Err(e) if left <= slice => return Err(e),
+                Err(_) => {}
+            }
         }
+    }
+
+    /// Holds the follower (`true`) or lets it go on, for tests that need a node to fall
+    /// behind while it runs.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn pause_following(&self, paused: bool) {
+        self.following_paused
+            .store(paused, std::sync::atomic::Ordering::SeqCst);
         self.follow_now.notify_one();
-        coll.wait_applied(wanted, self.settings.cluster.consistency_timeout)
-            .await
+    }
+
+    #[cfg(any(test, feature = "testing"))]
+    fn following_paused(&self) -> bool {
+        self.following_paused
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    #[cfg(not(any(test, feature = "testing")))]
+    fn following_paused(&self) -> bool {
+        false
     }
 
     /// Brings every collection in step with the store once: loads new ones, drops deleted
@@ -387,16 +419,32 @@ impl Service {
                     self.drop_local(coll).await;
                     return Ok(());
                 };
-                let fresh = self.load_collection(record, None).await?;
                 let _membership = self.membership.lock().await;
                 let entry = Registered::Ready(coll.clone());
-                if self
+                if !self
                     .registered(&coll.record.name)
                     .is_ok_and(|r| r.same(&entry))
                 {
-                    coll.mark_deleted();
-                    self.unregister(&coll.record.name, &entry);
-                    self.register(fresh);
+                    return Ok(());
+                }
+                // The old state lets go of its files (the lexical index's writer, snapshots in
+                // progress) before the new one opens them; requests meanwhile wait for the
+                // collection as for one created elsewhere.
+                {
+                    let _writes = coll.write_lock.lock().await;
+                    self.retire(coll, &entry).await;
+                }
+                match self.load_collection(record.clone(), None).await {
+                    Ok(fresh) => self.register(fresh),
+                    Err(e) => {
+                        tracing::error!(
+                            collection = %record.name,
+                            error = %e,
+                            "could not load the collection again; it answers 503 until the \
+                             server restarts"
+                        );
+                        self.register_failed(record, e.to_string());
+                    }
                 }
                 Ok(())
             }
@@ -427,10 +475,16 @@ impl Service {
             Ok(Registered::Ready(c)) if c.record.id == record.id => return Ok(c),
             Ok(old @ Registered::Ready(_)) | Ok(old @ Registered::Failed(_)) => {
                 // The name was deleted and created again elsewhere: the old one is gone.
-                if let Registered::Ready(c) = &old {
-                    c.mark_deleted();
+                match &old {
+                    Registered::Ready(c) => {
+                        let _writes = c.write_lock.lock().await;
+                        self.forget(c, &old).await;
+                    }
+                    Registered::Failed(f) => {
+                        self.unregister(&record.name, &old);
+                        self.remove_snapshot(f.record.id).await;
+                    }
                 }
-                self.unregister(&record.name, &old);
             }
             Err(_) => {}
         }
@@ -559,6 +613,9 @@ pub(super) async fn run(service: Weak<Service>, mut shutdown: tokio::sync::watch
         let Some(service) = service.upgrade() else {
             return;
         };
+        if service.following_paused() {
+            continue;
+        }
         if let Err(e) = service.sync().await {
             tracing::warn!(error = %e, "could not read the change feed");
         }

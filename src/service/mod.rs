@@ -166,6 +166,9 @@ pub struct Service {
     membership: tokio::sync::Mutex<()>,
     /// When this node started, RFC 3339.
     started_at: String,
+    /// Set by tests to hold the follower (see [`Service::pause_following`]).
+    #[cfg(any(test, feature = "testing"))]
+    following_paused: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Service {
@@ -221,6 +224,8 @@ impl Service {
             follow_now: Arc::new(tokio::sync::Notify::new()),
             membership: tokio::sync::Mutex::new(()),
             started_at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            #[cfg(any(test, feature = "testing"))]
+            following_paused: std::sync::atomic::AtomicBool::new(false),
         });
         // Read before the collections load: what they load holds at least these versions,
         // and on a shared store the feed after them brings in what was written meanwhile.

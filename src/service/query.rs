@@ -118,9 +118,10 @@ impl Service {
         let started = Instant::now();
         let coll = self.collection_synced(collection).await?;
         let checked = self.check_query(&coll, &query)?;
-        if let Some(wanted) = min_version {
-            self.wait_for_version(&coll, wanted).await?;
-        }
+        let coll = match min_version {
+            Some(wanted) => self.collection_at(collection, wanted).await?,
+            None => coll,
+        };
         let mode = checked.1;
         let vector = match &query.input {
             QueryInput::Vector(v) => Some(v.clone()),
@@ -194,9 +195,10 @@ impl Service {
                     .map_err(|e| e.in_context(&format!("query {i}")))
             })
             .collect::<ServiceResult<Vec<_>>>()?;
-        if let Some(wanted) = min_version {
-            self.wait_for_version(&coll, wanted).await?;
-        }
+        let coll = match min_version {
+            Some(wanted) => self.collection_at(collection, wanted).await?,
+            None => coll,
+        };
         let texts: Vec<String> = queries
             .iter()
             .zip(&filters)
