@@ -465,32 +465,50 @@ impl Service {
         self: &Arc<Self>,
         record: crate::store::CollectionRecord,
     ) -> ServiceResult<Arc<Collection>> {
-        if let Ok(Registered::Ready(c)) = self.registered(&record.name)
-            && c.record.id == record.id
-        {
-            return Ok(c);
+        let here = |r: &Registered| match r {
+            Registered::Ready(c) if c.record.id == record.id => Some(Ok(c.clone())),
+            // Failed to load at start-up: it stays failed until deleted or a restart.
+            Registered::Failed(f) if f.record.id == record.id => Some(Err(f.error())),
+            _ => None,
+        };
+        if let Some(found) = self.registered(&record.name).ok().as_ref().and_then(here) {
+            return found;
         }
         let _membership = self.membership.lock().await;
-        match self.registered(&record.name) {
-            Ok(Registered::Ready(c)) if c.record.id == record.id => return Ok(c),
-            Ok(old @ Registered::Ready(_)) | Ok(old @ Registered::Failed(_)) => {
-                // The name was deleted and created again elsewhere: the old one is gone.
-                match &old {
-                    Registered::Ready(c) => {
-                        let _writes = c.write_lock.lock().await;
-                        self.forget(c, &old).await;
-                    }
-                    Registered::Failed(f) => {
-                        self.unregister(&record.name, &old);
-                        self.remove_snapshot(f.record.id).await;
-                    }
+        let current = self.registered(&record.name);
+        if let Some(found) = current.as_ref().ok().and_then(here) {
+            return found;
+        }
+        // The name was deleted and created again elsewhere: the old one is gone.
+        if let Ok(old) = current {
+            match &old {
+                Registered::Ready(c) => {
+                    let _writes = c.write_lock.lock().await;
+                    self.forget(c, &old).await;
+                }
+                Registered::Failed(f) => {
+                    self.unregister(&record.name, &old);
+                    self.remove_snapshot(f.record.id).await;
                 }
             }
-            Err(_) => {}
         }
-        let coll = self.load_collection(record, None).await?;
-        self.register(coll.clone());
-        Ok(coll)
+        match self.load_collection(record.clone(), None).await {
+            Ok(coll) => {
+                self.register(coll.clone());
+                Ok(coll)
+            }
+            // As at start-up: it fails alone, can be described and deleted, and is not
+            // retried by every round of the follower.
+            Err(e) => {
+                tracing::error!(collection = %record.name, error = %e, "collection could not be loaded");
+                let name = record.name.clone();
+                self.register_failed(record, e.to_string());
+                Err(ServiceError::CollectionFailed {
+                    name,
+                    reason: e.to_string(),
+                })
+            }
+        }
     }
 
     /// Loads a collection from the store: its state as of a version read first, then the
