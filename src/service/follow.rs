@@ -387,7 +387,15 @@ impl Service {
             }
         }
         for coll in self.ready_collections() {
-            if !present.contains(&coll.record.id) {
+            // Created here after the list was read, it is not in it: only a collection the
+            // store no longer has is dropped.
+            if !present.contains(&coll.record.id)
+                && self
+                    .store
+                    .get_collection_by_id(coll.record.id)
+                    .await?
+                    .is_none()
+            {
                 self.drop_local(&coll).await;
             }
         }
