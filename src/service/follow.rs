@@ -567,7 +567,7 @@ impl Service {
         tracing::info!(collection = %coll.record.name, "collection deleted by another node");
     }
 
-    async fn heartbeat(&self, first: bool) -> ServiceResult<()> {
+    pub(super) async fn heartbeat(&self, first: bool) -> ServiceResult<()> {
         let applied: Vec<(CollectionId, u64)> = self
             .ready_collections()
             .iter()

@@ -227,6 +227,11 @@ impl Service {
             #[cfg(any(test, feature = "testing"))]
             following_paused: std::sync::atomic::AtomicBool::new(false),
         });
+        // Registered before anything loads, with nothing applied: the other nodes keep the
+        // feed from then on, however long the loading takes.
+        if service.store.is_shared() {
+            service.heartbeat(true).await?;
+        }
         // Read before the collections load: what they load holds at least these versions,
         // and on a shared store the feed after them brings in what was written meanwhile.
         let versions: HashMap<CollectionId, u64> = service
