@@ -342,24 +342,54 @@ async fn text_written_on_one_node_is_found_lexically_on_the_other() {
     let hit = b.query_at("t", lexical, Some(done.version)).await.unwrap();
     assert_eq!(hit.results.len(), 1);
     assert_eq!(hit.results[0].document_id, "light");
-    // A version nobody wrote is waited for, then refused.
-    let far = Query {
+    // A version nobody wrote is refused at once.
+    let far = || Query {
         input: QueryInput::Text("lamp".into()),
         mode: Some(SearchMode::Lexical),
         ..query(&[], 2, false)
     };
     let err = b
-        .query_at("t", far, Some(done.version + 5))
+        .query_at("t", far(), Some(done.version + 5))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ServiceError::InvalidInput {
+                code: "version_not_written",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // One written elsewhere that this node has not applied is waited for, then refused.
+    b.pause_following(true);
+    let later = a
+        .upsert_documents_versioned(
+            "t",
+            vec![DocumentInput {
+                id: Some("lamp".into()),
+                text: Some("A lamp in the window.".into()),
+                ..Default::default()
+            }],
+        )
+        .await
+        .unwrap();
+    let err = b
+        .query_at("t", far(), Some(later.version))
         .await
         .unwrap_err();
     assert!(
         matches!(
             err,
             ServiceError::VersionNotReached { wanted, applied, .. }
-                if wanted == done.version + 5 && applied == done.version
+                if wanted == later.version && applied == done.version
         ),
         "{err:?}"
     );
+    b.pause_following(false);
+    let found = b.query_at("t", far(), Some(later.version)).await.unwrap();
+    assert_eq!(found.results[0].document_id, "lamp");
     a.shutdown().await;
     b.shutdown().await;
 }

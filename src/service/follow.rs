@@ -330,6 +330,25 @@ impl Service {
             if coll.applied() >= wanted {
                 return Ok(coll);
             }
+            // Versions come from committed writes: one the store has not reached was never
+            // handed out, and waiting cannot bring it.
+            if wanted > coll.latest() {
+                let stored = self
+                    .store
+                    .collection_version(coll.record.id)
+                    .await?
+                    .ok_or_else(|| ServiceError::CollectionNotFound(name.to_string()))?;
+                coll.saw_version(stored);
+                if wanted > stored {
+                    return Err(ServiceError::invalid(
+                        "version_not_written",
+                        format!(
+                            "collection '{name}' is at version {stored}; no write has produced \
+                             version {wanted}"
+                        ),
+                    ));
+                }
+            }
             self.follow_now.notify_one();
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let slice = left.min(Duration::from_millis(200));

@@ -208,6 +208,19 @@ impl Store {
             .collect()
     }
 
+    /// The version of `collection` now, or `None` if it does not exist.
+    pub async fn collection_version(&self, collection: CollectionId) -> StoreResult<Option<u64>> {
+        let version: Option<i64> = super::read_pool!(self, |pool, _b| {
+            sqlx::query_scalar("SELECT version FROM collections WHERE id = $1")
+                .bind(collection.0)
+                .fetch_optional(pool)
+                .await?
+        });
+        version
+            .map(|v| to_u64(v, || format!("collection {collection} version")))
+            .transpose()
+    }
+
     /// The changes of `collection` after version `after`, as the states of the documents they
     /// touched, read in one snapshot: up to [`CHANGES_PER_READ`] changes, and no more once
     /// they touch `max_documents` documents (the first change is always taken whole).
