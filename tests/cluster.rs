@@ -2,9 +2,8 @@
 //! write on one node is read on another with `consistency.min_version`; a node killed with
 //! SIGKILL in the middle of an import loses no write it acknowledged, and catches up when it
 //! comes back; a node that joins with an empty data directory converges; while PostgreSQL is
-//! down, writes are refused with 503 `store_unavailable` while queries are still answered (those
-//! whose passage rows the nodes have cached), and the nodes recover by themselves once it is
-//! back; `GET /cluster` shows every node's progress.
+//! down, writes are refused with 503 `store_unavailable` while queries are still answered from
+//! memory, and the nodes recover by themselves once it is back; `GET /cluster` shows every node's progress.
 //!
 //! Every test needs PostgreSQL (see `vicinity::testing::postgres`) and returns at once without
 //! it. The outage test stops a server of its own, never the one the other tests share. Answers
@@ -12,27 +11,21 @@
 
 mod common;
 
-use std::collections::{BTreeSet, VecDeque};
-use std::io::{BufRead, BufReader};
+use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::http::{HeaderMap, Method, Request, StatusCode, header};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use axum::http::{Method, StatusCode, header};
 use serde_json::{Value, json};
 use tokio::sync::{oneshot, watch};
 use vicinity::testing::postgres::{self, PrivateServer};
 use vicinity::testing::random_vectors;
 
-use common::tiny_dir;
+use common::process::{Http, Reply, ServeProcess};
 
 /// Dimension of the test vectors: not the tiny model's 32, so that the collection takes vectors.
 const DIM: usize = 8;
@@ -44,94 +37,9 @@ const BATCH: usize = 50;
 const QUERIES: usize = 100;
 /// How long a wait for the cluster to reach a state may last before the test fails.
 const PATIENCE: Duration = Duration::from_secs(60);
-/// Log lines kept per node, for the messages of failed assertions.
-const LOG_LINES: usize = 300;
 
 // ---------------------------------------------------------------------------------------------
 // HTTP
-
-/// A response: status, headers and JSON body (`Null` when empty).
-#[derive(Debug)]
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Value,
-}
-
-/// A loopback HTTP client.
-#[derive(Clone)]
-struct Http(Client<HttpConnector, Full<Bytes>>);
-
-impl Http {
-    fn new() -> Http {
-        Http(Client::builder(TokioExecutor::new()).build_http())
-    }
-
-    /// Sends a request with an optional JSON body; `Err` when no response comes (the node is
-    /// down, or took longer than 30 s).
-    async fn try_send(
-        &self,
-        addr: SocketAddr,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> Result<Reply, String> {
-        let what = format!("{method} {path} on {addr}");
-        let mut req = Request::builder()
-            .method(method)
-            .uri(format!("http://{addr}{path}"));
-        let body = match body {
-            Some(v) => {
-                req = req.header(header::CONTENT_TYPE, "application/json");
-                Full::new(Bytes::from(v.to_string()))
-            }
-            None => Full::new(Bytes::new()),
-        };
-        let response = tokio::time::timeout(
-            Duration::from_secs(30),
-            self.0.request(req.body(body).unwrap()),
-        )
-        .await
-        .map_err(|_| format!("{what}: no answer within 30 s"))?
-        .map_err(|e| format!("{what}: {e}"))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("{what}: reading the body: {e}"))?
-            .to_bytes();
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).map_err(|e| {
-                format!(
-                    "{what}: the body is not JSON ({e}): {}",
-                    String::from_utf8_lossy(&bytes)
-                )
-            })?
-        };
-        Ok(Reply {
-            status,
-            headers,
-            body,
-        })
-    }
-
-    /// Sends a request that must be answered.
-    async fn send(
-        &self,
-        addr: SocketAddr,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> Reply {
-        self.try_send(addr, method, path, body)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-    }
-}
 
 /// Asserts an error answer: its status, its code, a message, as `src/api/error.rs` shapes it.
 #[track_caller]
@@ -185,102 +93,32 @@ impl NodeSpec {
     }
 }
 
-/// A running `vicinity serve` process and the address it listens on. Dropping it kills the
-/// process, so that no node outlives its test.
+/// A node: its `vicinity serve` process, and how it was started.
 struct Node {
     spec: NodeSpec,
-    child: Child,
+    process: ServeProcess,
     addr: SocketAddr,
-    log: Arc<Mutex<VecDeque<String>>>,
 }
 
 impl Node {
-    /// Starts the node on an ephemeral port with the tiny model and waits, at most 60 s, until
-    /// it logs that it is ready (the JSON line carries the bound address). Blocks; from async
-    /// code use [`Node::launch`].
+    /// Starts the node (see [`ServeProcess::start`]) on its data directory, database and id.
+    /// Blocks; from async code use [`Node::launch`].
     fn start(spec: NodeSpec) -> Node {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_vicinity"));
-        // Only the flags below configure the node, not the environment of the test run.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("VICINITY_") {
-                command.env_remove(key);
-            }
-        }
-        let mut child = command
-            .args(["serve", "--addr", "127.0.0.1:0", "--log-format", "json"])
-            // The tiny model reads 32 tokens; the default overlap is for real models.
-            .args(["--chunk-overlap", "4"])
-            .arg("--model")
-            .arg(tiny_dir())
-            .arg("--data-dir")
-            .arg(&spec.data)
-            .arg("--database-url")
-            .arg(&spec.database_url)
-            .args(["--node-id", &spec.id])
+        let mut args: Vec<OsString> = vec![
+            "--database-url".into(),
+            spec.database_url.clone().into(),
+            "--node-id".into(),
+            spec.id.clone().into(),
             // Besides LISTEN/NOTIFY, so that a notification lost in a reconnect costs little.
-            .args(["--follow-interval", "200ms"])
-            .args(&spec.extra)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the binary starts");
-        // The thread drains stderr for the process's whole life (a full pipe would stall the
-        // node's logging), keeps the last lines, and hands them to the wait for "ready".
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(VecDeque::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn({
-            let log = log.clone();
-            move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    {
-                        let mut log = log.lock().unwrap();
-                        if log.len() == LOG_LINES {
-                            log.pop_front();
-                        }
-                        log.push_back(line.clone());
-                    }
-                    let _ = tx.send(line);
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let ready = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = match rx.recv_timeout(left) {
-                Ok(line) => line,
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                    break Err("it never said it was ready");
-                }
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                    break Err("it exited before it was ready");
-                }
-            };
-            // Lines that are not JSON (a clap error, a panic) stay in the log for the message.
-            let Ok(entry) = serde_json::from_str::<Value>(&line) else {
-                continue;
-            };
-            if entry["fields"]["message"] == "ready" {
-                break entry["fields"]["addr"]
-                    .as_str()
-                    .and_then(|a| a.parse::<SocketAddr>().ok())
-                    .ok_or("the ready line names no address");
-            }
-        };
-        match ready {
-            Ok(addr) => Node {
-                spec,
-                child,
-                addr,
-                log,
-            },
-            Err(why) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let tail = log.lock().unwrap().iter().cloned().collect::<Vec<_>>();
-                panic!("node {}: {why}; its log:\n{}", spec.id, tail.join("\n"));
-            }
+            "--follow-interval".into(),
+            "200ms".into(),
+        ];
+        args.extend(spec.extra.iter().map(OsString::from));
+        let process = ServeProcess::start(&format!("node {}", spec.id), &spec.data, &args);
+        Node {
+            addr: process.addr,
+            spec,
+            process,
         }
     }
 
@@ -304,32 +142,15 @@ impl Node {
         nodes
     }
 
-    /// Kills the process with SIGKILL (what `Child::kill` sends on Unix), as a crash would, and
-    /// returns how to start it again.
-    fn kill(mut self) -> NodeSpec {
-        self.child.kill().expect("SIGKILL is delivered");
-        self.child.wait().expect("the killed node is reaped");
-        self.spec.clone()
+    /// Kills the process with SIGKILL, as a crash would, and returns how to start it again.
+    fn kill(self) -> NodeSpec {
+        self.process.kill();
+        self.spec
     }
 
     /// The last lines the node logged, for assertion messages.
     fn log_tail(&self) -> String {
-        let log = self.log.lock().unwrap();
-        let skip = log.len().saturating_sub(40);
-        let lines: Vec<&str> = log.iter().skip(skip).map(String::as_str).collect();
-        format!(
-            "node {} ({}), last log lines:\n{}",
-            self.spec.id,
-            self.addr,
-            lines.join("\n")
-        )
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.log_tail()
     }
 }
 
@@ -1063,9 +884,8 @@ async fn writes_wait_out_a_postgres_outage_and_nothing_acknowledged_is_lost() {
         .expect("the import reaches its pause")
         .expect("the import is alive");
     let highest = before.iter().map(|(_, v)| *v).max().unwrap();
-    // Both nodes hold everything so far. Each answers the outage's queries once now: a hit's
-    // passage row comes from the node's passage cache, which a read fills, and only cached
-    // rows can be served while the database is down (README, "PostgreSQL down").
+    // Both nodes hold everything so far. Each answers the outage's queries once now, to
+    // compare with their answers while the database is down.
     let outage_queries = [
         query_body(&vectors[..DIM], 10, Some(highest)),
         query_body(&vectors[DIM..2 * DIM], 5, None),
@@ -1127,6 +947,18 @@ async fn writes_wait_out_a_postgres_outage_and_nothing_acknowledged_is_lost() {
             during, before,
             "answers changed while the database was down"
         );
+        // Queries never asked before are answered from memory too: hits that need neither
+        // text nor vectors are rendered without the database.
+        let fresh = (3 + rounds * 7) % (5 * BATCH);
+        for node in [&a, &b] {
+            let q = query_body(&vectors[fresh * DIM..(fresh + 1) * DIM], 3, None);
+            let hits = hit_ids(&query(&http, node, &q).await);
+            assert_eq!(
+                hits[0],
+                format!("d{fresh}"),
+                "a fresh query during the outage"
+            );
+        }
         rounds += 1;
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

@@ -12,11 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use vicinity::distance::Metric;
 use vicinity::embed::Embedder;
 use vicinity::service::{
-    CollectionSpec, DocumentInput, Hybrid, Include, IndexConfig, IndexType, Plan, Query,
-    QueryInput, SearchMode, Selector, Service, ServiceError, ServiceSettings,
+    CollectionSpec, DocumentInput, IndexType, Plan, Query, QueryInput, SearchMode, Selector,
+    Service, ServiceError, ServiceSettings,
 };
 use vicinity::store::{Store, StoreOptions};
 use vicinity::testing::clustered_vectors;
@@ -64,16 +63,7 @@ async fn pair_on(dir: &Path) -> Option<(Arc<Service>, Arc<Service>, String)> {
 }
 
 fn spec(kind: IndexType) -> CollectionSpec {
-    CollectionSpec {
-        distance: Metric::Cosine,
-        index: IndexConfig {
-            kind,
-            ..Default::default()
-        },
-        dimension: Some(DIM),
-        chunking: None,
-        lexical: None,
-    }
+    common::vector_spec(kind, DIM)
 }
 
 fn docs(range: std::ops::Range<usize>, seed: u64) -> Vec<DocumentInput> {
@@ -91,18 +81,8 @@ fn docs(range: std::ops::Range<usize>, seed: u64) -> Vec<DocumentInput> {
 
 fn query(v: &[f32], k: usize, exact: bool) -> Query {
     Query {
-        input: QueryInput::Vector(v.to_vec()),
-        k,
-        filter: None,
-        ef: None,
-        nprobe: None,
         exact,
-        include: Include::default(),
-        mmr: None,
-        group: None,
-        mode: Some(SearchMode::Dense),
-        hybrid: Hybrid::default(),
-        rerank: None,
+        ..common::vector_query(v, k)
     }
 }
 
@@ -339,9 +319,25 @@ async fn text_written_on_one_node_is_found_lexically_on_the_other() {
         mode: Some(SearchMode::Lexical),
         ..query(&[], 2, false)
     };
-    let hit = b.query_at("t", lexical, Some(done.version)).await.unwrap();
+    let hit = b
+        .query_at("t", lexical.clone(), Some(done.version))
+        .await
+        .unwrap();
     assert_eq!(hit.results.len(), 1);
     assert_eq!(hit.results[0].document_id, "light");
+    // The follower renders the hit as the writer does: where the passage lies comes from each
+    // node's memory, the text from the store.
+    let own = a.query("t", lexical).await.unwrap();
+    let (mine, theirs) = (&own.results[0], &hit.results[0]);
+    assert_eq!(
+        (&mine.id, mine.passage, &mine.text),
+        (&theirs.id, theirs.passage, &theirs.text)
+    );
+    assert_eq!(
+        theirs.text.as_deref(),
+        Some("The lighthouse keeper lit the lamp at dusk.")
+    );
+    assert_eq!((theirs.passage.start, theirs.passage.end), (0, 43));
     // A version nobody wrote is refused at once.
     let far = || Query {
         input: QueryInput::Text("lamp".into()),

@@ -4,163 +4,40 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::http::{Method, Request, StatusCode, header};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
 use vicinity::api::ApiSettings;
 
-use common::{App, Gate, Listening, service_settings, tiny_dir, tiny_worker};
-
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-fn client() -> HttpClient {
-    Client::builder(TokioExecutor::new()).build_http()
-}
+use common::process::{Http, ServeProcess};
+use common::{App, Gate, Listening, service_settings, tiny_worker};
 
 /// Sends a request with an optional JSON body over the socket; returns the status and JSON.
 async fn request(
-    client: &HttpClient,
+    http: &Http,
     addr: SocketAddr,
     method: Method,
     path: &str,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
-    let mut req = Request::builder()
-        .method(method)
-        .uri(format!("http://{addr}{path}"));
-    let body = match body {
-        Some(v) => {
-            req = req.header(header::CONTENT_TYPE, "application/json");
-            Full::new(Bytes::from(v.to_string()))
-        }
-        None => Full::new(Bytes::new()),
-    };
-    let response = client
-        .request(req.body(body).unwrap())
-        .await
-        .unwrap_or_else(|e| panic!("{path}: {e}"));
-    let status = response.status();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    let json = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).expect("JSON body")
-    };
-    (status, json)
+    let reply = http.send(addr, method, path, body.as_ref()).await;
+    (reply.status, reply.body)
 }
 
-/// A running `vicinity serve` process and the address it listens on.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    log: std::sync::mpsc::Receiver<String>,
-}
-
-impl Server {
-    /// Starts the binary on an ephemeral port with the tiny model, and waits until it logs
-    /// that it is ready (JSON logs carry the bound address).
-    fn start(data: &std::path::Path) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_vicinity"))
-            .args(["serve", "--addr", "127.0.0.1:0", "--log-format", "json"])
-            // The tiny model reads 32 tokens; the default overlap is for real models.
-            .args(["--chunk-overlap", "4"])
-            .arg("--model")
-            .arg(tiny_dir())
-            .arg("--data-dir")
-            .arg(data)
-            .env("RUST_LOG", "info")
-            .env_remove("VICINITY_MODEL")
-            .env_remove("VICINITY_DATABASE_URL")
-            .env_remove("VICINITY_ADDR")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the binary starts");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        let ready = loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let Ok(line) = rx.recv_timeout(left) else {
-                break Err("the server never said it was ready".to_owned());
-            };
-            let Ok(entry) = serde_json::from_str::<Value>(&line) else {
-                break Err(format!("a log line is not JSON: {line}"));
-            };
-            if entry["fields"]["message"] == "ready" {
-                break entry["fields"]["addr"]
-                    .as_str()
-                    .and_then(|a| a.parse::<SocketAddr>().ok())
-                    .ok_or_else(|| format!("the ready line names no address: {line}"));
-            }
-        };
-        match ready {
-            Ok(addr) => Server {
-                child,
-                addr,
-                log: rx,
-            },
-            Err(why) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("{why}");
-            }
-        }
-    }
-
-    /// Sends SIGTERM and waits for the process to exit; returns whether it exited with 0, and
-    /// the log lines it wrote meanwhile.
-    fn terminate(mut self) -> (bool, Vec<String>) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        let exit = loop {
-            if let Some(exit) = self.child.try_wait().unwrap() {
-                break exit;
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("the server did not stop within 30 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        (exit.success(), self.log.try_iter().collect())
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts the binary over `data` with its defaults but the tiny model.
+fn start(data: &std::path::Path) -> ServeProcess {
+    ServeProcess::start("server", data, &[])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_serves_stops_on_sigterm_and_restarts_with_its_data() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let http = client();
+    let http = Http::new();
 
-    let server = Server::start(&data);
+    let server = start(&data);
     let addr = server.addr;
     assert_eq!(
         request(&http, addr, Method::GET, "/healthz", None).await.0,
@@ -240,7 +117,7 @@ async fn binary_serves_stops_on_sigterm_and_restarts_with_its_data() {
 
     // The same data directory: the collection and its documents come back, and queries answer
     // exactly as before.
-    let server = Server::start(&data);
+    let server = start(&data);
     let addr = server.addr;
     let (status, info) = request(&http, addr, Method::GET, "/collections/notes", None).await;
     assert_eq!(status, StatusCode::OK);
@@ -285,7 +162,7 @@ async fn shutdown_finishes_a_write_in_flight() {
     let mut server = Listening::start(&app, Duration::from_secs(30)).await;
     let addr = server.addr;
 
-    let http = client();
+    let http = Http::new();
     let (status, _) = request(
         &http,
         addr,

@@ -10,12 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use vicinity::distance::Metric;
 use vicinity::embed::{Embedder, EmbeddingWorker, EncoderOptions, SentenceEncoder, WorkerOptions};
 use vicinity::on_both_backends;
 use vicinity::service::{
-    CollectionSpec, DocumentInput, Embeddings, Hybrid, Include, IndexConfig, IndexType, Plan,
-    Query, QueryInput, SearchMode, Selector, Service, ServiceError, ServiceResult, ServiceSettings,
+    CollectionSpec, DocumentInput, Embeddings, IndexType, Plan, Query, QueryInput, Selector,
+    Service, ServiceError, ServiceResult, ServiceSettings,
 };
 use vicinity::store::{Store, StoreOptions};
 use vicinity::testing::clustered_vectors;
@@ -27,6 +26,10 @@ on_both_backends!(
     planner_picks_each_path(flavor = "multi_thread", worker_threads = 2),
     writes_are_visible_before_the_graph_catches_up(flavor = "multi_thread", worker_threads = 2),
     restarts_from_current_stale_and_torn_snapshots(flavor = "multi_thread", worker_threads = 2),
+    a_snapshot_gives_its_vectors_and_the_store_the_rest(
+        flavor = "multi_thread",
+        worker_threads = 2
+    ),
     text_documents_are_split_embedded_and_found(flavor = "multi_thread", worker_threads = 2),
 );
 
@@ -73,16 +76,7 @@ async fn open_with_on(
 }
 
 fn spec(kind: IndexType) -> CollectionSpec {
-    CollectionSpec {
-        distance: Metric::Cosine,
-        index: IndexConfig {
-            kind,
-            ..Default::default()
-        },
-        dimension: Some(DIM),
-        chunking: None,
-        lexical: None,
-    }
+    common::vector_spec(kind, DIM)
 }
 
 fn vector_docs(n: usize, seed: u64) -> (Vec<DocumentInput>, Vec<f32>) {
@@ -101,20 +95,7 @@ fn vector_docs(n: usize, seed: u64) -> (Vec<DocumentInput>, Vec<f32>) {
 }
 
 fn vq(v: &[f32], k: usize) -> Query {
-    Query {
-        input: QueryInput::Vector(v.to_vec()),
-        k,
-        filter: None,
-        ef: None,
-        nprobe: None,
-        exact: false,
-        include: Include::default(),
-        mmr: None,
-        group: None,
-        mode: Some(SearchMode::Dense),
-        hybrid: Hybrid::default(),
-        rerank: None,
-    }
+    common::vector_query(v, k)
 }
 
 /// Waits until the background indexer has built the approximate index and drained pending.
@@ -303,6 +284,147 @@ async fn writes_are_visible_before_the_graph_catches_up(backend: TestBackend) {
     svc.shutdown().await;
 }
 
+/// Exact cosine top-`k` of `query` over `rows` (document `d{i}` for row `i`), best first.
+fn brute_force(rows: &[f32], query: &[f32], k: usize) -> Vec<String> {
+    let unit = |v: &[f32]| {
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter().map(|x| x / n).collect::<Vec<f32>>()
+    };
+    let q = unit(query);
+    let mut scored: Vec<(f32, usize)> = rows
+        .chunks_exact(DIM)
+        .enumerate()
+        .map(|(i, r)| (unit(r).iter().zip(&q).map(|(a, b)| a * b).sum(), i))
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    scored
+        .iter()
+        .take(k)
+        .map(|(_, i)| format!("d{i}"))
+        .collect()
+}
+
+/// Negates every stored vector of the store at `url` behind the service's back: the same
+/// passage ids with other vectors, as a snapshot would meet them in another database.
+async fn negate_stored_vectors(url: &str) {
+    // The same statements on either backend's pool type.
+    macro_rules! negate_all {
+        ($pool:expr) => {{
+            let pool = $pool;
+            let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as("SELECT id, vector FROM passages")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+            for (id, mut blob) in rows {
+                // The sign bit of each little-endian f32.
+                blob.chunks_exact_mut(4).for_each(|f| f[3] ^= 0x80);
+                sqlx::query("UPDATE passages SET vector = $1 WHERE id = $2")
+                    .bind(blob)
+                    .bind(id)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            }
+            pool.close().await;
+        }};
+    }
+    if url.starts_with("sqlite:") {
+        negate_all!(sqlx::SqlitePool::connect(url).await.unwrap());
+    } else {
+        negate_all!(sqlx::PgPool::connect(url).await.unwrap());
+    }
+}
+
+/// A restart takes the vectors of the passages its HNSW snapshot holds from the snapshot, and
+/// only the others from the store; exact answers and returned vectors are those of the store.
+/// A snapshot whose vectors are not the store's is refused.
+async fn a_snapshot_gives_its_vectors_and_the_store_the_rest(backend: TestBackend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (docs, mut data) = vector_docs(600, 8);
+    let exact = |v: &[f32], k: usize| Query {
+        exact: true,
+        ..vq(v, k)
+    };
+    let probes: Vec<Vec<f32>> = clustered_vectors(20, DIM, 12, 0.5, 9)
+        .chunks_exact(DIM)
+        .map(<[f32]>::to_vec)
+        .collect();
+    {
+        let svc = open_on(dir.path(), &backend).await;
+        svc.create_collection("c", spec(IndexType::Hnsw))
+            .await
+            .unwrap();
+        svc.upsert_documents("c", docs).await.unwrap();
+        wait_indexed(&svc, "c").await;
+        svc.shutdown().await;
+    }
+    // After the snapshot: one document replaced (a new passage the snapshot lacks), one
+    // deleted; then a crash, so the snapshot stays as it was.
+    let replaced: Vec<f32> = probes[0].iter().map(|x| x * 2.0).collect();
+    {
+        let svc = open_on(dir.path(), &backend).await;
+        svc.upsert_documents(
+            "c",
+            vec![DocumentInput {
+                id: Some("d3".into()),
+                vector: Some(replaced.clone()),
+                metadata: json!({"i": 3}),
+                ..Default::default()
+            }],
+        )
+        .await
+        .unwrap();
+        svc.delete_documents("c", Selector::Ids(vec!["d4".into()]))
+            .await
+            .unwrap();
+    }
+    data[3 * DIM..4 * DIM].copy_from_slice(&replaced);
+
+    {
+        let svc = open_on(dir.path(), &backend).await;
+        let info = svc.get_collection("c").await.unwrap();
+        assert_eq!(info.passages, 599);
+        for p in &probes {
+            let r = svc.query("c", exact(p, 10)).await.unwrap();
+            let want: Vec<String> = brute_force(&data, p, 11)
+                .into_iter()
+                .filter(|d| d != "d4")
+                .take(10)
+                .collect();
+            assert_eq!(ids(&r), want);
+        }
+        // Stored vectors are returned as given, whichever side they were loaded from.
+        let mut q = exact(&probes[0], 1);
+        q.include.vector = true;
+        let r = svc.query("c", q).await.unwrap();
+        assert_eq!(r.results[0].document_id, "d3");
+        assert_eq!(r.results[0].vector.as_deref(), Some(&replaced[..]));
+        svc.shutdown().await;
+    }
+
+    // The same passage ids with other vectors: the snapshot's are refused, the store's used.
+    negate_stored_vectors(&backend.url(dir.path())).await;
+    let negated: Vec<f32> = data.iter().map(|x| -x).collect();
+    let svc = open_on(dir.path(), &backend).await;
+    let r = svc
+        .query("c", exact(&negated[10 * DIM..11 * DIM], 1))
+        .await
+        .unwrap();
+    assert_eq!(ids(&r), vec!["d10".to_string()]);
+    let info = svc.get_collection("c").await.unwrap();
+    assert_eq!(info.passages, 599);
+    for p in &probes {
+        let r = svc.query("c", exact(p, 10)).await.unwrap();
+        let want: Vec<String> = brute_force(&negated, p, 11)
+            .into_iter()
+            .filter(|d| d != "d4")
+            .take(10)
+            .collect();
+        assert_eq!(ids(&r), want, "answers from the snapshot's vectors");
+    }
+    svc.shutdown().await;
+}
+
 async fn restarts_from_current_stale_and_torn_snapshots(backend: TestBackend) {
     let dir = tempfile::tempdir().unwrap();
     let (docs, data) = vector_docs(800, 6);
@@ -454,22 +576,41 @@ async fn text_documents_are_split_embedded_and_found(backend: TestBackend) {
         "same text, same embedding"
     );
     let chars: Vec<char> = long.chars().collect();
-    let all = svc
-        .query(
-            "t",
-            Query {
-                input: QueryInput::Text("topic".into()),
-                filter: Some(json!({"lang": {"$ne": "en"}})),
-                ..vq(&[], 1000)
-            },
-        )
-        .await
-        .unwrap();
+    // Every passage of the long document.
+    let whole = || Query {
+        input: QueryInput::Text("topic".into()),
+        filter: Some(json!({"lang": {"$ne": "en"}})),
+        ..vq(&[], 1000)
+    };
+    let all = svc.query("t", whole()).await.unwrap();
     assert_eq!(all.results.len(), done[0].passages);
-    for h in &all.results {
-        let span: String = chars[h.passage.start..h.passage.end].iter().collect();
-        assert_eq!(Some(span), h.text, "offsets point at the passage text");
-    }
+    let check_spans = |r: &vicinity::service::QueryResult| {
+        let mut indexes: Vec<usize> = r.results.iter().map(|h| h.passage.index).collect();
+        indexes.sort_unstable();
+        assert_eq!(indexes, (0..done[0].passages).collect::<Vec<_>>());
+        for h in &r.results {
+            let span: String = chars[h.passage.start..h.passage.end].iter().collect();
+            assert_eq!(Some(span), h.text, "offsets point at the passage text");
+            assert_eq!(h.id, format!("{}#{}", h.document_id, h.passage.index));
+        }
+    };
+    check_spans(&all);
+    svc.shutdown().await;
+
+    // After a restart the spans come from the documents read back from the store.
+    let svc = open_on(dir.path(), &backend).await;
+    let again = svc.query("t", whole()).await.unwrap();
+    check_spans(&again);
+    let spans = |r: &vicinity::service::QueryResult| {
+        let mut v: Vec<_> = r
+            .results
+            .iter()
+            .map(|h| (h.id.clone(), h.passage))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    assert_eq!(spans(&again), spans(&all));
     svc.shutdown().await;
 }
 

@@ -719,6 +719,9 @@ async fn scans_read_every_vector_and_document(place: Place) {
             (&s.id, &s.metadata, &s.passage_ids),
             (&d.id, &d.metadata, &w.passage_ids)
         );
+        let spans: Vec<(usize, usize)> = d.passages.iter().map(|p| (p.start, p.end)).collect();
+        let got: Vec<(usize, usize)> = s.spans.iter().map(|p| (p.start, p.end)).collect();
+        assert_eq!(got, spans);
     }
 
     let mut scan = store.scan_vectors(empty, 7).await.unwrap();
@@ -1182,7 +1185,15 @@ async fn the_feed_gives_the_states_of_changed_documents() {
     let a = states["a"].as_ref().expect("a exists");
     assert_eq!(a.passages.len(), 3, "the latest state of 'a'");
     assert_eq!(a.metadata["seed"], 3);
-    assert_eq!(a.passages[0].1, random_vectors(3, DIM, 3)[..DIM].to_vec());
+    assert_eq!(
+        a.passages[0].vector,
+        random_vectors(3, DIM, 3)[..DIM].to_vec()
+    );
+    let written = doc("a", 3, 3);
+    for (got, want) in a.passages.iter().zip(&written.passages) {
+        assert_eq!((got.span.start, got.span.end), (want.start, want.end));
+        assert_eq!(got.text, want.text);
+    }
     assert!(states["b"].is_none(), "'b' is deleted");
 
     // A bound on documents stops after the first change that reaches it.

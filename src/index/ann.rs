@@ -153,6 +153,16 @@ impl AnnIndex {
         }
     }
 
+    /// The stored vectors of those of `ids` the index holds (see [`HnswIndex::stored_rows`]),
+    /// when its kind keeps them as given: an HNSW graph does; an IVF index (`None`) keeps them
+    /// rotated and in list order.
+    pub fn stored_vectors(&self, ids: &[u64]) -> Option<(Vec<u64>, Vec<f32>)> {
+        match self {
+            AnnIndex::Hnsw(h) => Some(h.stored_rows(ids)),
+            AnnIndex::Ivf(_) => None,
+        }
+    }
+
     /// Sets the default HNSW search breadth of an index loaded from a snapshot to its owner's
     /// current setting (`None`: grows with the size), since the snapshot carries the value it
     /// was saved with. An IVF index has no `ef` and is left as it is.
@@ -246,6 +256,40 @@ impl IndexMut for AnnIndex {
 mod tests {
     use super::*;
     use crate::testing::clustered_vectors;
+
+    #[test]
+    fn an_hnsw_snapshot_gives_back_its_live_vectors_as_stored() {
+        let dim = 16;
+        let data = clustered_vectors(300, dim, 6, 0.4, 3);
+        let ids: Vec<u64> = (0..300u64).map(|i| i * 2 + 5).collect();
+        let params = AnnParams::defaults();
+        let mut idx = AnnIndex::build(&params, Metric::Cosine, dim, &ids, &data).unwrap();
+        idx.remove(&[ids[7]]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        idx.save(dir.path()).unwrap();
+        let loaded = AnnIndex::load(dir.path()).unwrap();
+        // Asked in any order, with a removed id and one never held: those two are skipped.
+        let asked = [ids[9], 4, ids[7], ids[0], ids[299]];
+        let (found, rows) = loaded
+            .stored_vectors(&asked)
+            .expect("HNSW keeps its vectors");
+        assert_eq!(found, vec![ids[9], ids[0], ids[299]]);
+        for (k, &row) in [9usize, 0, 299].iter().enumerate() {
+            let mut want = data[row * dim..(row + 1) * dim].to_vec();
+            assert!(Metric::Cosine.preprocess(&mut want));
+            let got = &rows[k * dim..(k + 1) * dim];
+            assert!(want.iter().zip(got).all(|(a, b)| (a - b).abs() < 1e-6));
+        }
+        let ivf = AnnParams {
+            kind: IndexKind::Ivf,
+            m: None,
+            ef_construction: None,
+            ef: None,
+            ..params
+        };
+        let idx = AnnIndex::build(&ivf, Metric::Cosine, dim, &ids, &data).unwrap();
+        assert!(idx.stored_vectors(&ids).is_none(), "IVF keeps them rotated");
+    }
 
     #[test]
     fn builds_saves_and_loads_both_kinds() {

@@ -77,7 +77,7 @@ use crate::index::topk::TopK;
 use crate::index::{
     Filter as IdFilter, Hit, IndexKind, IndexMut, SearchParams, VectorIndex, validate,
 };
-use crate::store::{CollectionRecord, PassageId};
+use crate::store::{CollectionRecord, PassageId, Span};
 
 use super::chunk::Chunker;
 use super::error::{ServiceError, ServiceResult};
@@ -156,11 +156,23 @@ impl Default for PlannerSettings {
     }
 }
 
-/// A document as the filters see it.
+/// A document as the filters and the rendering of hits see it: everything but its text and
+/// vectors, so that a hit is rendered without the store unless those are asked for.
 #[derive(Debug)]
 pub(crate) struct DocEntry {
+    pub(crate) id: String,
     pub(crate) metadata: Value,
     pub(crate) passages: Vec<PassageId>,
+    /// The passages' spans, in the same order.
+    pub(crate) spans: Vec<Span>,
+}
+
+/// Where a passage is: its document, its position there and its characters.
+#[derive(Clone, Debug)]
+pub(crate) struct PassageRef {
+    pub(crate) doc_id: String,
+    pub(crate) index: usize,
+    pub(crate) span: Span,
 }
 
 /// The mutable part of a collection.
@@ -343,21 +355,86 @@ impl Collection {
         })
     }
 
-    /// Loads documents and vectors read from the store at start-up. `vectors` is row-major.
-    pub(crate) fn load_documents(&self, docs: Vec<(String, Value, Vec<PassageId>)>) {
+    /// Loads documents read from the store at start-up.
+    pub(crate) fn load_documents(&self, docs: Vec<DocEntry>) {
         let mut st = self.state.write();
-        for (id, metadata, passages) in docs {
-            let entry = Arc::new(DocEntry { metadata, passages });
+        for entry in docs {
+            let entry = Arc::new(entry);
             for &p in &entry.passages {
                 st.passage_doc.insert(p, entry.clone());
             }
-            st.docs.insert(id, entry);
+            st.docs.insert(entry.id.clone(), entry);
         }
     }
 
     /// Adds a chunk of stored vectors at start-up.
     pub(crate) fn load_vectors(&self, ids: &[PassageId], vectors: &[f32]) -> ServiceResult<()> {
         self.state.write().flat.add(ids, vectors)?;
+        Ok(())
+    }
+
+    /// Whether a snapshot's index is of this collection's kind, metric and dimension.
+    pub(crate) fn snapshot_fits(&self, ann: &AnnIndex) -> bool {
+        self.ann_params().is_some_and(|p| p.kind == ann.kind())
+            && ann.metric() == self.metric
+            && ann.dim() == self.dim
+    }
+
+    /// Adds to the exact index, at start-up, the vectors of those of `ids` that `ann` (a
+    /// snapshot not installed yet) holds, as it stores them; returns the ids it lacks, all of
+    /// them when its kind does not keep vectors as given.
+    pub(crate) fn load_vectors_from(&self, ann: &AnnIndex, ids: &[PassageId]) -> Vec<PassageId> {
+        // Chunks bound the copy made beside the two indexes.
+        const CHUNK: usize = 65_536;
+        let mut missing = Vec::new();
+        self.state.write().flat.reserve(ids.len());
+        for chunk in ids.chunks(CHUNK) {
+            let Some((found, rows)) = ann.stored_vectors(chunk) else {
+                return ids.to_vec();
+            };
+            if found.len() < chunk.len() {
+                let held: HashSet<PassageId> = found.iter().copied().collect();
+                missing.extend(chunk.iter().filter(|id| !held.contains(id)));
+            }
+            self.state.write().flat.add_prepared(&found, &rows);
+        }
+        missing
+    }
+
+    /// Up to `n` passages of `ids`, spread evenly and none in `missing`, with the vectors the
+    /// exact index holds for them.
+    pub(crate) fn vector_sample(
+        &self,
+        ids: &[PassageId],
+        missing: &[PassageId],
+        n: usize,
+    ) -> Vec<(PassageId, Vec<f32>)> {
+        let missing: HashSet<PassageId> = missing.iter().copied().collect();
+        let step = (ids.len() / n.max(1)).max(1);
+        let st = self.state.read();
+        ids.iter()
+            .step_by(step)
+            .filter(|id| !missing.contains(id))
+            .filter_map(|&id| st.flat.get(id).map(|v| (id, v.to_vec())))
+            .take(n)
+            .collect()
+    }
+
+    /// Whether `held`, a vector as the exact index stores it, is `stored` (as the store
+    /// holds it) once prepared, to within rounding.
+    pub(crate) fn same_vector(&self, stored: &[f32], held: &[f32]) -> bool {
+        let mut v = stored.to_vec();
+        stored.len() == held.len()
+            && self.metric.preprocess(&mut v)
+            && v.iter()
+                .zip(held)
+                .all(|(a, b)| (a - b).abs() <= 1e-5 * a.abs().max(1.0))
+    }
+
+    /// Empties the exact index at start-up, before it is filled again from the store.
+    pub(crate) fn clear_vectors(&self) -> ServiceResult<()> {
+        let empty = FlatIndex::new(self.metric, self.dim)?;
+        self.state.write().flat = empty;
         Ok(())
     }
 
@@ -416,10 +493,10 @@ impl Collection {
     ) -> (Vec<PassageId>, Vec<(PassageId, String)>) {
         let mut removed_docs = Vec::new();
         let mut removed = Vec::new();
-        let mut added_docs = Vec::new();
-        let mut added_text = Vec::new();
-        let mut ready = Vec::new();
-        let mut new_rows = 0;
+        // The documents that stay, with which of their passages the state holds already.
+        let mut staying = Vec::new();
+        // Only what the state holds is looked up under the read lock; vectors are prepared
+        // after it, with no lock held (the caller's `write_lock` keeps the rows as they are).
         {
             let st = self.state.read();
             for (id, state) in documents {
@@ -435,35 +512,56 @@ impl Collection {
                     removed.extend(old.into_iter().filter(|p| st.flat.contains(*p)));
                     continue;
                 };
-                let new: HashSet<PassageId> = state.passages.iter().map(|p| p.0).collect();
+                let new: HashSet<PassageId> = state.passages.iter().map(|p| p.id).collect();
                 removed.extend(
                     old.iter()
                         .copied()
                         .filter(|p| !new.contains(p) && st.flat.contains(*p)),
                 );
-                let mut kept = Vec::with_capacity(state.passages.len());
-                for (pid, vector, text) in state.passages {
-                    if st.flat.contains(pid) {
-                        kept.push(pid);
-                        continue;
-                    }
-                    match validate::prepare_batch(self.metric, self.dim, &[pid], &vector) {
-                        Ok(v) => {
-                            ready.extend_from_slice(&v);
-                            kept.push(pid);
-                            new_rows += 1;
-                            added_text.push((pid, text.unwrap_or_default()));
-                        }
-                        Err(e) => tracing::error!(
-                            collection = %self.record.name,
-                            passage = pid,
-                            error = %e,
-                            "a stored vector is unusable; the passage is left out"
-                        ),
-                    }
-                }
-                added_docs.push((id, state.metadata, kept));
+                let held: Vec<bool> = state
+                    .passages
+                    .iter()
+                    .map(|p| st.flat.contains(p.id))
+                    .collect();
+                staying.push((id, state, held));
             }
+        }
+        let mut added_docs = Vec::with_capacity(staying.len());
+        let mut added_text = Vec::new();
+        let mut ready = Vec::new();
+        let mut new_rows = 0;
+        for (id, state, held) in staying {
+            let mut kept = Vec::with_capacity(state.passages.len());
+            let mut spans = Vec::with_capacity(state.passages.len());
+            for (p, held) in state.passages.into_iter().zip(held) {
+                let pid = p.id;
+                if held {
+                    kept.push(pid);
+                    spans.push(p.span);
+                    continue;
+                }
+                match validate::prepare_batch(self.metric, self.dim, &[pid], &p.vector) {
+                    Ok(v) => {
+                        ready.extend_from_slice(&v);
+                        kept.push(pid);
+                        spans.push(p.span);
+                        new_rows += 1;
+                        added_text.push((pid, p.text.unwrap_or_default()));
+                    }
+                    Err(e) => tracing::error!(
+                        collection = %self.record.name,
+                        passage = pid,
+                        error = %e,
+                        "a stored vector is unusable; the passage is left out"
+                    ),
+                }
+            }
+            added_docs.push(DocEntry {
+                id,
+                metadata: state.metadata,
+                passages: kept,
+                spans,
+            });
         }
         self.make_room(new_rows);
         self.apply_write(&removed_docs, &removed, added_docs, &ready);
@@ -499,7 +597,7 @@ impl Collection {
         &self,
         removed_docs: &[String],
         removed_passages: &[PassageId],
-        added: Vec<(String, Value, Vec<PassageId>)>,
+        added: Vec<DocEntry>,
         ready: &[f32],
     ) {
         let mut guard = self.state.write();
@@ -523,15 +621,21 @@ impl Collection {
             }
         }
         let mut ids = Vec::new();
-        for (doc_id, metadata, passages) in added {
+        for entry in added {
             // A follower re-applying a document keeps the passages it holds: `ready` has rows
             // for the others only.
-            ids.extend(passages.iter().copied().filter(|&p| !st.flat.contains(p)));
-            let entry = Arc::new(DocEntry { metadata, passages });
+            ids.extend(
+                entry
+                    .passages
+                    .iter()
+                    .copied()
+                    .filter(|&p| !st.flat.contains(p)),
+            );
+            let entry = Arc::new(entry);
             for &p in &entry.passages {
                 st.passage_doc.insert(p, entry.clone());
             }
-            st.docs.insert(doc_id, entry);
+            st.docs.insert(entry.id.clone(), entry);
         }
         if !ids.is_empty() {
             st.flat.add_prepared(&ids, ready);
@@ -1019,6 +1123,22 @@ impl Collection {
         let st = self.state.read();
         hits.iter()
             .map(|h| st.passage_doc.get(&h.id).map(|d| d.metadata.clone()))
+            .collect()
+    }
+
+    /// Where each of `ids` is (`None` for passages deleted since).
+    pub(crate) fn locate(&self, ids: &[u64]) -> Vec<Option<PassageRef>> {
+        let st = self.state.read();
+        ids.iter()
+            .map(|id| {
+                let doc = st.passage_doc.get(id)?;
+                let index = doc.passages.iter().position(|p| p == id)?;
+                Some(PassageRef {
+                    doc_id: doc.id.clone(),
+                    index,
+                    span: doc.spans.get(index).copied().unwrap_or_default(),
+                })
+            })
             .collect()
     }
 

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::index::VectorIndex;
+use crate::index::IndexKind;
 use crate::index::ann::{AnnIndex, AnnParams};
 use crate::index::io::SnapshotReader;
 use crate::store::{
@@ -11,7 +11,7 @@ use crate::store::{
 };
 
 use super::chunk::Chunker;
-use super::collection::Collection;
+use super::collection::{Collection, DocEntry};
 use super::error::{ServiceError, ServiceResult};
 use super::lexical::Lexical;
 use super::limits::{Limit, Limits};
@@ -24,6 +24,9 @@ use crate::lexical::{LexicalIndex, Opened};
 
 /// Rows read per round trip when loading a collection at start-up.
 const LOAD_CHUNK: usize = 4096;
+
+/// Passages whose vector in an index snapshot is compared with the store's at start-up.
+const SNAPSHOT_CHECKS: usize = 64;
 
 /// Whether `name` is a valid collection name: `[A-Za-z0-9_-]{1,64}`.
 pub fn valid_name(name: &str) -> bool {
@@ -507,74 +510,92 @@ impl Service {
         let coll = Arc::new(self.new_collection(record, lexical)?);
         let id = coll.record.id;
 
-        // The snapshot file, the documents and the vectors are read at once: the file on a
-        // blocking thread, the two scans on connections of their own. Only installing the
-        // snapshot needs the vectors loaded.
+        // The snapshot file and the documents are read at once: the file on a blocking
+        // thread, the documents on a connection of their own. An HNSW snapshot holds the
+        // vectors of the passages it indexes, so only those it lacks are read from the store;
+        // without one, every vector is, beside the documents.
         let dir = self.snapshot_dir(&coll);
         let snapshot_file =
             (coll.ann_params().is_some() && SnapshotReader::exists(&dir)).then(|| {
                 let d = dir.clone();
                 tokio::task::spawn_blocking(move || AnnIndex::load(&d))
             });
+        let vectors_from_snapshot =
+            snapshot_file.is_some() && coll.ann_params().is_some_and(|p| p.kind == IndexKind::Hnsw);
         let documents = async {
             let mut docs = Vec::new();
+            let mut passages = Vec::new();
             let mut scan = self.store.scan_documents(id, LOAD_CHUNK).await?;
             while let Some(chunk) = scan.next_chunk().await? {
-                docs.extend(chunk.into_iter().map(|d| (d.id, d.metadata, d.passage_ids)));
+                for d in chunk {
+                    passages.extend_from_slice(&d.passage_ids);
+                    docs.push(DocEntry {
+                        id: d.id,
+                        metadata: d.metadata,
+                        passages: d.passage_ids,
+                        spans: d.spans,
+                    });
+                }
             }
             let c = coll.clone();
             Service::blocking(move || {
                 c.load_documents(docs);
                 Ok(())
             })
-            .await
+            .await?;
+            ServiceResult::Ok(passages)
         };
         let vectors = async {
-            let mut scan = self.store.scan_vectors(id, LOAD_CHUNK).await?;
-            while let Some(chunk) = scan.next_chunk().await? {
-                let c = coll.clone();
-                Service::blocking(move || c.load_vectors(&chunk.ids, &chunk.vectors)).await?;
+            if !vectors_from_snapshot {
+                self.load_all_vectors(&coll).await?;
             }
             ServiceResult::Ok(())
         };
-        tokio::try_join!(documents, vectors)?;
-        let loaded = started.elapsed();
+        let (passages, ()) = tokio::try_join!(documents, vectors)?;
 
-        let snapshot = if let Some(file) = snapshot_file {
-            let c = coll.clone();
-            let result = match file.await {
-                Ok(Ok(ann)) => {
-                    Service::blocking(move || {
-                        let expected = c.ann_params().expect("checked above");
-                        if ann.kind() != expected.kind
-                            || ann.metric() != c.metric
-                            || ann.dim() != c.dim
-                        {
-                            return Ok(false);
-                        }
-                        c.install_snapshot(ann)?;
-                        Ok(true)
-                    })
-                    .await
+        let snapshot = match snapshot_file {
+            None => "none",
+            Some(file) => {
+                let ann = match file.await {
+                    Ok(Ok(ann)) => Ok(ann),
+                    Ok(Err(e)) => Err(e.into()),
+                    Err(e) => Err(ServiceError::internal("snapshot load task", e)),
+                };
+                // `Err`: the snapshot is refused; a failure to read the store is no reason to
+                // drop it, and fails the load instead.
+                let installed: Result<bool, ServiceError> = match ann {
+                    Ok(ann) if !coll.snapshot_fits(&ann) => Ok(false),
+                    Ok(ann) if vectors_from_snapshot => self
+                        .install_with_vectors(&coll, ann, passages)
+                        .await?
+                        .map(|()| true),
+                    Ok(ann) => {
+                        let c = coll.clone();
+                        Service::blocking(move || c.install_snapshot(ann).map(|()| true)).await
+                    }
+                    Err(e) => Err(e),
+                };
+                // Whatever the snapshot could not give, the store does: every vector is
+                // loaded before the collection is used.
+                if vectors_from_snapshot && !matches!(installed, Ok(true)) {
+                    coll.clear_vectors()?;
+                    self.load_all_vectors(&coll).await?;
                 }
-                Ok(Err(e)) => Err(e.into()),
-                Err(e) => Err(ServiceError::internal("snapshot load task", e)),
-            };
-            match result {
-                Ok(true) => "loaded",
-                Ok(false) => "mismatched settings, rebuilding",
-                Err(e) => {
-                    tracing::warn!(
-                        collection = %coll.record.name,
-                        error = %e,
-                        "index snapshot unusable, rebuilding from stored vectors"
-                    );
-                    "unusable, rebuilding"
+                match installed {
+                    Ok(true) => "loaded",
+                    Ok(false) => "mismatched settings, rebuilding",
+                    Err(e) => {
+                        tracing::warn!(
+                            collection = %coll.record.name,
+                            error = %e,
+                            "index snapshot unusable, rebuilding from stored vectors"
+                        );
+                        "unusable, rebuilding"
+                    }
                 }
             }
-        } else {
-            "none"
         };
+        let loaded = started.elapsed();
         let lexical = match opened {
             Some(opened) => self.replay_lexical(&coll, opened).await?,
             None => "none".to_string(),
@@ -593,6 +614,77 @@ impl Service {
         // Pending passages and a due build are the indexer's job.
         coll.indexer.notify_one();
         Ok(coll)
+    }
+
+    /// Loads every stored vector of `coll` into its exact index.
+    async fn load_all_vectors(&self, coll: &Arc<Collection>) -> ServiceResult<()> {
+        let mut scan = self.store.scan_vectors(coll.record.id, LOAD_CHUNK).await?;
+        while let Some(chunk) = scan.next_chunk().await? {
+            let c = coll.clone();
+            Service::blocking(move || c.load_vectors(&chunk.ids, &chunk.vectors)).await?;
+        }
+        Ok(())
+    }
+
+    /// Installs an HNSW snapshot whose vectors fill the exact index: those of `passages` (the
+    /// stored ones) it holds are taken from it, the rest read from the store. Passage ids are
+    /// never reused, so a vector the snapshot holds for a stored passage is that passage's;
+    /// a sample is still checked against the store, so that a snapshot meeting another
+    /// database's rows (a restored backup, a copied data directory) is refused rather than
+    /// trusted.
+    async fn install_with_vectors(
+        &self,
+        coll: &Arc<Collection>,
+        ann: AnnIndex,
+        mut passages: Vec<u64>,
+    ) -> ServiceResult<Result<(), ServiceError>> {
+        let c = coll.clone();
+        let (ann, missing, sample) = Service::blocking(move || {
+            // Ascending ids: the layout a scan of the store gives.
+            passages.sort_unstable();
+            let missing = c.load_vectors_from(&ann, &passages);
+            let sample = c.vector_sample(&passages, &missing, SNAPSHOT_CHECKS);
+            Ok((ann, missing, sample))
+        })
+        .await?;
+        if !sample.is_empty() {
+            let ids: Vec<u64> = sample.iter().map(|(id, _)| *id).collect();
+            let stored = self.store.get_passages(coll.record.id, &ids, true).await?;
+            let stored: std::collections::HashMap<u64, Vec<f32>> = stored
+                .into_iter()
+                .filter_map(|r| r.vector.map(|v| (r.id, v)))
+                .collect();
+            for (id, held) in &sample {
+                // A passage deleted since the document scan has nothing to compare.
+                let Some(v) = stored.get(id) else { continue };
+                if !coll.same_vector(v, held) {
+                    return Ok(Err(ServiceError::Internal(format!(
+                        "the snapshot holds another vector than the store for passage {id}"
+                    ))));
+                }
+            }
+        }
+        for chunk in missing.chunks(LOAD_CHUNK).map(<[u64]>::to_vec) {
+            let rows = self
+                .store
+                .get_passages(coll.record.id, &chunk, true)
+                .await?;
+            let c = coll.clone();
+            Service::blocking(move || {
+                let mut ids = Vec::with_capacity(rows.len());
+                let mut values = Vec::with_capacity(rows.len() * c.dim);
+                for r in rows {
+                    if let Some(v) = r.vector {
+                        ids.push(r.id);
+                        values.extend_from_slice(&v);
+                    }
+                }
+                c.load_vectors(&ids, &values)
+            })
+            .await?;
+        }
+        let c = coll.clone();
+        Ok(Service::blocking(move || c.install_snapshot(ann)).await)
     }
 
     pub(super) async fn describe(&self, coll: &Arc<Collection>) -> ServiceResult<CollectionInfo> {

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::index::validate;
-use crate::store::{DocumentRecord, NewDocument, NewPassage, PageRequest};
+use crate::store::{DocumentRecord, NewDocument, NewPassage, PageRequest, Span};
 
 use super::Service;
-use super::collection::Collection;
+use super::collection::{Collection, DocEntry};
 use super::error::{ServiceError, ServiceResult};
 use super::filter::Filter;
 use super::follow;
@@ -330,7 +330,19 @@ impl Service {
                 let added = docs
                     .iter()
                     .zip(&done)
-                    .map(|(doc, up)| (doc.id.clone(), doc.metadata.clone(), up.passage_ids.clone()))
+                    .map(|(doc, up)| DocEntry {
+                        id: doc.id.clone(),
+                        metadata: doc.metadata.clone(),
+                        passages: up.passage_ids.clone(),
+                        spans: doc
+                            .passages
+                            .iter()
+                            .map(|p| Span {
+                                start: p.start,
+                                end: p.end,
+                            })
+                            .collect(),
+                    })
                     .collect();
                 c.make_room(ready.len() / c.dim);
                 c.apply_write(&[], &removed, added, &ready);

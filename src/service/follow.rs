@@ -304,14 +304,18 @@ impl Service {
             return Err(ServiceError::CollectionNotFound(missing));
         }
         let deadline = tokio::time::Instant::now() + self.settings.cluster.consistency_timeout;
+        self.follow_now.notify_one();
         loop {
-            self.follow_now.notify_one();
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            // Listening before looking: a registration in between is not missed.
+            let registered = self.registered.notified();
+            tokio::pin!(registered);
+            registered.as_mut().enable();
             match self.collection(name) {
                 Err(ServiceError::CollectionNotFound(_))
                     if tokio::time::Instant::now() < deadline => {}
                 other => return other,
             }
+            let _ = tokio::time::timeout_at(deadline, registered).await;
         }
     }
 

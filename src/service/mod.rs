@@ -161,6 +161,8 @@ pub struct Service {
     maintenance: Arc<rayon::ThreadPool>,
     /// Wakes the follower at once (a query waits for a version).
     follow_now: Arc<tokio::sync::Notify>,
+    /// Wakes requests waiting for a collection to join the registry.
+    registered: tokio::sync::Notify,
     /// Held while a collection joins or leaves the registry because of the store (created
     /// here or elsewhere, deleted elsewhere), so that it is loaded once.
     membership: tokio::sync::Mutex<()>,
@@ -222,6 +224,7 @@ impl Service {
             indexers: parking_lot::Mutex::new(tokio::task::JoinSet::new()),
             foreground: Foreground::new(),
             follow_now: Arc::new(tokio::sync::Notify::new()),
+            registered: tokio::sync::Notify::new(),
             membership: tokio::sync::Mutex::new(()),
             started_at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
             #[cfg(any(test, feature = "testing"))]
@@ -342,16 +345,8 @@ impl Service {
         self.leave().await;
         let mut tasks = std::mem::take(&mut *self.indexers.lock());
         while tasks.join_next().await.is_some() {}
-        let collections: Vec<Arc<Collection>> = self
-            .collections
-            .read()
-            .values()
-            .filter_map(|r| match r {
-                Registered::Ready(c) => Some(c.clone()),
-                Registered::Failed(_) => None,
-            })
-            .collect();
-        for coll in collections {
+        let collections = self.ready_collections();
+        for coll in collections.iter().cloned() {
             let dir = self.snapshot_dir(&coll);
             let name = coll.record.name.clone();
             let pool = self.maintenance.clone();
@@ -365,14 +360,9 @@ impl Service {
             }
         }
         // The lexical indexes' writers finish their merges and let go of their directories.
-        let lexical: Vec<Arc<Collection>> = self
-            .collections
-            .read()
-            .values()
-            .filter_map(|r| match r {
-                Registered::Ready(c) if c.lexical.is_some() => Some(c.clone()),
-                _ => None,
-            })
+        let lexical: Vec<Arc<Collection>> = collections
+            .into_iter()
+            .filter(|c| c.lexical.is_some())
             .collect();
         let _ = tokio::task::spawn_blocking(move || {
             for coll in lexical {
@@ -427,6 +417,7 @@ impl Service {
         self.collections
             .write()
             .insert(coll.record.name.clone(), Registered::Ready(coll.clone()));
+        self.registered.notify_waiters();
         let this = Arc::downgrade(self);
         let shutdown = self.shutdown.subscribe();
         self.indexers
@@ -446,6 +437,7 @@ impl Service {
             failed.record.name.clone(),
             Registered::Failed(Arc::new(failed)),
         );
+        self.registered.notify_waiters();
     }
 
     /// Runs CPU-bound work on the blocking pool.

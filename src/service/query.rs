@@ -11,6 +11,7 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use crate::index::{Hit, SearchParams, validate};
+use crate::store::{CollectionSource, PassageRecord};
 
 use super::Service;
 use super::collection::Collection;
@@ -519,7 +520,10 @@ impl Service {
         })
     }
 
-    /// Turns index hits into results: passage rows from the store, metadata from memory.
+    /// Turns index hits into results: where each passage is and its document's metadata from
+    /// memory; the text and the vector, when asked for, from the store (through its passage
+    /// cache). A hit that needs neither is rendered without the store, so such queries keep
+    /// being answered while the database is unreachable.
     async fn render(
         &self,
         coll: &Collection,
@@ -532,40 +536,57 @@ impl Service {
             return Ok(Vec::new());
         }
         let ids = hit_ids(&hits);
-        let rows = self
-            .store
-            .get_passages(coll.record.id, &ids, query.include.vector)
-            .await?;
-        let mut rows: HashMap<u64, _> = rows.into_iter().map(|r| (r.id, r)).collect();
+        let located = coll.locate(&ids);
+        // A reranked query reads every hit's text, returned or not. Vector collections store
+        // no text.
+        let wants_text = (query.include.text || query.rerank.is_some())
+            && coll.record.source == CollectionSource::Text;
+        let mut rows: HashMap<u64, PassageRecord> = HashMap::new();
+        if wants_text || query.include.vector {
+            let present: Vec<u64> = ids
+                .iter()
+                .zip(&located)
+                .filter(|(_, l)| l.is_some())
+                .map(|(id, _)| *id)
+                .collect();
+            rows = self
+                .store
+                .get_passages(coll.record.id, &present, query.include.vector)
+                .await?
+                .into_iter()
+                .map(|r| (r.id, r))
+                .collect();
+        }
         let mut out = Vec::with_capacity(hits.len());
-        for (i, hit) in hits.into_iter().enumerate() {
-            // A passage deleted between the search and this read is simply left out.
-            let Some(row) = rows.remove(&hit.id) else {
-                continue;
+        for (i, (hit, place)) in hits.into_iter().zip(located).enumerate() {
+            // A passage deleted since the search is simply left out.
+            let Some(place) = place else { continue };
+            let (text, vector) = if wants_text || query.include.vector {
+                let Some(row) = rows.remove(&hit.id) else {
+                    continue;
+                };
+                (row.text.filter(|_| wants_text), row.vector)
+            } else {
+                (None, None)
             };
             out.push(QueryHit {
-                id: format!("{}#{}", row.doc_id, row.index),
+                id: format!("{}#{}", place.doc_id, place.index),
                 passage: PassageSpan {
-                    index: row.index,
-                    start: row.start,
-                    end: row.end,
+                    index: place.index,
+                    start: place.span.start,
+                    end: place.span.end,
                 },
-                document_id: row.doc_id,
+                document_id: place.doc_id,
                 score: hit.score,
                 distance: metric_scores.then(|| hit.distance(coll.metric)),
                 rerank_score: None,
-                // A reranked query reads every hit's text, returned or not.
-                text: if query.include.text || query.rerank.is_some() {
-                    row.text
-                } else {
-                    None
-                },
+                text,
                 metadata: if query.include.metadata {
                     Some(metadata.get(i).cloned().flatten().unwrap_or(Value::Null))
                 } else {
                     None
                 },
-                vector: row.vector,
+                vector,
             });
         }
         Ok(out)

@@ -29,7 +29,7 @@ use sqlx::postgres::{PgListener, PgPool};
 
 use super::codec::{decode_metadata, decode_vector, to_u64};
 use super::error::{StoreError, StoreResult};
-use super::rows::{CollectionId, PassageId};
+use super::rows::{CollectionId, PassageId, Span};
 use super::{Db, Store};
 
 /// The `LISTEN/NOTIFY` channel a commit notifies, with `collection_id:version` as payload.
@@ -98,8 +98,21 @@ pub struct CollectionVersion {
 pub struct DocumentState {
     /// The document's metadata (`null` for none).
     pub metadata: Value,
-    /// Its passages in order: id, vector and text.
-    pub passages: Vec<(PassageId, Vec<f32>, Option<String>)>,
+    /// Its passages in order.
+    pub passages: Vec<StatePassage>,
+}
+
+/// A passage of a [`DocumentState`].
+#[derive(Clone, Debug)]
+pub struct StatePassage {
+    /// Passage id.
+    pub id: PassageId,
+    /// Where it lies in the document's text.
+    pub span: Span,
+    /// Its vector, as stored.
+    pub vector: Vec<f32>,
+    /// Its text, if stored.
+    pub text: Option<String>,
 }
 
 /// What a follower must do to bring a collection from the version it has applied up to (part
@@ -315,7 +328,8 @@ impl Store {
             );
         }
         let passages = sqlx::query(
-            "SELECT doc_id, id, vector, text FROM passages WHERE collection_id = $1 AND \
+            "SELECT doc_id, id, vector, text, char_start, char_end FROM passages \
+             WHERE collection_id = $1 AND \
              doc_id IN (SELECT json_array_elements_text($2::json)) ORDER BY doc_id, idx",
         )
         .bind(collection.0)
@@ -327,6 +341,8 @@ impl Store {
             let id: i64 = row.try_get(1)?;
             let blob: Vec<u8> = row.try_get(2)?;
             let text: Option<String> = row.try_get(3)?;
+            let start: i64 = row.try_get(4)?;
+            let end: i64 = row.try_get(5)?;
             let dimension = dimension.ok_or_else(|| {
                 StoreError::Corrupt(format!(
                     "collection {collection} has passages but no dimension"
@@ -337,9 +353,16 @@ impl Store {
             let state = states.get_mut(&doc).ok_or_else(|| {
                 StoreError::Corrupt(format!("passage {id} of missing document '{doc}'"))
             })?;
-            state
-                .passages
-                .push((to_u64(id, || "passage id".into())?, vector, text));
+            let what = || format!("passage {id}");
+            state.passages.push(StatePassage {
+                id: to_u64(id, what)?,
+                span: Span {
+                    start: super::codec::to_usize(start, what)?,
+                    end: super::codec::to_usize(end, what)?,
+                },
+                vector,
+                text,
+            });
         }
         tx.commit().await?;
         let documents = ids

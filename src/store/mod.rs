@@ -57,11 +57,13 @@ mod scan;
 
 pub use cache::PassageCacheStats;
 pub use error::{StoreError, StoreResult};
-pub use feed::{Catchup, ChangeListener, CollectionVersion, DocumentState, NodeRecord};
+pub use feed::{
+    Catchup, ChangeListener, CollectionVersion, DocumentState, NodeRecord, StatePassage,
+};
 pub use rows::{
     CollectionId, CollectionRecord, CollectionSource, CollectionSummary, CreateOutcome,
     DeletedDocument, DocumentPage, DocumentPassages, DocumentRecord, NewCollection, NewDocument,
-    NewPassage, PageRequest, PassageId, PassageRecord, UpsertedDocument, VectorChunk,
+    NewPassage, PageRequest, PassageId, PassageRecord, Span, UpsertedDocument, VectorChunk,
 };
 pub use scan::{DocumentScan, VectorScan};
 

@@ -299,8 +299,17 @@ impl VectorChunk {
     }
 }
 
-/// A document's metadata and passage ids, as read by [`DocumentScan`](super::DocumentScan) to
-/// evaluate metadata filters in memory.
+/// Where a passage lies in its document's text: characters `start..end`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Span {
+    /// First character.
+    pub start: usize,
+    /// One past the last character.
+    pub end: usize,
+}
+
+/// A document's metadata and passages, as read by [`DocumentScan`](super::DocumentScan) to
+/// evaluate metadata filters and render search hits in memory.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DocumentPassages {
     /// Document id.
@@ -309,4 +318,6 @@ pub struct DocumentPassages {
     pub metadata: Value,
     /// Its passage ids, in passage order.
     pub passage_ids: Vec<PassageId>,
+    /// Their spans, in the same order.
+    pub spans: Vec<Span>,
 }

@@ -12,7 +12,7 @@ use super::{ReadTx, Store, read_tx};
 const ROWS_PER_FETCH: usize = 256;
 use super::codec::{decode_metadata, decode_vector_into, to_u64, to_usize};
 use super::error::{StoreError, StoreResult};
-use super::rows::{CollectionId, DocumentPassages, PassageId, VectorChunk};
+use super::rows::{CollectionId, DocumentPassages, Span, VectorChunk};
 
 /// Runs `$body` with `$tx` bound to the transaction inside a [`ReadTx`], once per backend.
 macro_rules! on_tx {
@@ -110,6 +110,15 @@ impl VectorScan {
     }
 }
 
+/// A document row joined with one of its passages (none: the passage columns are null).
+type DocumentPassageRow = (
+    String,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+);
+
 /// Reads every document of a collection in id order, with its metadata and passage ids, chunk
 /// by chunk, from one snapshot. Made by [`Store::scan_documents`].
 #[derive(Debug)]
@@ -137,9 +146,9 @@ impl DocumentScan {
         };
         // The document page first, then its passages: a LEFT JOIN keeps a document without
         // passages, and the order groups each document's passages together.
-        let rows: Vec<(String, Option<String>, Option<i64>)> = on_tx!(tx, |tx| {
+        let rows: Vec<DocumentPassageRow> = on_tx!(tx, |tx| {
             sqlx::query_as(
-                "SELECT d.doc_id, d.metadata, p.id FROM \
+                "SELECT d.doc_id, d.metadata, p.id, p.char_start, p.char_end FROM \
                  (SELECT doc_id, metadata FROM documents WHERE collection_id = $1 \
                   AND doc_id > $2 ORDER BY doc_id LIMIT $3) d \
                  LEFT JOIN passages p ON p.collection_id = $1 AND p.doc_id = d.doc_id \
@@ -152,7 +161,7 @@ impl DocumentScan {
             .await?
         });
         let mut docs: Vec<DocumentPassages> = Vec::new();
-        for (doc_id, metadata, passage) in &rows {
+        for (doc_id, metadata, passage, start, end) in &rows {
             if docs.last().is_none_or(|d| &d.id != doc_id) {
                 docs.push(DocumentPassages {
                     id: doc_id.clone(),
@@ -160,11 +169,16 @@ impl DocumentScan {
                         format!("metadata of document '{doc_id}'")
                     })?,
                     passage_ids: Vec::new(),
+                    spans: Vec::new(),
                 });
             }
             if let (Some(id), Some(doc)) = (*passage, docs.last_mut()) {
-                let id: PassageId = to_u64(id, || format!("passage of document '{doc_id}'"))?;
-                doc.passage_ids.push(id);
+                let what = || format!("passage of document '{doc_id}'");
+                doc.passage_ids.push(to_u64(id, what)?);
+                doc.spans.push(Span {
+                    start: to_usize(start.unwrap_or(0), what)?,
+                    end: to_usize(end.unwrap_or(0), what)?,
+                });
             }
         }
         if docs.len() < self.chunk_size as usize {

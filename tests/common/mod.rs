@@ -18,13 +18,18 @@ use serde_json::Value;
 use tokenizers::Tokenizer;
 use tower::ServiceExt;
 use vicinity::api::{self, ApiSettings, AppState};
+use vicinity::distance::Metric;
 use vicinity::embed::{
     CrossEncoder, CrossEncoderOptions, EmbedResult, Embedder, EmbeddingWorker, EncoderOptions,
     RerankOptions, RerankWorker, Reranker, SentenceEncoder, WorkerOptions,
 };
-use vicinity::service::{Service, ServiceSettings};
+use vicinity::service::{
+    CollectionSpec, Hybrid, Include, IndexConfig, IndexType, Query, QueryInput, SearchMode,
+    Service, ServiceSettings,
+};
 use vicinity::store::{Store, StoreOptions};
 
+pub(crate) mod process;
 pub(crate) mod reference;
 
 /// The tiny BERT fixture: 32-dimensional, 32 tokens of input.
@@ -353,4 +358,36 @@ pub(crate) fn real_model_dir() -> PathBuf {
         .map(|model| model.dir)
         .or_else(|| fetch::cache_dir(&data_dir, &spec))
         .unwrap_or_else(|| PathBuf::from(spec))
+}
+
+/// A cosine collection of `dim`-wide vectors with the index `kind`.
+pub(crate) fn vector_spec(kind: IndexType, dim: usize) -> CollectionSpec {
+    CollectionSpec {
+        distance: Metric::Cosine,
+        index: IndexConfig {
+            kind,
+            ..Default::default()
+        },
+        dimension: Some(dim),
+        chunking: None,
+        lexical: None,
+    }
+}
+
+/// A dense query for the `k` nearest neighbours of `v`, with the default parameters.
+pub(crate) fn vector_query(v: &[f32], k: usize) -> Query {
+    Query {
+        input: QueryInput::Vector(v.to_vec()),
+        k,
+        filter: None,
+        ef: None,
+        nprobe: None,
+        exact: false,
+        include: Include::default(),
+        mmr: None,
+        group: None,
+        mode: Some(SearchMode::Dense),
+        hybrid: Hybrid::default(),
+        rerank: None,
+    }
 }

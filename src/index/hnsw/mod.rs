@@ -375,6 +375,25 @@ impl HnswIndex {
             .unwrap_or_else(|| default_ef(self.graph.len()))
     }
 
+    /// The stored rows of those of `ids` that are live, in the order asked: their ids and the
+    /// rows, row-major, as the metric stores them (normalised under cosine). Ids not live are
+    /// skipped.
+    pub fn stored_rows(&self, ids: &[u64]) -> (Vec<u64>, Vec<f32>) {
+        let nodes: Vec<(u64, u32)> = {
+            let by_id = self.by_id.lock();
+            ids.iter()
+                .filter_map(|id| by_id.get(id).map(|&n| (*id, n)))
+                .collect()
+        };
+        let mut found = Vec::with_capacity(nodes.len());
+        let mut rows = Vec::with_capacity(nodes.len() * self.dim);
+        for (id, node) in nodes {
+            found.push(id);
+            rows.extend_from_slice(self.vectors.row(node));
+        }
+        (found, rows)
+    }
+
     /// Number of tombstoned nodes still in the graph.
     pub fn tombstones(&self) -> usize {
         self.tombstones.load(Ordering::Acquire)
