@@ -27,23 +27,15 @@ import json
 import os
 import random
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from local_server import Node
 
 
 def request(method, url, body=None, timeout=120):
@@ -58,50 +50,6 @@ def request(method, url, body=None, timeout=120):
 def with_database(admin, name):
     parts = urllib.parse.urlsplit(admin)
     return urllib.parse.urlunsplit(parts._replace(path="/" + name))
-
-
-class Node:
-    def __init__(self, args, name, url, work):
-        self.args, self.name, self.url = args, name, url
-        self.data = os.path.join(work, name)
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.proc = None
-
-    def start(self):
-        started = time.monotonic()
-        cmd = [self.args.binary, "serve", "--addr", f"127.0.0.1:{self.port}",
-               "--data-dir", self.data, "--model", self.args.model,
-               "--database-url", self.url, "--node-id", self.name,
-               "--follow-interval", "200ms", "--chunk-overlap", "4"]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while True:
-            if self.proc.poll() is not None:
-                sys.exit(f"node {self.name} exited with {self.proc.returncode}")
-            try:
-                if request("GET", self.base + "/readyz", timeout=2)[0] == 200:
-                    return time.monotonic() - started
-            except (urllib.error.URLError, ConnectionError, OSError):
-                pass
-            time.sleep(0.02)
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def applied(self, collection):
-        _, c = request("GET", self.base + "/cluster")
-        for n in c["nodes"]:
-            if n["id"] == self.name:
-                for col in n["collections"]:
-                    if col["name"] == collection:
-                        return col["applied"]
-        return -1
 
 
 def vectors(rng, n, dim):
@@ -197,7 +145,8 @@ def main():
     subprocess.run(["psql", args.postgres, "-qc", f"CREATE DATABASE {name}"], check=True)
     url = with_database(args.postgres, name)
     work = tempfile.mkdtemp(prefix="vicinity-cluster-")
-    a, b, c = (Node(args, n, url, work) for n in ("a", "b", "c"))
+    a, b, c = (Node(args.binary, args.model, n, url, work, ["--follow-interval", "200ms"])
+               for n in ("a", "b", "c"))
     out = {"n": args.n, "dimension": args.dimension, "index": args.index}
     try:
         a.start()

@@ -64,7 +64,8 @@ class Server:
     its output in `server.log` there. Environment variables of vicinity set in the caller's
     environment are dropped, so that only `args` configure it; RUST_LOG is `log_level`."""
 
-    def __init__(self, binary, model, args=(), data_dir=None, start_timeout=600, log_level="warn"):
+    def __init__(self, binary, model, args=(), data_dir=None, start_timeout=600, log_level="warn",
+                 poll_s=0.2):
         self.binary = binary
         self.model = model
         self.args = list(args)
@@ -72,6 +73,7 @@ class Server:
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="vicinity-bench-")
         self.start_timeout = start_timeout
         self.log_level = log_level
+        self.poll_s = poll_s
         self.port = None
         self.proc = None
         self.log = None
@@ -95,7 +97,7 @@ class Server:
                     return Client(self.port)
             except OSError:
                 pass
-            time.sleep(0.2)
+            time.sleep(self.poll_s)
         self.stop()
         raise RuntimeError(f"server not ready after {self.start_timeout} s; see {self.log.name}")
 
@@ -142,3 +144,42 @@ def rss_kib(pid):
     except OSError:
         pass
     return None
+
+
+class Node(Server):
+    """A node of several sharing one PostgreSQL database: `Server` with node id `name`, its
+    data directory `work/name`, the tiny model's chunk overlap, and readiness polled every
+    20 ms so that `start` times it closely."""
+
+    def __init__(self, binary, model, name, database_url, work, args=()):
+        data_dir = os.path.join(work, name)
+        os.makedirs(data_dir, exist_ok=True)
+        super().__init__(binary, model,
+                         ["--database-url", database_url, "--node-id", name,
+                          "--chunk-overlap", "4", *args],
+                         data_dir=data_dir, poll_s=0.02)
+        self.name = name
+        self.client = None
+
+    @property
+    def base(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self):
+        """Starts the node; returns the seconds from the process start to /readyz 200."""
+        started = time.monotonic()
+        self.client = super().start()
+        return time.monotonic() - started
+
+    def stop(self, grace_s=600):
+        return super().stop(grace_s)
+
+    def applied(self, collection):
+        """The version of `collection` this node has applied, as /cluster says; -1 if none."""
+        _, c = self.client.call("GET", "/cluster")
+        for n in c["nodes"]:
+            if n["id"] == self.name:
+                for col in n["collections"]:
+                    if col["name"] == collection:
+                        return col["applied"]
+        return -1

@@ -21,21 +21,13 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from local_server import Node
 
 
 def get(url):
@@ -43,45 +35,16 @@ def get(url):
         return r.status, json.loads(r.read() or b"null")
 
 
-class Node:
-    def __init__(self, args, name, url, work):
-        self.args, self.name, self.url = args, name, url
-        self.data = os.path.join(work, name)
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.proc = None
+def index_state(node):
+    return get(node.base + "/collections/big")[1]["index_state"]
 
-    def start(self):
-        started = time.monotonic()
-        self.proc = subprocess.Popen(
-            [self.args.binary, "serve", "--addr", f"127.0.0.1:{self.port}", "--data-dir",
-             self.data, "--model", self.args.model, "--chunk-overlap", "4",
-             "--database-url", self.url, "--node-id", self.name],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while True:
-            if self.proc.poll() is not None:
-                sys.exit(f"node {self.name} exited with {self.proc.returncode}")
-            try:
-                if get(self.base + "/readyz")[0] == 200:
-                    return time.monotonic() - started
-            except (urllib.error.URLError, ConnectionError, OSError):
-                pass
-            time.sleep(0.02)
 
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=600)
-
-    def index_state(self):
-        return get(self.base + "/collections/big")[1]["index_state"]
-
-    def wait_indexed(self):
-        while True:
-            s = self.index_state()
-            if s["status"] == "ready" and s["pending"] == 0:
-                return
-            time.sleep(0.5)
+def wait_indexed(node):
+    while True:
+        s = index_state(node)
+        if s["status"] == "ready" and s["pending"] == 0:
+            return
+        time.sleep(0.5)
 
 
 def main():
@@ -91,42 +54,63 @@ def main():
     p.add_argument("--postgres", required=True)
     p.add_argument("--vectors", required=True)
     p.add_argument("--restarts", type=int, default=3)
+    p.add_argument("--keep", metavar="DIR",
+                   help="keep node A's data directory and database in DIR, and reuse them "
+                        "when DIR holds them already (import and build once, restart often)")
+    p.add_argument("--no-join", action="store_true", help="skip step 2 (node B)")
     args = p.parse_args()
 
-    name = f"restart_bench_{os.getpid()}"
-    subprocess.run(["psql", args.postgres, "-qc", f"CREATE DATABASE {name}"], check=True)
+    kept = args.keep and os.path.exists(os.path.join(args.keep, "database"))
+    if kept:
+        with open(os.path.join(args.keep, "database")) as f:
+            name = f.read().strip()
+    else:
+        name = f"restart_bench_{os.getpid()}"
+        subprocess.run(["psql", args.postgres, "-qc", f"CREATE DATABASE {name}"], check=True)
     parts = urllib.parse.urlsplit(args.postgres)
     url = urllib.parse.urlunsplit(parts._replace(path="/" + name))
-    work = tempfile.mkdtemp(prefix="vicinity-restart-")
-    a, b = Node(args, "a", url, work), Node(args, "b", url, work)
+    if args.keep:
+        os.makedirs(args.keep, exist_ok=True)
+        with open(os.path.join(args.keep, "database"), "w") as f:
+            f.write(name)
+    work = args.keep or tempfile.mkdtemp(prefix="vicinity-restart-")
+    shutil.rmtree(os.path.join(work, "b"), ignore_errors=True)
+    a, b = (Node(args.binary, args.model, n, url, work) for n in ("a", "b"))
     try:
         a.start()
         started = time.monotonic()
-        subprocess.run([args.binary, "import", "--url", a.base, "--collection", "big",
-                        "--create", "--batch", "512", "--concurrency", "4", args.vectors],
-                       check=True, stdout=subprocess.DEVNULL)
+        if not kept:
+            subprocess.run([args.binary, "import", "--url", a.base, "--collection", "big",
+                            "--create", "--batch", "512", "--concurrency", "4", args.vectors],
+                           check=True, stdout=subprocess.DEVNULL)
         imported = time.monotonic() - started
-        a.wait_indexed()
+        wait_indexed(a)
         info = get(a.base + "/collections/big")[1]
         print(json.dumps({"passages": info["passages"], "import_s": imported,
                           "indexed_s": time.monotonic() - started}), flush=True)
         for _ in range(args.restarts):
             a.stop()
             ready = a.start()
-            state = a.index_state()
+            state = index_state(a)
             print(json.dumps({"restart_ready_s": ready, "index_at_ready": state}), flush=True)
+        if args.no_join:
+            return
         ready = b.start()
         joined = time.monotonic()
-        print(json.dumps({"join_ready_s": ready, "index_at_ready": b.index_state()}),
+        print(json.dumps({"join_ready_s": ready, "index_at_ready": index_state(b)}),
               flush=True)
-        b.wait_indexed()
+        wait_indexed(b)
         print(json.dumps({"join_graph_built_s": ready + time.monotonic() - joined}),
               flush=True)
     finally:
         for n in (a, b):
             n.stop()
-        shutil.rmtree(work, ignore_errors=True)
-        subprocess.run(["psql", args.postgres, "-qc", f"DROP DATABASE IF EXISTS {name}"])
+        if args.keep:
+            # B's node id leaves the registry when it stops; its data is not reused.
+            shutil.rmtree(b.data_dir, ignore_errors=True)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+            subprocess.run(["psql", args.postgres, "-qc", f"DROP DATABASE IF EXISTS {name}"])
 
 
 if __name__ == "__main__":
