@@ -148,8 +148,9 @@ def rss_kib(pid):
 
 class Node(Server):
     """A node of several sharing one PostgreSQL database: `Server` with node id `name`, its
-    data directory `work/name`, the tiny model's chunk overlap, and readiness polled every
-    20 ms so that `start` times it closely."""
+    data directory `work/name`, the tiny model's chunk overlap, readiness polled every 20 ms so
+    that `start` times it closely, and info logs in `server.log` (how long each collection took
+    to load)."""
 
     def __init__(self, binary, model, name, database_url, work, args=()):
         data_dir = os.path.join(work, name)
@@ -157,7 +158,7 @@ class Node(Server):
         super().__init__(binary, model,
                          ["--database-url", database_url, "--node-id", name,
                           "--chunk-overlap", "4", *args],
-                         data_dir=data_dir, poll_s=0.02)
+                         data_dir=data_dir, poll_s=0.02, log_level="info")
         self.name = name
         self.client = None
 
