@@ -380,24 +380,43 @@ impl Collection {
             && ann.dim() == self.dim
     }
 
-    /// Adds to the exact index, at start-up, the vectors of those of `ids` that `ann` (a
-    /// snapshot not installed yet) holds, as it stores them; returns the ids it lacks, all of
-    /// them when its kind does not keep vectors as given.
-    pub(crate) fn load_vectors_from(&self, ann: &AnnIndex, ids: &[PassageId]) -> Vec<PassageId> {
+    /// Fills the exact index, at start-up, with every vector `ann` (a snapshot not installed
+    /// yet) holds, as it stores them, in ascending id order (the layout a scan of the store
+    /// gives). Returns `false`, adding nothing, when its kind does not keep vectors as given.
+    pub(crate) fn load_snapshot_vectors(&self, ann: &AnnIndex) -> bool {
         // Chunks bound the copy made beside the two indexes.
         const CHUNK: usize = 65_536;
-        let mut missing = Vec::new();
+        let mut ids = ann.live_ids();
+        ids.sort_unstable();
         self.state.write().flat.reserve(ids.len());
         for chunk in ids.chunks(CHUNK) {
             let Some((found, rows)) = ann.stored_vectors(chunk) else {
-                return ids.to_vec();
+                return false;
             };
-            if found.len() < chunk.len() {
-                let held: HashSet<PassageId> = found.iter().copied().collect();
-                missing.extend(chunk.iter().filter(|id| !held.contains(id)));
-            }
             self.state.write().flat.add_prepared(&found, &rows);
         }
+        true
+    }
+
+    /// Brings the exact index, filled from a snapshot, to the stored passages `stored`:
+    /// removes what the store no longer has, and returns the stored passages it lacks.
+    pub(crate) fn reconcile_vectors(&self, stored: &[PassageId]) -> Vec<PassageId> {
+        let mut st = self.state.write();
+        let wanted: HashSet<PassageId> = stored.iter().copied().collect();
+        let gone: Vec<PassageId> = st
+            .flat
+            .ids()
+            .iter()
+            .copied()
+            .filter(|id| !wanted.contains(id))
+            .collect();
+        st.flat.remove_rows(&gone);
+        let mut missing: Vec<PassageId> = stored
+            .iter()
+            .copied()
+            .filter(|&id| !st.flat.contains(id))
+            .collect();
+        missing.sort_unstable();
         missing
     }
 

@@ -515,35 +515,58 @@ impl Service {
         // vectors of the passages it indexes, so only those it lacks are read from the store;
         // without one, every vector is, beside the documents.
         let dir = self.snapshot_dir(&coll);
+        let vectors_from_snapshot = coll.ann_params().is_some_and(|p| p.kind == IndexKind::Hnsw)
+            && SnapshotReader::exists(&dir);
         let snapshot_file =
             (coll.ann_params().is_some() && SnapshotReader::exists(&dir)).then(|| {
                 let d = dir.clone();
-                tokio::task::spawn_blocking(move || AnnIndex::load(&d))
+                let c = coll.clone();
+                let fill = vectors_from_snapshot;
+                tokio::task::spawn_blocking(move || {
+                    let read = Instant::now();
+                    let ann = AnnIndex::load(&d);
+                    let read = read.elapsed();
+                    // The exact index takes the snapshot's vectors while the documents are
+                    // still being read.
+                    let filled = match &ann {
+                        Ok(ann) if fill && c.snapshot_fits(ann) => c.load_snapshot_vectors(ann),
+                        _ => false,
+                    };
+                    (ann, read, filled)
+                })
             });
-        let vectors_from_snapshot =
-            snapshot_file.is_some() && coll.ann_params().is_some_and(|p| p.kind == IndexKind::Hnsw);
+        // Each chunk of documents goes into memory on a blocking thread while the next is
+        // read.
         let documents = async {
-            let mut docs = Vec::new();
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<DocEntry>>(4);
+            let c = coll.clone();
+            let loader = tokio::task::spawn_blocking(move || {
+                while let Some(chunk) = rx.blocking_recv() {
+                    c.load_documents(chunk);
+                }
+            });
             let mut passages = Vec::new();
             let mut scan = self.store.scan_documents(id, LOAD_CHUNK).await?;
             while let Some(chunk) = scan.next_chunk().await? {
+                let mut entries = Vec::with_capacity(chunk.len());
                 for d in chunk {
                     passages.extend_from_slice(&d.passage_ids);
-                    docs.push(DocEntry {
+                    entries.push(DocEntry {
                         id: d.id,
                         metadata: d.metadata,
                         passages: d.passage_ids,
                         spans: d.spans,
                     });
                 }
+                if tx.send(entries).await.is_err() {
+                    break;
+                }
             }
-            let c = coll.clone();
-            Service::blocking(move || {
-                c.load_documents(docs);
-                Ok(())
-            })
-            .await?;
-            ServiceResult::Ok(passages)
+            drop(tx);
+            loader
+                .await
+                .map_err(|e| ServiceError::internal("document load task", e))?;
+            ServiceResult::Ok((passages, started.elapsed()))
         };
         let vectors = async {
             if !vectors_from_snapshot {
@@ -551,20 +574,29 @@ impl Service {
             }
             ServiceResult::Ok(())
         };
-        let (passages, ()) = tokio::try_join!(documents, vectors)?;
+        let ((passages, documents_read), ()) = tokio::try_join!(documents, vectors)?;
+        let mut snapshot_read = None;
 
         let snapshot = match snapshot_file {
             None => "none",
             Some(file) => {
+                let mut filled = false;
                 let ann = match file.await {
-                    Ok(Ok(ann)) => Ok(ann),
-                    Ok(Err(e)) => Err(e.into()),
+                    Ok((Ok(ann), read, f)) => {
+                        snapshot_read = Some(read);
+                        filled = f;
+                        Ok(ann)
+                    }
+                    Ok((Err(e), _, _)) => Err(e.into()),
                     Err(e) => Err(ServiceError::internal("snapshot load task", e)),
                 };
                 // `Err`: the snapshot is refused; a failure to read the store is no reason to
                 // drop it, and fails the load instead.
                 let installed: Result<bool, ServiceError> = match ann {
                     Ok(ann) if !coll.snapshot_fits(&ann) => Ok(false),
+                    // Not filled: a kind that keeps no vectors as given, which an HNSW
+                    // snapshot never is; the store gives them, and the graph is rebuilt.
+                    Ok(_) if vectors_from_snapshot && !filled => Ok(false),
                     Ok(ann) if vectors_from_snapshot => self
                         .install_with_vectors(&coll, ann, passages)
                         .await?
@@ -607,6 +639,8 @@ impl Service {
             pending = state.pending,
             snapshot,
             lexical,
+            documents_ms = documents_read.as_millis() as u64,
+            snapshot_read_ms = snapshot_read.map(|d| d.as_millis() as u64),
             load_ms = loaded.as_millis() as u64,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "collection restored"
@@ -626,8 +660,8 @@ impl Service {
         Ok(())
     }
 
-    /// Installs an HNSW snapshot whose vectors fill the exact index: those of `passages` (the
-    /// stored ones) it holds are taken from it, the rest read from the store. Passage ids are
+    /// Installs an HNSW snapshot whose vectors filled the exact index: those of `passages` (the
+    /// stored ones) it holds were taken from it, the rest are read from the store. Passage ids are
     /// never reused, so a vector the snapshot holds for a stored passage is that passage's;
     /// a sample is still checked against the store, so that a snapshot meeting another
     /// database's rows (a restored backup, a copied data directory) is refused rather than
@@ -640,9 +674,8 @@ impl Service {
     ) -> ServiceResult<Result<(), ServiceError>> {
         let c = coll.clone();
         let (ann, missing, sample) = Service::blocking(move || {
-            // Ascending ids: the layout a scan of the store gives.
             passages.sort_unstable();
-            let missing = c.load_vectors_from(&ann, &passages);
+            let missing = c.reconcile_vectors(&passages);
             let sample = c.vector_sample(&passages, &missing, SNAPSHOT_CHECKS);
             Ok((ann, missing, sample))
         })
