@@ -335,6 +335,24 @@ async fn negate_stored_vectors(url: &str) {
     }
 }
 
+/// Asserts that exact top-10 queries of collection "c" for `probes` give the brute-force
+/// answers over `rows`, with document "d4" (deleted) left out.
+async fn assert_exact_answers(svc: &Service, rows: &[f32], probes: &[Vec<f32>], what: &str) {
+    for p in probes {
+        let q = Query {
+            exact: true,
+            ..vq(p, 10)
+        };
+        let r = svc.query("c", q).await.unwrap();
+        let want: Vec<String> = brute_force(rows, p, 11)
+            .into_iter()
+            .filter(|d| d != "d4")
+            .take(10)
+            .collect();
+        assert_eq!(ids(&r), want, "{what}");
+    }
+}
+
 /// A restart takes the vectors of the passages its HNSW snapshot holds from the snapshot, and
 /// only the others from the store; exact answers and returned vectors are those of the store.
 /// A snapshot whose vectors are not the store's is refused.
@@ -384,15 +402,7 @@ async fn a_snapshot_gives_its_vectors_and_the_store_the_rest(backend: TestBacken
         let svc = open_on(dir.path(), &backend).await;
         let info = svc.get_collection("c").await.unwrap();
         assert_eq!(info.passages, 599);
-        for p in &probes {
-            let r = svc.query("c", exact(p, 10)).await.unwrap();
-            let want: Vec<String> = brute_force(&data, p, 11)
-                .into_iter()
-                .filter(|d| d != "d4")
-                .take(10)
-                .collect();
-            assert_eq!(ids(&r), want);
-        }
+        assert_exact_answers(&svc, &data, &probes, "answers from the store's vectors").await;
         // Stored vectors are returned as given, whichever side they were loaded from.
         let mut q = exact(&probes[0], 1);
         q.include.vector = true;
@@ -413,15 +423,13 @@ async fn a_snapshot_gives_its_vectors_and_the_store_the_rest(backend: TestBacken
     assert_eq!(ids(&r), vec!["d10".to_string()]);
     let info = svc.get_collection("c").await.unwrap();
     assert_eq!(info.passages, 599);
-    for p in &probes {
-        let r = svc.query("c", exact(p, 10)).await.unwrap();
-        let want: Vec<String> = brute_force(&negated, p, 11)
-            .into_iter()
-            .filter(|d| d != "d4")
-            .take(10)
-            .collect();
-        assert_eq!(ids(&r), want, "answers from the snapshot's vectors");
-    }
+    assert_exact_answers(
+        &svc,
+        &negated,
+        &probes,
+        "answers from the snapshot's vectors",
+    )
+    .await;
     svc.shutdown().await;
 }
 
