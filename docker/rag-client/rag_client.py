@@ -38,6 +38,7 @@ def index_folder(args):
         sys.exit(f"no .txt or .md files under {root}")
     call(args, "PUT", f"/collections/{args.collection}", {"distance": "cosine"})
     passages = 0
+    version = None
     for start in range(0, len(files), args.batch):
         docs = [
             {
@@ -52,7 +53,9 @@ def index_folder(args):
             answer = call(args, "POST", f"/collections/{args.collection}/documents",
                           {"documents": docs})
             passages += sum(d["passages"] for d in answer["documents"])
+            version = answer.get("version", version)
     print(f"indexed {len(files)} files ({passages} passages) into '{args.collection}'")
+    return version
 
 
 def main():
@@ -66,10 +69,14 @@ def main():
     p.add_argument("--batch", type=int, default=16, help="files per request")
     args = p.parse_args()
 
+    query = {"query": args.question, "k": args.k, "include": ["text"]}
     if args.folder:
-        index_folder(args)
-    answer = call(args, "POST", f"/collections/{args.collection}/query",
-                  {"query": args.question, "k": args.k, "include": ["text"]})
+        # Behind a load balancer the query may reach another node than the writes did: it
+        # waits there until that node has applied them.
+        version = index_folder(args)
+        if version is not None:
+            query["consistency"] = {"min_version": version}
+    answer = call(args, "POST", f"/collections/{args.collection}/query", query)
     print(f"question: {args.question}")
     for rank, r in enumerate(answer["results"], 1):
         span = r["passage"]
