@@ -40,7 +40,7 @@ elif [[ "$mode" == registry ]]; then
   echo "build.sh: cannot pull $rust_default or $runtime_default" >&2
   exit 1
 else
-  echo "build.sh: no registry reachable; building the base images from Debian's packages"
+  echo "build.sh: no registry reachable; base images made from Debian's packages"
   runtime_local="$(local_debian_image)"
   rust_local="$(local_rust_image "$runtime_local")"
   build_args=(--build-arg "RUST_IMAGE=$rust_local" --build-arg "RUNTIME_IMAGE=$runtime_local")
