@@ -30,7 +30,6 @@ default_arg() { sed -n "s/^ARG $1=//p" "$root/docker/Dockerfile"; }
 rust_default="$(default_arg RUST_IMAGE)"
 runtime_default="$(default_arg RUNTIME_IMAGE)"
 
-have_image() { docker image inspect "$1" >/dev/null 2>&1; }
 pull() { have_image "$1" || docker pull --quiet "$1" >/dev/null 2>&1; }
 
 build_args=()

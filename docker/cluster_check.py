@@ -13,18 +13,21 @@ from the README. Standard library only; exits non-zero on the first failed check
 """
 
 import argparse
+import http.client
 import json
+import os
+import pathlib
 import random
 import shlex
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "scripts"))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "scripts"))
+from local_server import Client  # noqa: E402
 from words import sentence  # noqa: E402
 
 COLLECTION = "corpus"
@@ -34,22 +37,17 @@ class Failed(Exception):
     pass
 
 
-def request(base, key, method, path, body=None, timeout=60):
-    """(status, JSON body or None); status 0 when the connection failed."""
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(base + path, data=data, method=method)
-    req.add_header("content-type", "application/json")
-    req.add_header("authorization", f"Bearer {key}")
+def client(url, key):
+    """A keep-alive JSON client of `url` that sends the API key."""
+    u = urllib.parse.urlsplit(url)
+    return Client(u.port, timeout=60, host=u.hostname, headers={"authorization": f"Bearer {key}"})
+
+
+def request(client, method, path, body=None):
+    """(status, body); status 0 when the connection failed (a node down, say)."""
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, json.loads(r.read() or b"null")
-    except urllib.error.HTTPError as e:
-        raw = e.read()
-        try:
-            return e.code, json.loads(raw)
-        except ValueError:
-            return e.code, {"raw": raw[:200].decode(errors="replace")}
-    except (OSError, urllib.error.URLError):
+        return client.call(method, path, body)
+    except (OSError, http.client.HTTPException):
         return 0, None
 
 
@@ -65,10 +63,10 @@ def address(container):
     return f"http://{ip[0]}:8080"
 
 
-def wait_ready(base, key, what, limit=180):
+def wait_ready(client, what, limit=180):
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        status, _ = request(base, key, "GET", "/readyz", timeout=5)
+        status, _ = request(client, "GET", "/readyz")
         if status == 200:
             return
         time.sleep(0.5)
@@ -78,8 +76,8 @@ def wait_ready(base, key, what, limit=180):
 class Import:
     """Batches sent through the load balancer, each retried until acknowledged."""
 
-    def __init__(self, args, docs):
-        self.args, self.docs = args, docs
+    def __init__(self, lb):
+        self.lb = lb
         self.lock = threading.Lock()
         self.acked = 0
         self.version = 0
@@ -89,8 +87,8 @@ class Import:
     def send(self, batch):
         deadline = time.monotonic() + 180
         while True:
-            status, body = request(self.args.lb, self.args.api_key, "POST",
-                                   f"/collections/{COLLECTION}/documents", {"documents": batch})
+            status, body = request(self.lb, "POST", f"/collections/{COLLECTION}/documents",
+                                   {"documents": batch})
             if 200 <= status < 300:
                 with self.lock:
                     self.acked += len(batch)
@@ -132,7 +130,7 @@ def main():
     p.add_argument("--node", action="append", required=True, help="NAME=CONTAINER_ID")
     p.add_argument("--kill", required=True, help="the node to SIGKILL mid-import")
     p.add_argument("--rag-client", required=True, help="the command that runs the RAG client")
-    p.add_argument("--api-key", default=__import__("os").environ.get("VICINITY_API_KEY"))
+    p.add_argument("--api-key", default=os.environ.get("VICINITY_API_KEY"))
     p.add_argument("--docs", type=int, default=3000)
     p.add_argument("--batch", type=int, default=50)
     p.add_argument("--queries", type=int, default=100)
@@ -148,13 +146,13 @@ def main():
     docs = [{"id": f"doc-{i}", "text": " ".join(sentence(rng, 12) for _ in range(3)),
              "metadata": {"n": i}} for i in range(args.docs)]
 
-    wait_ready(args.lb, args.api_key, "the load balancer")
-    status, body = request(args.lb, args.api_key, "PUT", f"/collections/{COLLECTION}",
-                           {"distance": "cosine"})
+    lb = client(args.lb, args.api_key)
+    wait_ready(lb, "the load balancer")
+    status, body = request(lb, "PUT", f"/collections/{COLLECTION}", {"distance": "cosine"})
     if status not in (200, 201):
         raise Failed(f"creating the collection answered {status}: {body}")
 
-    imp = Import(args, docs)
+    imp = Import(lb)
     batches = [docs[i:i + args.batch] for i in range(0, len(docs), args.batch)]
     with ThreadPoolExecutor(5) as pool:
         killer = pool.submit(kill_and_restart, nodes[args.kill], args.kill,
@@ -173,19 +171,18 @@ def main():
     if not imp.retries:
         log("note: no request failed while the node was down (the balancer routed around it)")
 
-    bases = {}
+    clients = {}
     for name, container in nodes.items():
-        bases[name] = address(container)
-        wait_ready(bases[name], args.api_key, name)
+        clients[name] = client(address(container), args.api_key)
+        wait_ready(clients[name], name)
     log("every node ready")
 
     # Nothing acknowledged is lost: each node reads every document back from the store.
     ids = [d["id"] for d in docs]
-    for name, base in bases.items():
+    for name, node in clients.items():
         found = set()
         for i in range(0, len(ids), 1000):
-            status, body = request(base, args.api_key, "POST",
-                                   f"/collections/{COLLECTION}/documents/get",
+            status, body = request(node, "POST", f"/collections/{COLLECTION}/documents/get",
                                    {"ids": ids[i:i + 1000], "limit": 1000})
             if status != 200:
                 raise Failed(f"{name}: reading documents answered {status}: {body}")
@@ -199,8 +196,8 @@ def main():
     sample = random.Random(args.seed + 1).sample(docs, min(args.queries, len(docs)))
     for doc in sample:
         answers = {}
-        for name, base in bases.items():
-            status, body = request(base, args.api_key, "POST", f"/collections/{COLLECTION}/query", {
+        for name, node in clients.items():
+            status, body = request(node, "POST", f"/collections/{COLLECTION}/query", {
                 "query": doc["text"], "k": 5, "mode": "dense", "include": [],
                 "consistency": {"min_version": imp.version}})
             if status != 200:
@@ -210,7 +207,7 @@ def main():
                 raise Failed(f"{name}: the text of {doc['id']} found {answers[name][0]} first")
         if len({json.dumps(a) for a in answers.values()}) != 1:
             raise Failed(f"nodes answer {doc['id']}'s text differently: {answers}")
-    log(f"{len(sample)} queries: identical answers on {len(bases)} nodes, each document first")
+    log(f"{len(sample)} queries: identical answers on {len(clients)} nodes, each document first")
 
     # The example RAG client, through the load balancer.
     run = subprocess.run(shlex.split(args.rag_client), capture_output=True, text=True, timeout=300)

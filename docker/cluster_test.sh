@@ -28,8 +28,7 @@ if ((build)); then
   bash "$root/docker/build.sh"
 fi
 # The stack's other images use the base build.sh used: the local one where it made one.
-if docker image inspect vicinity-local/debian:bookworm-slim >/dev/null 2>&1 &&
-  ! docker image inspect debian:bookworm-slim >/dev/null 2>&1; then
+if have_image vicinity-local/debian:bookworm-slim && ! have_image debian:bookworm-slim; then
   export VICINITY_DEBIAN_IMAGE=vicinity-local/debian:bookworm-slim
 fi
 

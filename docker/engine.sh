@@ -1,6 +1,16 @@
 # Shared by docker/build.sh and docker/cluster_test.sh (sourced, not run): what a machine
 # without a Docker engine or a registry lacks, prepared from Debian's packages.
 
+# Installs Debian packages. Nothing goes to stdout: some callers' stdout is captured.
+apt_install() {
+  echo "engine.sh: installing $*" >&2
+  apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# Whether the engine holds an image tagged $1.
+have_image() { docker image inspect "$1" >/dev/null 2>&1; }
+
 # Starts a Docker engine unless one answers: installs Debian's docker.io if dockerd is missing,
 # then runs dockerd in the background, logging to $TMPDIR.
 ensure_docker_engine() {
@@ -8,9 +18,7 @@ ensure_docker_engine() {
     return
   fi
   if ! command -v dockerd >/dev/null; then
-    echo "engine.sh: installing docker.io" >&2
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null
+    apt_install docker.io
   fi
   local log="${TMPDIR:-/tmp}/vicinity-dockerd.log"
   echo "engine.sh: starting dockerd (log: $log)" >&2
@@ -35,9 +43,7 @@ ensure_compose() {
     return
   fi
   if ! command -v docker-compose >/dev/null; then
-    echo "engine.sh: installing docker-compose" >&2
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null
+    apt_install docker-compose
   fi
   COMPOSE=(docker-compose)
 }
@@ -47,13 +53,12 @@ ensure_compose() {
 # Built once per engine; reused while the tag exists.
 local_debian_image() {
   local tag=vicinity-local/debian:bookworm-slim
-  if docker image inspect "$tag" >/dev/null 2>&1; then
+  if have_image "$tag"; then
     echo "$tag"
     return
   fi
   if ! command -v debootstrap >/dev/null; then
-    apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+    apt_install debootstrap
   fi
   local dir
   dir="$(mktemp -d)"
@@ -95,7 +100,7 @@ local_rust_image() {
   local base="$1" version sysroot
   version="$(rustc --version | cut -d' ' -f2)"
   local tag="vicinity-local/rust:$version-bookworm"
-  if docker image inspect "$tag" >/dev/null 2>&1; then
+  if have_image "$tag"; then
     echo "$tag"
     return
   fi

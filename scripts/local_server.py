@@ -22,11 +22,14 @@ def free_port():
 
 
 class Client:
-    """JSON over HTTP to 127.0.0.1:`port`, one keep-alive connection per thread."""
+    """JSON over HTTP to `host`:`port`, one keep-alive connection per thread; `headers` go with
+    every request (an API key, say)."""
 
-    def __init__(self, port, timeout=120):
+    def __init__(self, port, timeout=120, host="127.0.0.1", headers=None):
         self.port = port
         self.timeout = timeout
+        self.host = host
+        self.headers = dict(headers or {})
         self.local = threading.local()
 
     def call(self, method, path, body=None, raw_body=None):
@@ -35,12 +38,14 @@ class Client:
         conn = getattr(self.local, "conn", None)
         if conn is None:
             conn = self.local.conn = http.client.HTTPConnection(
-                "127.0.0.1", self.port, timeout=self.timeout
+                self.host, self.port, timeout=self.timeout
             )
         data = raw_body if raw_body is not None else (
             None if body is None else json.dumps(body).encode()
         )
-        headers = {"content-type": "application/json"} if data is not None else {}
+        headers = dict(self.headers)
+        if data is not None:
+            headers["content-type"] = "application/json"
         try:
             conn.request(method, path, body=data, headers=headers)
             resp = conn.getresponse()
