@@ -174,6 +174,7 @@ async fn collection_and_document_lifecycle() {
     let app = App::tiny(dir.path()).await;
     let (_, info) = app.send(GET, "/info", None).await;
     let model = info["model"].as_str().unwrap().to_owned();
+    assert!(info["reranker"].is_null(), "no reranker runs: {info}");
 
     // Create, create again identically (no body reads as `{}`), conflict.
     let created = app.send(PUT, "/collections/docs", Some(json!({}))).await;
@@ -638,6 +639,21 @@ async fn paging_continues_after_a_deleted_cursor() {
         )
         .await;
     assert_error(&r, StatusCode::BAD_REQUEST, "invalid_parameter");
+    // An id asked for twice is answered once, and paging past it ends.
+    let twice = json!(["p1", "p1", "p2", "p1"]);
+    let (got, after) = page(&app, json!({"ids": twice, "limit": 1})).await;
+    assert_eq!((got, &after), (strings(&["p1"]), &json!("p1")));
+    let (got, after) = page(&app, json!({"ids": twice, "limit": 1, "after": after})).await;
+    assert_eq!((got, after), (strings(&["p2"]), Value::Null));
+    let r = app
+        .send(
+            Method::POST,
+            "/collections/pages/documents/get",
+            Some(json!({"ids": twice})),
+        )
+        .await;
+    assert_ok(&r);
+    assert_eq!(r.1["total"], 2, "{}", r.1);
     app.close().await;
 }
 
@@ -1828,6 +1844,72 @@ async fn dot_and_l2_scores_stay_finite() {
                 "{distance}: {h}"
             );
         }
+    }
+    app.close().await;
+}
+
+/// A document given as a vector keeps the text it came with, and a query returns that text as
+/// its passage's text, in a vector collection as in a text one (LangChain and LlamaIndex stores
+/// that embed on the client rely on it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vector_documents_return_their_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::tiny(dir.path()).await;
+    let unit = |i: usize| {
+        let mut v = vec![0.0f32; TINY_DIM];
+        v[i] = 1.0;
+        v
+    };
+    // A vector collection (dimension 4) and a text collection (the model's dimension).
+    for (name, dim) in [("vecs", 4), ("texts", TINY_DIM)] {
+        let uri = format!("/collections/{name}");
+        let r = app.send(PUT, &uri, Some(json!({"dimension": dim}))).await;
+        assert_eq!(r.0, StatusCode::CREATED, "{}", r.1);
+        let v = |i| unit(i)[..dim].to_vec();
+        let r = app
+            .send(
+                POST,
+                &format!("{uri}/documents"),
+                Some(json!({"documents": [
+                    {"id": "a", "vector": v(0), "text": "alpha café", "metadata": {"n": 1}},
+                    {"id": "b", "vector": v(1)},
+                ]})),
+            )
+            .await;
+        assert_ok(&r);
+        let query = format!("{uri}/query");
+        let r = app
+            .send(POST, &query, Some(json!({"vector": v(0), "k": 2})))
+            .await;
+        assert_ok(&r);
+        let got = hits(&r.1);
+        assert_eq!(got[0]["document_id"], "a", "{name}: {}", r.1);
+        assert_eq!(got[0]["text"], "alpha café", "{name}");
+        assert_eq!(got[0]["metadata"], json!({"n": 1}), "{name}");
+        assert_eq!(
+            got[0]["passage"],
+            json!({"index": 0, "start": 0, "end": 10}),
+            "{name}"
+        );
+        assert!(
+            got[1]["text"].is_null(),
+            "{name}: a document without text: {}",
+            got[1]
+        );
+        // Without "text" in `include` none is returned.
+        let r = app
+            .send(
+                POST,
+                &query,
+                Some(json!({"vector": v(0), "k": 1, "include": ["metadata"]})),
+            )
+            .await;
+        assert_ok(&r);
+        assert!(
+            hits(&r.1)[0].get("text").is_none_or(Value::is_null),
+            "{name}: {}",
+            r.1
+        );
     }
     app.close().await;
 }

@@ -255,10 +255,15 @@ impl Service {
                     }
                     (Vec::new(), None)
                 }
-                (None, _) => {
+                (None, text) => {
+                    let what = if text.is_some() {
+                        "text of only whitespace, and no vector"
+                    } else {
+                        "neither text nor a vector"
+                    };
                     return Err(ServiceError::invalid(
                         "empty_input",
-                        format!("document '{id}' has neither text nor a vector"),
+                        format!("document '{id}' has {what}"),
                     ));
                 }
             };
@@ -377,7 +382,7 @@ impl Service {
             })
     }
 
-    /// Documents selected by ids (in request order, missing ones left out) or by a metadata
+    /// Documents selected by ids (in request order, each once, missing ones left out) or by a metadata
     /// filter (in id order), a page at a time: `after` is the last id of the previous page.
     pub async fn get_documents(
         &self,
@@ -419,6 +424,10 @@ impl Service {
                     ids.len(),
                     self.settings.limits.max_documents,
                 )?;
+                // An id asked for twice is answered once: a cursor naming it must have one
+                // position, or paging would never get past it.
+                let mut seen = HashSet::with_capacity(ids.len());
+                let ids: Vec<String> = ids.into_iter().filter(|i| seen.insert(i.clone())).collect();
                 // The cursor is found among the ids asked for, not just the existing ones, so
                 // that deleting the document it names does not send paging back to the start.
                 let passed = match &after {

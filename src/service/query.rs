@@ -11,7 +11,7 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use crate::index::{Hit, SearchParams, validate};
-use crate::store::{CollectionSource, PassageRecord};
+use crate::store::PassageRecord;
 
 use super::Service;
 use super::collection::Collection;
@@ -537,10 +537,10 @@ impl Service {
         }
         let ids = hit_ids(&hits);
         let located = coll.locate(&ids);
-        // A reranked query reads every hit's text, returned or not. Vector collections store
-        // no text.
-        let wants_text = (query.include.text || query.rerank.is_some())
-            && coll.record.source == CollectionSource::Text;
+        // A reranked query reads every hit's text, returned or not. A document given as a
+        // vector keeps its text (if it came with one) as its one passage's text, in vector
+        // collections too.
+        let wants_text = query.include.text || query.rerank.is_some();
         let mut rows: HashMap<u64, PassageRecord> = HashMap::new();
         if wants_text || query.include.vector {
             let present: Vec<u64> = ids
