@@ -152,8 +152,8 @@ pub struct ServeConfig {
     pub shutdown_timeout: Duration,
 
     /// API keys with full access, comma-separated. When this or --read-only-api-key is set,
-    /// every route but /healthz and /readyz needs a key, as 'Authorization: Bearer KEY' or
-    /// 'api-key: KEY'.
+    /// every route but /healthz, /readyz and the playground page (/ui, which holds no data and
+    /// asks for the key) needs a key, as 'Authorization: Bearer KEY' or 'api-key: KEY'.
     #[arg(
         long,
         env = "VICINITY_API_KEY",

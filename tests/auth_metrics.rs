@@ -241,6 +241,16 @@ async fn keys_open_routes_by_access() {
         )
         .await;
         assert_eq!(r.0, StatusCode::OK, "{credential:?}: {}", r.2);
+        // Reranking changes nothing either: past the key check, this server has no reranker.
+        let r = send(
+            &app,
+            POST,
+            "/rerank",
+            Some(json!({"query": "a cat", "texts": ["a dog"]})),
+            credential,
+        )
+        .await;
+        assert_refused(&r, StatusCode::BAD_REQUEST, "reranker_unavailable");
     }
 
     // Everything else is closed too: server information, the API description, the metrics,

@@ -382,6 +382,11 @@ async fn the_lexical_index_survives_restarts_and_catches_up_with_the_store() {
 async fn rerank_endpoint_and_reranked_queries() {
     let dir = tempfile::tempdir().unwrap();
     let app = App::tiny_with_reranker(dir.path()).await;
+    let (_, info) = app.send(Method::GET, "/info", None).await;
+    assert!(
+        info["reranker"].as_str().is_some_and(|id| !id.is_empty()),
+        "/info names the reranker: {info}"
+    );
 
     // /rerank in TEI's shape, with sentence-transformers' scores for the same pairs.
     let reference = Reference::read(&common::tiny_cross_encoder_dir());

@@ -1,7 +1,9 @@
 //! API keys: who may call which route.
 //!
 //! Authentication is off until a key is configured. Once any key is, every route but `/healthz`
-//! and `/readyz` (which orchestrators probe without credentials) needs one, sent as
+//! and `/readyz` (which orchestrators probe without credentials) and the playground's page and
+//! assets ([`ui::ROUTES`]: static files that hold no data, and the page must load to ask for
+//! the key) needs one, sent as
 //! `Authorization: Bearer <key>` or as `api-key: <key>`. A read-write key opens every route; a
 //! read-only key opens the routes that change nothing and gets 403 `forbidden` on the others.
 //! A missing or unknown key gets 401 `unauthorized` with `WWW-Authenticate: Bearer`.
@@ -22,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 use subtle::{Choice, ConstantTimeEq};
 
 use super::error::ApiError;
+use super::ui;
 
 /// Routes open without a key, for liveness and readiness probes.
 const OPEN_ROUTES: [&str; 2] = ["/healthz", "/readyz"];
@@ -29,12 +32,13 @@ const OPEN_ROUTES: [&str; 2] = ["/healthz", "/readyz"];
 /// POST routes that read and change nothing, so a read-only key may call them. Every other
 /// route with a method beyond GET and HEAD counts as a write: a new route is closed to
 /// read-only keys until it is listed here.
-const READ_ONLY_POSTS: [&str; 5] = [
+const READ_ONLY_POSTS: [&str; 6] = [
     "/collections/{name}/documents/get",
     "/collections/{name}/query",
     "/collections/{name}/query/batch",
     "/v1/embeddings",
     "/embed",
+    "/rerank",
 ];
 
 /// The header of the `api-key: <key>` style.
@@ -195,7 +199,7 @@ pub(crate) async fn require_key(State(keys): State<ApiKeys>, req: Request, next:
         .extensions()
         .get::<MatchedPath>()
         .map(MatchedPath::as_str);
-    if route.is_some_and(|r| OPEN_ROUTES.contains(&r)) {
+    if route.is_some_and(|r| OPEN_ROUTES.contains(&r) || ui::ROUTES.contains(&r)) {
         return next.run(req).await;
     }
     match keys.check(req.headers()) {

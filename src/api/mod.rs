@@ -4,15 +4,17 @@
 //! model. [`router`] builds the whole application from an [`AppState`] (tests drive it with
 //! `tower::ServiceExt::oneshot`); [`serve`] runs it on a listener until a shutdown signal.
 //!
-//! Every response is JSON, errors included (see [`error`]): unknown routes (404), wrong methods
+//! Every API response is JSON, errors included (see [`error`]): unknown routes (404), wrong methods
 //! (405), bodies over the limit (413), the request timeout (503) and panics (500) go through
 //! [`ApiError`](error::ApiError) like the service's own errors. Each request gets an
 //! `x-request-id` (the client's, or a new UUID), echoed in the response, and a tracing span
 //! with its method, path, route, status and latency.
 //!
 //! When API keys are configured, [`auth`] refuses requests without a valid one (all but the
-//! health checks); [`metrics`] counts and times every request, refused ones included, and
-//! serves `/metrics`.
+//! health checks and the playground's static files); [`metrics`] counts and times every
+//! request, refused ones included, and serves `/metrics`. [`ui`] serves the search playground
+//! at `/ui`, a page that is not part of the API (nor of its OpenAPI document) but passes
+//! through the same middleware.
 //!
 //! To extend the router, add routes to [`routes`] and layers in
 //! [`router`]; handlers stay thin and call the service.
@@ -41,6 +43,7 @@ pub mod handlers;
 pub mod metrics;
 pub mod openapi;
 pub mod state;
+pub mod ui;
 
 pub use error::{ApiError, ApiResult};
 pub use state::{ApiSettings, AppState, Ready};
@@ -80,6 +83,8 @@ pub fn router(state: AppState) -> Router {
     let settings = state.settings().clone();
     let (router, _) = routes().split_for_parts();
     router
+        // Before the layers, so that the page gets the same request ids, tracing and metrics.
+        .merge(ui::routes())
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // The limit the body extractors enforce; ApiJson turns its rejection into our 413.

@@ -50,7 +50,8 @@ struct ApiKeySchemes;
 
 impl Modify for ApiKeySchemes {
     fn modify(&self, doc: &mut OpenApiDoc) {
-        let when = "Needed on every route but /healthz and /readyz when the server has API \
+        let when = "Needed on every route but /healthz, /readyz and the playground page (/ui) \
+            when the server has API \
             keys (VICINITY_API_KEY, VICINITY_READ_ONLY_API_KEY); a read-only key is refused \
             with 403 on routes that change data.";
         let components = doc.components.get_or_insert_with(Default::default);

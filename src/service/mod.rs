@@ -306,6 +306,7 @@ impl Service {
             model: self.embedder.model_id().to_string(),
             dimension: self.embedder.dim(),
             max_input_tokens: self.embedder.max_input_tokens(),
+            reranker: self.reranker.as_ref().map(|r| r.model_id().to_string()),
         }
     }
 

@@ -452,4 +452,6 @@ pub struct ServiceInfo {
     pub dimension: usize,
     /// The most tokens it reads from one input.
     pub max_input_tokens: usize,
+    /// The cross-encoder's id, when the server runs one.
+    pub reranker: Option<String>,
 }

@@ -20,6 +20,9 @@ pub struct InfoResponse {
     /// The most tokens it reads from one input; longer texts are split into passages.
     #[schema(example = 256)]
     pub max_input_tokens: usize,
+    /// The cross-encoder that reranks (`--reranker`), or null when the server runs none.
+    #[schema(example = "cross-encoder/ms-marco-MiniLM-L6-v2")]
+    pub reranker: Option<String>,
 }
 
 impl From<ServiceInfo> for InfoResponse {
@@ -29,6 +32,7 @@ impl From<ServiceInfo> for InfoResponse {
             model: i.model,
             dimension: i.dimension,
             max_input_tokens: i.max_input_tokens,
+            reranker: i.reranker,
         }
     }
 }
