@@ -4,9 +4,9 @@
 //! model. [`router`] builds the whole application from an [`AppState`] (tests drive it with
 //! `tower::ServiceExt::oneshot`); [`serve`] runs it on a listener until a shutdown signal.
 //!
-//! Every API response is JSON, errors included (see [`error`]): unknown routes (404), wrong methods
-//! (405), bodies over the limit (413), the request timeout (503) and panics (500) go through
-//! [`ApiError`](error::ApiError) like the service's own errors. Each request gets an
+//! Every API response is JSON, errors included (see [`error`]): unknown routes (404), wrong
+//! methods (405), bodies over the limit (413), the request timeout (503) and panics (500) go
+//! through [`ApiError`](error::ApiError) like the service's own errors. Each request gets an
 //! `x-request-id` (the client's, or a new UUID), echoed in the response, and a tracing span
 //! with its method, path, route, status and latency.
 //!

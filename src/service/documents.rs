@@ -382,8 +382,9 @@ impl Service {
             })
     }
 
-    /// Documents selected by ids (in request order, each once, missing ones left out) or by a metadata
-    /// filter (in id order), a page at a time: `after` is the last id of the previous page.
+    /// Documents selected by ids (in request order, each once, missing ones left out) or by a
+    /// metadata filter (in id order), a page at a time: `after` is the last id of the previous
+    /// page.
     pub async fn get_documents(
         &self,
         collection: &str,
@@ -424,30 +425,32 @@ impl Service {
                     ids.len(),
                     self.settings.limits.max_documents,
                 )?;
-                // An id asked for twice is answered once: a cursor naming it must have one
-                // position, or paging would never get past it.
-                let mut seen = HashSet::with_capacity(ids.len());
-                let ids: Vec<String> = ids.into_iter().filter(|i| seen.insert(i.clone())).collect();
-                // The cursor is found among the ids asked for, not just the existing ones, so
-                // that deleting the document it names does not send paging back to the start.
-                let passed = match &after {
-                    None => 0,
-                    Some(a) => match ids.iter().position(|i| i == a) {
-                        Some(p) => p + 1,
-                        // Restarting from the first page would hand the client pages it has
-                        // already seen; a cursor from another request is a client error.
-                        None => {
-                            return Err(ServiceError::invalid(
-                                "invalid_parameter",
-                                format!(
-                                    "\"after\" names '{a}', which is not among the requested ids"
-                                ),
-                            ));
-                        }
-                    },
-                };
                 let c = coll.clone();
+                // The ids (up to `max_documents`) are de-duplicated and searched off the
+                // runtime, beside the lookups.
                 Service::blocking(move || {
+                    let ids = first_occurrences(ids);
+                    // The cursor is found among the ids asked for, not just the existing ones,
+                    // so that deleting the document it names does not send paging back to the
+                    // start.
+                    let passed = match &after {
+                        None => 0,
+                        Some(a) => match ids.iter().position(|i| i == a) {
+                            Some(p) => p + 1,
+                            // Restarting from the first page would hand the client pages it
+                            // has already seen; a cursor from another request is a client
+                            // error.
+                            None => {
+                                return Err(ServiceError::invalid(
+                                    "invalid_parameter",
+                                    format!(
+                                        "\"after\" names '{a}', which is not among the \
+                                         requested ids"
+                                    ),
+                                ));
+                            }
+                        },
+                    };
                     let st = c.state.read();
                     let found = |i: &String| st.docs.contains_key(i);
                     let start = ids[..passed].iter().filter(|i| found(i)).count();
@@ -633,4 +636,15 @@ where
     })
     .await
     .map_err(|e| ServiceError::internal(what, e))?
+}
+
+/// `ids` with each id at its first position only: an id asked for twice is answered once, so
+/// that a cursor naming it has one position and paging gets past it.
+fn first_occurrences(ids: Vec<String>) -> Vec<String> {
+    let mut seen = HashSet::with_capacity(ids.len());
+    let keep: Vec<bool> = ids.iter().map(|i| seen.insert(i.as_str())).collect();
+    ids.into_iter()
+        .zip(keep)
+        .filter_map(|(id, first)| first.then_some(id))
+        .collect()
 }

@@ -121,8 +121,8 @@ fn default_page() -> u32 {
     DEFAULT_PAGE
 }
 
-/// Which documents to read: `ids` (in that order, each once, missing ones left out), or a `filter` (in id
-/// order), or neither (every document, in id order); a page at a time.
+/// Which documents to read: `ids` (in that order, each once, missing ones left out), or a
+/// `filter` (in id order), or neither (every document, in id order); a page at a time.
 #[derive(Clone, Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GetDocumentsRequest {
