@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional
 from langchain_core.embeddings import Embeddings
 from vicinity_client import AsyncVicinity, Vicinity
 
-from langchain_vicinity._clients import ClientPair
+from vicinity_client import ClientPair
 
 # The server takes at most 2048 inputs per request; smaller requests keep each one well
 # inside the server's request timeout on a CPU-bound model.

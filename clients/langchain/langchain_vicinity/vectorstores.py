@@ -35,7 +35,7 @@ from vicinity_client import (
     Vicinity,
 )
 
-from langchain_vicinity._clients import ClientPair
+from vicinity_client import ClientPair
 from langchain_vicinity.embeddings import VicinityEmbeddings
 
 VST = TypeVar("VST", bound="VicinityVectorStore")

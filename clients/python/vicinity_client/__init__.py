@@ -14,6 +14,7 @@ tests.
 
 from ._async_client import AsyncVicinity
 from ._client import Vicinity
+from ._pair import ClientPair
 from ._version import __version__
 from .errors import (
     APIConnectionError,
@@ -51,6 +52,7 @@ __all__ = [
     "__version__",
     "Vicinity",
     "AsyncVicinity",
+    "ClientPair",
     "DocumentInput",
     "Document",
     "DocumentPage",

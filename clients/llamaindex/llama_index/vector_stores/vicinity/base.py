@@ -23,9 +23,8 @@ from llama_index.core.vector_stores.utils import (
     metadata_dict_to_node,
     node_to_metadata_dict,
 )
-from vicinity_client import AsyncVicinity, DocumentInput, Vicinity
+from vicinity_client import AsyncVicinity, ClientPair, DocumentInput, Vicinity
 
-from ._clients import Clients
 from .filters import Filter, all_of, field_in, to_vicinity_filter
 
 __all__ = ["VicinityVectorStore", "NODE_ID_KEY"]
@@ -116,7 +115,7 @@ class VicinityVectorStore(BasePydanticVectorStore):
     chunking: Optional[Dict[str, Any]] = None
     lexical: Optional[Dict[str, Any]] = None
 
-    _clients: Clients = PrivateAttr()
+    _clients: ClientPair = PrivateAttr()
     _collection_ready: bool = PrivateAttr(default=False)
 
     def __init__(
@@ -145,8 +144,13 @@ class VicinityVectorStore(BasePydanticVectorStore):
             lexical=lexical,
             **kwargs,
         )
-        self._clients = Clients(
-            "VicinityVectorStore", url, api_key, client, aclient, client_kwargs
+        self._clients = ClientPair(
+            url=url,
+            api_key=api_key,
+            client=client,
+            async_client=aclient,
+            client_kwargs=client_kwargs,
+            async_client_arg="aclient",
         )
 
     @classmethod
@@ -171,6 +175,7 @@ class VicinityVectorStore(BasePydanticVectorStore):
     async def aclose(self) -> None:
         """Close both clients, when this store made them."""
         await self._clients.aclose()
+        self._clients.close()
 
     # ---------------------------------------------------------------------------- writes
 

@@ -9,9 +9,8 @@ from typing import Any, Dict, List, Optional
 
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
-from vicinity_client import AsyncVicinity, Vicinity
+from vicinity_client import AsyncVicinity, ClientPair, Vicinity
 
-from ._clients import Clients
 
 __all__ = ["VicinityEmbedding"]
 
@@ -52,7 +51,7 @@ class VicinityEmbedding(BaseEmbedding):
         description="Truncate inputs longer than the model reads instead of refusing them.",
     )
 
-    _clients: Clients = PrivateAttr()
+    _clients: ClientPair = PrivateAttr()
 
     def __init__(
         self,
@@ -74,7 +73,14 @@ class VicinityEmbedding(BaseEmbedding):
             embed_batch_size=embed_batch_size,
             **kwargs,
         )
-        self._clients = Clients("VicinityEmbedding", url, api_key, client, aclient, client_kwargs)
+        self._clients = ClientPair(
+            url=url,
+            api_key=api_key,
+            client=client,
+            async_client=aclient,
+            client_kwargs=client_kwargs,
+            async_client_arg="aclient",
+        )
 
     @classmethod
     def class_name(cls) -> str:
@@ -98,6 +104,7 @@ class VicinityEmbedding(BaseEmbedding):
     async def aclose(self) -> None:
         """Close both clients, when this model made them."""
         await self._clients.aclose()
+        self._clients.close()
 
     def _batches(self, texts: List[str]) -> List[List[str]]:
         size = max(1, self.embed_batch_size)
