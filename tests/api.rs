@@ -175,6 +175,12 @@ async fn collection_and_document_lifecycle() {
     let (_, info) = app.send(GET, "/info", None).await;
     let model = info["model"].as_str().unwrap().to_owned();
     assert!(info["reranker"].is_null(), "no reranker runs: {info}");
+    // The test model loads with the default precision, which every CPU runs.
+    assert_eq!(info["precision"], "f32", "{info}");
+    assert!(
+        matches!(info["kernel"].as_str(), Some("avx512f" | "gemm")),
+        "{info}"
+    );
 
     // Create, create again identically (no body reads as `{}`), conflict.
     let created = app.send(PUT, "/collections/docs", Some(json!({}))).await;

@@ -91,6 +91,9 @@ struct Point {
     p99_ms: f64,
     threads: usize,
     via: Via,
+    /// The number format the dense layers ran in, and their kernel.
+    precision: &'static str,
+    kernel: &'static str,
     /// Mean tokens per sentence, special tokens included, after truncation.
     tokens_per_sentence: f64,
     runs: usize,
@@ -111,6 +114,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     }
     let encoder = args.model.load(args.threads)?;
     let threads = encoder.threads();
+    let kernel = encoder.kernel();
     let max_seq = encoder.max_seq_length();
     let mut runner = match args.via {
         Via::Encoder => Runner::Encoder(Arc::new(encoder)),
@@ -128,8 +132,17 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     };
     if !args.json {
         println!(
-            "{:>8} {:>6} {:>6} {:>8} {:>12} {:>9} {:>9} {:>7}",
-            "via", "batch", "words", "tokens", "sentences/s", "p50 ms", "p99 ms", "threads"
+            "{:>8} {:>6} {:>6} {:>8} {:>12} {:>9} {:>9} {:>7} {:>9} {:>12}",
+            "via",
+            "batch",
+            "words",
+            "tokens",
+            "sentences/s",
+            "p50 ms",
+            "p99 ms",
+            "threads",
+            "precision",
+            "kernel"
         );
     }
     let min_time = Duration::from_secs_f64(args.duration);
@@ -163,6 +176,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
                 p99_ms: percentile(&latencies, 0.99),
                 threads,
                 via: args.via,
+                precision: kernel.precision().as_str(),
+                kernel: kernel.as_str(),
                 tokens_per_sentence: tokens,
                 runs: latencies.len(),
             };
@@ -256,14 +271,16 @@ fn print_point(point: &Point, json: bool) -> anyhow::Result<()> {
         };
         writeln!(
             out,
-            "{via:>8} {:>6} {:>6} {:>8.1} {:>12.1} {:>9.2} {:>9.2} {:>7}",
+            "{via:>8} {:>6} {:>6} {:>8.1} {:>12.1} {:>9.2} {:>9.2} {:>7} {:>9} {:>12}",
             point.batch,
             point.words,
             point.tokens_per_sentence,
             point.sentences_per_s,
             point.p50_ms,
             point.p99_ms,
-            point.threads
+            point.threads,
+            point.precision,
+            point.kernel
         )?;
     }
     out.flush()?;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use vicinity::embed::fetch::{self, DEFAULT_MODEL, FetchOptions, ResolvedModel};
 use vicinity::embed::{
-    CrossEncoder, CrossEncoderOptions, EmbeddingWorker, EncoderOptions, RerankOptions,
+    CrossEncoder, CrossEncoderOptions, EmbeddingWorker, EncoderOptions, Precision, RerankOptions,
     RerankWorker, SentenceEncoder, WorkerOptions,
 };
 
@@ -43,6 +43,13 @@ pub(crate) struct ModelArgs {
     /// cross-encoder/ms-marco-MiniLM-L6-v2, fetched into the model cache. None by default.
     #[arg(long, env = "VICINITY_RERANKER")]
     pub(crate) reranker: Option<String>,
+
+    /// Number format of the sentence encoder's dense layers: f32 (the reference), bf16 (needs
+    /// AVX-512 BF16) or int8 (weights per output channel, activations per token; needs
+    /// AVX-512 VNNI). Where the CPU lacks the instructions, the encoder runs f32 and the log
+    /// says so; /info reports what runs. The reranker always runs f32.
+    #[arg(long, env = "VICINITY_PRECISION", default_value = "f32")]
+    pub(crate) precision: Precision,
 }
 
 impl ModelArgs {
@@ -94,15 +101,25 @@ impl ModelArgs {
         let opts = EncoderOptions {
             threads,
             model_id: Some(model.model_id.clone()),
+            precision: self.precision,
             ..EncoderOptions::default()
         };
         let encoder = SentenceEncoder::load(&model.dir, &opts)
             .with_context(|| format!("cannot load the model in {}", model.dir.display()))?;
+        if let Some(why) = encoder.fallback() {
+            tracing::warn!(
+                requested = %self.precision,
+                precision = %encoder.kernel().precision(),
+                "{why}: the encoder runs f32"
+            );
+        }
         tracing::info!(
             model = encoder.model_id(),
             dim = encoder.dim(),
             max_seq_length = encoder.max_seq_length(),
             threads = encoder.threads(),
+            precision = %encoder.kernel().precision(),
+            kernel = %encoder.kernel(),
             "model loaded"
         );
         Ok(encoder)

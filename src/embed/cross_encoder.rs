@@ -20,7 +20,9 @@ use rayon::ThreadPool;
 use super::bert::{Bert, Linear, Output, Runner, Weights};
 use super::config::{self, Architecture, CrossEncoderConfig, ModelConfig, ScoreActivation};
 use super::dense;
+use super::lowp::Staging;
 use super::model::directory_name;
+use super::precision::Precision;
 use super::tokenize::{Encoded, TextTokenizer};
 use super::worker::BatchModel;
 use super::{EmbedError, EmbedResult};
@@ -105,9 +107,9 @@ impl ClassificationHead {
             }
         }
         Ok(ClassificationHead {
-            dense: weights.linear(&[dense], h, h)?,
+            dense: weights.linear(&[dense], h, h, Precision::F32, &[])?,
             activation,
-            out: weights.linear(&[out], h, 1)?,
+            out: weights.linear(&[out], h, 1, Precision::F32, &[])?,
         })
     }
 
@@ -116,7 +118,9 @@ impl ClassificationHead {
     fn logits(&self, cls: &[f32], n: usize, threads: usize) -> Vec<f32> {
         let h = self.dense.weight.n_out();
         let mut hidden = vec![0.0f32; n * h];
-        dense::matmul(cls, n, &self.dense.weight, &mut hidden, threads);
+        // The head is f32: nothing to convert, and an empty staging allocates nothing.
+        let staging = &mut Staging::default();
+        dense::matmul(cls, n, &self.dense.weight, &mut hidden, threads, staging);
         for row in hidden.chunks_exact_mut(h) {
             for (x, b) in row.iter_mut().zip(&self.dense.bias) {
                 let v = *x + b;
@@ -127,7 +131,7 @@ impl ClassificationHead {
             }
         }
         let mut logits = vec![0.0f32; n];
-        dense::matmul(&hidden, n, &self.out.weight, &mut logits, threads);
+        dense::matmul(&hidden, n, &self.out.weight, &mut logits, threads, staging);
         logits.iter_mut().for_each(|l| *l += self.out.bias[0]);
         logits
     }
@@ -249,7 +253,7 @@ impl CrossEncoder {
         let prefix = Bert::prefix(&weights, &ce.model)?;
         // The head first: a sentence encoder's directory fails here, with the clearer message.
         let head = ClassificationHead::load(&weights, &ce, prefix)?;
-        let bert = Bert::from_weights(&weights, ce.model.clone())?;
+        let bert = Bert::from_weights(&weights, ce.model.clone(), Precision::F32, None)?;
         drop(weights);
         let runner = Runner::new(bert, opts.threads, "rerank")?;
         Ok(CrossEncoder {

@@ -19,6 +19,9 @@
 
 use gemm::Parallelism;
 
+use super::lowp::{self, Bf16Matrix, Int8Matrix, Staging};
+use super::precision::{CpuFeatures, Precision};
+
 /// Vectors of 16 `f32` per panel row: panels are `16·NV` columns wide, the micro-kernel's tile.
 /// (6 × 64, 8 × 32 and 14 × 32 tiles ran the same within noise on Zen 5, weights in cache;
 /// twelve rows hold a short query's tokens in one tile.)
@@ -100,11 +103,6 @@ impl PackedMatrix {
             layout: Layout::Panels(lines),
         }
     }
-
-    /// Number of output columns.
-    pub(crate) fn n_out(&self) -> usize {
-        self.n
-    }
 }
 
 /// A raw output pointer that parallel tasks may share because each writes a disjoint region of
@@ -147,13 +145,93 @@ fn pack(weight_t: &[f32], k: usize, n: usize, nv: usize) -> Vec<Line> {
     lines
 }
 
+/// The weights of a dense layer in the precision it computes in.
+pub(crate) enum Matrix {
+    /// `f32`, packed for the AVX-512 kernel or row-major for the `gemm` crate.
+    F32(PackedMatrix),
+    /// int8 per output column, for the AVX-512 VNNI kernel.
+    Int8(Int8Matrix),
+    /// bfloat16, for the AVX-512 BF16 kernel.
+    Bf16(Bf16Matrix),
+}
+
+impl Matrix {
+    /// Takes the row-major `k × n` matrix `weight_t` in `precision`, or in `f32` where this CPU
+    /// cannot run that precision (see [`CpuFeatures::plan`]). In int8, the input channels
+    /// `outliers` stay `f32` (see [`Int8Matrix::quantize`]); other precisions ignore them.
+    ///
+    /// # Panics
+    /// If `weight_t.len() != k·n`, or an outlier is not below `k`.
+    pub(crate) fn new(
+        weight_t: Vec<f32>,
+        k: usize,
+        n: usize,
+        precision: Precision,
+        outliers: &[usize],
+    ) -> Self {
+        match CpuFeatures::detect().plan(precision).0.precision() {
+            Precision::F32 => Matrix::F32(PackedMatrix::new(weight_t, k, n)),
+            Precision::Int8 => Matrix::Int8(Int8Matrix::quantize(&weight_t, k, n, outliers)),
+            Precision::Bf16 => Matrix::Bf16(Bf16Matrix::round(&weight_t, k, n)),
+        }
+    }
+
+    /// Number of output columns.
+    pub(crate) fn n_out(&self) -> usize {
+        match self {
+            Matrix::F32(m) => m.n,
+            Matrix::Int8(m) => m.n(),
+            Matrix::Bf16(m) => m.n(),
+        }
+    }
+
+    fn k(&self) -> usize {
+        match self {
+            Matrix::F32(m) => m.k,
+            Matrix::Int8(m) => m.k(),
+            Matrix::Bf16(m) => m.k(),
+        }
+    }
+}
+
 /// `dst = x · W` for the row-major `rows × k` matrix `x` and `rows × n` output `dst` (only their
 /// first `rows·k` and `rows·n` elements are used), spread over the current rayon pool when
-/// `threads > 1` (the pool's size).
+/// `threads > 1` (the pool's size). A lower-precision `w` converts `x` into `staging` first.
 ///
 /// # Panics
 /// If `x` or `dst` is too short for `rows`.
-pub(crate) fn matmul(x: &[f32], rows: usize, w: &PackedMatrix, dst: &mut [f32], threads: usize) {
+pub(crate) fn matmul(
+    x: &[f32],
+    rows: usize,
+    w: &Matrix,
+    dst: &mut [f32],
+    threads: usize,
+    staging: &mut Staging,
+) {
+    let (k, n) = (w.k(), w.n_out());
+    assert!(
+        x.len() >= rows * k && dst.len() >= rows * n,
+        "matmul operands do not match their shapes. This is a bug."
+    );
+    if rows == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        dst[..rows * n].fill(0.0);
+        return;
+    }
+    match w {
+        Matrix::F32(m) => matmul_f32(x, rows, m, dst, threads),
+        Matrix::Int8(m) => lowp::matmul_int8(x, rows, m, dst, threads, staging),
+        Matrix::Bf16(m) => lowp::matmul_bf16(x, rows, m, dst, threads, staging),
+    }
+}
+
+/// [`matmul`] in `f32`.
+///
+/// # Panics
+/// If `x` or `dst` is too short for `rows`.
+fn matmul_f32(x: &[f32], rows: usize, w: &PackedMatrix, dst: &mut [f32], threads: usize) {
     let (k, n) = (w.k, w.n);
     assert!(
         x.len() >= rows * k && dst.len() >= rows * n,
@@ -532,7 +610,7 @@ mod tests {
             for threads in [1, 2] {
                 // Poisoned so that an unwritten element fails the check.
                 let mut dst = vec![f32::NAN; rows * n + 3];
-                pool.install(|| matmul(&x, rows, packed, &mut dst, threads));
+                pool.install(|| matmul_f32(&x, rows, packed, &mut dst, threads));
                 check(&x, &w, rows, k, n, &dst, what);
                 assert!(
                     dst[rows * n..].iter().all(|v| v.is_nan()),
@@ -545,7 +623,7 @@ mod tests {
     #[test]
     fn new_picks_the_layout_this_cpu_runs() {
         let m = PackedMatrix::new(vec![1.0; 6], 2, 3);
-        assert_eq!(m.n_out(), 3);
+        assert_eq!(m.n, 3);
         #[cfg(target_arch = "x86_64")]
         if is_x86_feature_detected!("avx512f") {
             assert!(matches!(m.layout, Layout::Panels(_)));
@@ -594,7 +672,7 @@ mod tests {
             PackedMatrix::row_major(Vec::new(), 0, 5),
         ] {
             let mut dst = vec![7.0; 10];
-            matmul(&[], 2, &packed, &mut dst, 1);
+            matmul_f32(&[], 2, &packed, &mut dst, 1);
             assert_eq!(dst, [0.0; 10]);
         }
     }
@@ -603,7 +681,7 @@ mod tests {
     fn empty_product_writes_nothing() {
         let packed = PackedMatrix::new(vec![1.0; 12], 3, 4);
         let mut dst = vec![7.0; 4];
-        matmul(&[], 0, &packed, &mut dst, 1);
+        matmul_f32(&[], 0, &packed, &mut dst, 1);
         assert_eq!(dst, [7.0; 4]);
     }
 

@@ -13,7 +13,7 @@
 
 use tokenizers::Tokenizer;
 
-use super::{EmbedResult, WorkerStats};
+use super::{EmbedResult, Kernel, WorkerStats};
 
 /// Turns texts into embedding vectors.
 ///
@@ -63,6 +63,12 @@ pub trait Embedder: Send + Sync {
     /// The queue and batch statistics of an embedder that batches requests on a worker (for
     /// the server's metrics); `None`, the default, for one that does not.
     fn stats(&self) -> Option<WorkerStats> {
+        None
+    }
+
+    /// The matrix kernel the model runs on, which fixes the precision it computes in; `None`,
+    /// the default, for an embedder that runs no model of its own.
+    fn kernel(&self) -> Option<Kernel> {
         None
     }
 }

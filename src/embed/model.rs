@@ -5,9 +5,10 @@ use std::path::Path;
 use rayon::ThreadPool;
 use tokenizers::Tokenizer;
 
-use super::bert::{Bert, Output, Runner};
+use super::bert::{Bert, Output, Runner, Weights};
 use super::config::{self, ModelConfig, Modules, SentenceBertConfig};
 use super::pooling::{self, Pooling};
+use super::precision::{CpuFeatures, Kernel, Precision};
 use super::tokenize::{Encoded, TextTokenizer};
 use super::{EmbedError, EmbedResult};
 
@@ -22,6 +23,10 @@ pub struct EncoderOptions {
     pub threads: Option<usize>,
     /// Name reported by [`SentenceEncoder::model_id`]. Defaults to the directory's name.
     pub model_id: Option<String>,
+    /// The number format of the dense layers. Defaults to `f32`; a precision this CPU cannot
+    /// run falls back to `f32` (see [`SentenceEncoder::kernel`] and
+    /// [`SentenceEncoder::fallback`]).
+    pub precision: Precision,
 }
 
 /// A sentence-transformers model loaded for inference: tokenizer, transformer, pooling and
@@ -42,6 +47,8 @@ pub struct SentenceEncoder {
     pooling: Pooling,
     normalize: bool,
     max_seq_length: usize,
+    kernel: Kernel,
+    fallback: Option<&'static str>,
 }
 
 impl std::fmt::Debug for SentenceEncoder {
@@ -53,6 +60,7 @@ impl std::fmt::Debug for SentenceEncoder {
             .field("normalize", &self.normalize)
             .field("max_seq_length", &self.max_seq_length)
             .field("threads", &self.threads())
+            .field("kernel", &self.kernel)
             .finish_non_exhaustive()
     }
 }
@@ -87,8 +95,30 @@ impl SentenceEncoder {
         let max_seq_length = requested.min(limit);
         let tokenizer = TextTokenizer::load(tdir, max_seq_length, sbert.do_lower_case)?;
 
-        let bert = Bert::load(&tdir.join("model.safetensors"), model_config)?;
-        let runner = Runner::new(bert, opts.threads, "embed")?;
+        let (kernel, fallback) = CpuFeatures::detect().plan(opts.precision);
+        let weights = Weights::open(&tdir.join("model.safetensors"))?;
+        let reference = Bert::from_weights(&weights, model_config.clone(), Precision::F32, None)?;
+        let mut runner = Runner::new(reference, opts.threads, "embed")?;
+        if kernel.precision() == Precision::Int8 {
+            // The f32 model, run over a few sentences, finds the outlier channels int8 keeps
+            // in f32 (see `Calibration`); then the int8 model replaces it.
+            let texts: Vec<Encoded> = CALIBRATION
+                .iter()
+                .map(|t| tokenizer.encode(t))
+                .collect::<EmbedResult<_>>()?;
+            let calibration = runner.calibrate(&texts);
+            let bert = Bert::from_weights(
+                &weights,
+                model_config,
+                kernel.precision(),
+                Some(&calibration),
+            )?;
+            runner = Runner::new(bert, opts.threads, "embed")?;
+        } else if kernel.precision() != Precision::F32 {
+            let bert = Bert::from_weights(&weights, model_config, kernel.precision(), None)?;
+            runner = Runner::new(bert, opts.threads, "embed")?;
+        }
+        drop(weights);
         let model_id = opts.model_id.clone().unwrap_or_else(|| directory_name(dir));
         Ok(SentenceEncoder {
             model_id,
@@ -97,7 +127,20 @@ impl SentenceEncoder {
             pooling,
             normalize: modules.normalize,
             max_seq_length,
+            kernel,
+            fallback,
         })
+    }
+
+    /// The kernel the dense layers run on, and so the precision they compute in.
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
+    }
+
+    /// Why the dense layers run in `f32` although [`EncoderOptions::precision`] asked for
+    /// another precision (this CPU lacks its instructions); `None` when they run as asked.
+    pub fn fallback(&self) -> Option<&'static str> {
+        self.fallback
     }
 
     /// The model's name (the directory name unless [`EncoderOptions::model_id`] set one).
@@ -206,6 +249,29 @@ impl SentenceEncoder {
         self.embed_encoded(&encoded)
     }
 }
+
+/// Sentences the int8 encoder is calibrated on at load: varied in length, register and
+/// punctuation, so that every channel that runs large in ordinary text shows it.
+const CALIBRATION: &[&str] = &[
+    "The quick brown fox jumps over the lazy dog.",
+    "How do I reset my password if I no longer have access to the email address?",
+    "Photosynthesis converts light energy into chemical energy stored in glucose.",
+    "In 1969 two astronauts walked on the Moon while a third orbited above them.",
+    "error: connection refused (os error 111) while connecting to 127.0.0.1:5432",
+    "Paris is the capital of France.",
+    "The committee meets on Tuesday to discuss the annual budget, hiring and the new office.",
+    "Vector databases store embeddings so that similar passages can be found quickly.",
+    "ok",
+    "What is the difference between a list and a tuple in Python?",
+    "Preheat the oven to 200 °C, then bake the bread for 35 minutes until golden.",
+    "Shares fell 4.2% after the company cut its forecast for the third quarter.",
+    "She said she would call back later, but she never did.",
+    "Mitochondria are the organelles that produce most of a cell's supply of ATP.",
+    "Click 'Save' to keep your changes, or 'Cancel' to discard them!",
+    "Rust guarantees memory safety without a garbage collector, through ownership and \
+     borrowing checked at compile time; data races are ruled out in the same way, and \
+     unsafe code is confined to blocks the programmer marks.",
+];
 
 /// The name of directory `dir` (resolved, so that `.` has one): a local model's default id.
 pub(crate) fn directory_name(dir: &Path) -> String {

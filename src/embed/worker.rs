@@ -73,6 +73,7 @@ use rayon::ThreadPool;
 use tokenizers::Tokenizer;
 use tokio::sync::oneshot;
 
+use super::precision::Kernel;
 use super::{EmbedError, EmbedResult, Embedder, Encoded, SentenceEncoder};
 
 /// A model a worker runs: it turns each input of a request into one token sequence, and a
@@ -753,6 +754,10 @@ impl Embedder for EmbeddingWorker {
 
     fn stats(&self) -> Option<WorkerStats> {
         Some(EmbeddingWorker::stats(self))
+    }
+
+    fn kernel(&self) -> Option<Kernel> {
+        Some(self.encoder().kernel())
     }
 }
 

@@ -307,6 +307,8 @@ impl Service {
             dimension: self.embedder.dim(),
             max_input_tokens: self.embedder.max_input_tokens(),
             reranker: self.reranker.as_ref().map(|r| r.model_id().to_string()),
+            precision: self.embedder.kernel().map(|k| k.precision().as_str()),
+            kernel: self.embedder.kernel().map(|k| k.as_str()),
         }
     }
 

@@ -454,4 +454,9 @@ pub struct ServiceInfo {
     pub max_input_tokens: usize,
     /// The cross-encoder's id, when the server runs one.
     pub reranker: Option<String>,
+    /// The number format the embedding model computes in, when it runs a model (a fake
+    /// embedder does not).
+    pub precision: Option<&'static str>,
+    /// The matrix kernel it runs on, likewise.
+    pub kernel: Option<&'static str>,
 }

@@ -23,6 +23,14 @@ pub struct InfoResponse {
     /// The cross-encoder that reranks (`--reranker`), or null when the server runs none.
     #[schema(example = "cross-encoder/ms-marco-MiniLM-L6-v2")]
     pub reranker: Option<String>,
+    /// The number format the embedding model's dense layers compute in (`--precision`, or
+    /// `f32` where this CPU lacks the instructions the requested one needs).
+    #[schema(example = "f32")]
+    pub precision: Option<String>,
+    /// The matrix kernel they run on: `avx512f` or `gemm` (f32), `avx512-vnni` (int8),
+    /// `avx512-bf16` (bf16).
+    #[schema(example = "avx512f")]
+    pub kernel: Option<String>,
 }
 
 impl From<ServiceInfo> for InfoResponse {
@@ -33,6 +41,8 @@ impl From<ServiceInfo> for InfoResponse {
             dimension: i.dimension,
             max_input_tokens: i.max_input_tokens,
             reranker: i.reranker,
+            precision: i.precision.map(str::to_owned),
+            kernel: i.kernel.map(str::to_owned),
         }
     }
 }
