@@ -261,13 +261,16 @@ class Collection:
 
 @dataclass(frozen=True)
 class Info:
-    """What the server runs: its version, embedding model, the model's dimension, and the most
-    tokens it reads from one input."""
+    """What the server runs: its version, embedding model, the model's dimension, the most
+    tokens it reads from one input, and the number format and matrix kernel the model computes
+    with (``f32``/``bf16``/``int8``; ``None`` from a server that does not say)."""
 
     version: str
     model: str
     dimension: int
     max_input_tokens: int
+    precision: Optional[str] = None
+    kernel: Optional[str] = None
     raw: Dict[str, Any] = _raw()
 
     @classmethod
@@ -278,6 +281,8 @@ class Info:
             model=d["model"],
             dimension=d["dimension"],
             max_input_tokens=d["max_input_tokens"],
+            precision=d.get("precision"),
+            kernel=d.get("kernel"),
             raw=d,
         )
 
