@@ -23,6 +23,8 @@ from conftest import unique_name
 async def test_server_endpoints(aclient: AsyncVicinity) -> None:
     info = await aclient.info()
     assert (info.model, info.dimension) == ("tiny-bert", 32)
+    # The test server runs the default precision, which every CPU can.
+    assert info.precision == "f32" and info.kernel in ("avx512f", "gemm")
     assert await aclient.healthz() is True
     assert (await aclient.readyz())["status"] == "ready"
     assert (await aclient.cluster())["store"] == "sqlite"
