@@ -20,7 +20,7 @@
 use gemm::Parallelism;
 
 use super::lowp::{self, Bf16Matrix, Int8Matrix, Staging};
-use super::precision::{CpuFeatures, Precision};
+use super::precision::{CpuFeatures, Kernel, Precision};
 
 /// Vectors of 16 `f32` per panel row: panels are `16·NV` columns wide, the micro-kernel's tile.
 /// (6 × 64, 8 × 32 and 14 × 32 tiles ran the same within noise on Zen 5, weights in cache;
@@ -169,9 +169,16 @@ impl Matrix {
         precision: Precision,
         outliers: &[usize],
     ) -> Self {
-        match CpuFeatures::detect().plan(precision).0.precision() {
+        let kernel = CpuFeatures::detect().plan(precision).0;
+        match kernel.precision() {
             Precision::F32 => Matrix::F32(PackedMatrix::new(weight_t, k, n)),
-            Precision::Int8 => Matrix::Int8(Int8Matrix::quantize(&weight_t, k, n, outliers)),
+            Precision::Int8 => Matrix::Int8(Int8Matrix::quantize(
+                &weight_t,
+                k,
+                n,
+                outliers,
+                kernel == Kernel::AmxInt8,
+            )),
             Precision::Bf16 => Matrix::Bf16(Bf16Matrix::round(&weight_t, k, n)),
         }
     }

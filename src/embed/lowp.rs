@@ -35,6 +35,10 @@ const MR: usize = 12;
 const MC: usize = 10 * MR;
 /// Below this many multiply-adds a call runs on one thread.
 const MIN_PARALLEL_WORK: usize = 1 << 20;
+/// Rows of activations the AMX kernel handles at once (two tiles of 16).
+const AMX_ROWS: usize = 32;
+/// Rows past the last that a kernel may read: the AMX kernel loads whole tiles.
+const SPARE_ROWS: usize = AMX_ROWS;
 
 /// 64 bytes, 64-byte aligned: the unit of the packed panels and of the converted activations,
 /// so that every vector the kernel loads is aligned.
@@ -54,9 +58,10 @@ pub(crate) struct Staging {
 
 impl Staging {
     /// Room for `rows` rows of `row_bytes` bytes each (a multiple of 4), and `rows` scales;
-    /// returns the byte buffer and the scales.
+    /// returns the byte buffer and the scales. The buffer has [`SPARE_ROWS`] more rows, which
+    /// the AMX kernel may read (and ignore) past the last.
     fn reserve(&mut self, rows: usize, row_bytes: usize) -> (&mut [u8], &mut [f32]) {
-        let blocks = (rows * row_bytes).div_ceil(64);
+        let blocks = ((rows + SPARE_ROWS) * row_bytes).div_ceil(64);
         if self.rows.len() < blocks {
             self.rows.resize(blocks, ZERO_BLOCK);
         }
@@ -64,7 +69,10 @@ impl Staging {
             self.scales.resize(rows, 0.0);
         }
         let bytes: &mut [u8] = block_bytes(&mut self.rows[..blocks]);
-        (&mut bytes[..rows * row_bytes], &mut self.scales[..rows])
+        (
+            &mut bytes[..(rows + SPARE_ROWS) * row_bytes],
+            &mut self.scales[..rows],
+        )
     }
 }
 
@@ -82,7 +90,7 @@ fn block_bytes(blocks: &mut [Block]) -> &mut [u8] {
 pub(crate) struct Int8Matrix {
     k: usize,
     n: usize,
-    /// Groups of 4 rows (the last zero-padded).
+    /// Groups of 4 rows, a multiple of 16 (the padding zero).
     groups: usize,
     /// `⌈n / NR⌉` panels of `groups × 2` blocks.
     panels: Vec<Block>,
@@ -98,6 +106,8 @@ pub(crate) struct Int8Matrix {
     outlier_rows: Vec<f32>,
     /// Per 16 input channels, the mask of those that are quantized (not outliers).
     keep: Vec<u16>,
+    /// Multiplied on AMX tiles rather than with VNNI (same layout, same results).
+    amx: bool,
 }
 
 impl Int8Matrix {
@@ -107,7 +117,16 @@ impl Int8Matrix {
     ///
     /// # Panics
     /// If `weight_t.len() != k·n` or an outlier is not below `k`.
-    pub(crate) fn quantize(weight_t: &[f32], k: usize, n: usize, outliers: &[usize]) -> Self {
+    ///
+    /// `amx` picks the AMX kernel over the VNNI one for the products; they give the same
+    /// results. Only pass `true` where [`amx_int8_ready`].
+    pub(crate) fn quantize(
+        weight_t: &[f32],
+        k: usize,
+        n: usize,
+        outliers: &[usize],
+        amx: bool,
+    ) -> Self {
         assert_eq!(weight_t.len(), k * n, "weight matrix is not {k} × {n}");
         let mut outliers = outliers.to_vec();
         outliers.sort_unstable();
@@ -124,7 +143,9 @@ impl Int8Matrix {
         }
         let kept = |r: usize| keep[r / 16] & (1 << (r % 16)) != 0;
         let panels = n.div_ceil(NR);
-        let groups = k.div_ceil(4);
+        // Whole AMX tile rows of 64 bytes (16 groups): the AMX kernel reads the depth in those
+        // steps; the zero weights of the padding add nothing in either kernel.
+        let groups = k.div_ceil(64) * 16;
         let mut scale = vec![0.0f32; panels * NR];
         let mut excess = vec![0i32; panels * NR];
         let mut q = vec![0i8; k * n];
@@ -183,6 +204,7 @@ impl Int8Matrix {
             outliers,
             outlier_rows,
             keep,
+            amx,
         }
     }
 
@@ -269,6 +291,15 @@ pub(crate) fn to_bf16(x: f32) -> u16 {
 #[cfg(test)]
 pub(crate) fn from_bf16(b: u16) -> f32 {
     f32::from_bits(u32::from(b) << 16)
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) use x86::amx_int8_ready;
+
+/// Without x86-64 there is no AMX.
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) fn amx_int8_ready() -> bool {
+    false
 }
 
 /// `dst = x · W` in int8 for the row-major `rows × k` matrix `x` and `rows × n` output `dst`,
@@ -436,7 +467,8 @@ mod x86 {
         let row_bytes = 4 * w.groups;
         let (act, scales) = staging.reserve(rows, row_bytes);
         let keep = &w.keep[..];
-        act.par_chunks_mut(row_bytes)
+        act[..rows * row_bytes]
+            .par_chunks_mut(row_bytes)
             .zip(scales.par_iter_mut())
             .zip(x.par_chunks(k.max(1)))
             .with_min_len(16)
@@ -462,6 +494,18 @@ mod x86 {
         };
         let groups = w.groups;
         let panels = n.div_ceil(NR);
+        if w.amx {
+            assert!(amx_int8_ready(), "AMX kernel without AMX. This is a bug.");
+            for_each_block(rows, panels, rows * k * n, threads, move |rows, panels| {
+                // SAFETY: AMX is permitted (asserted just above) and the AVX-512 features were
+                // checked at the top. `rows` lies inside the converted rows, which have
+                // `SPARE_ROWS` readable rows after them, so whole 32-row strips from any row of
+                // `rows` stay inside the buffer; the scales, panels, column vectors and `dst`
+                // are as for the VNNI kernel below.
+                unsafe { amx::block(rows, panels, groups, row_bytes, n, p.get(), outliers) };
+            });
+            return;
+        }
         for_each_block(rows, panels, rows * k * n, threads, move |rows, panels| {
             let p = p.get();
             let end = panels.end;
@@ -891,6 +935,228 @@ mod x86 {
 
     /// [`MR`] is what the tile dispatchers cover.
     const _: () = assert!(MR == 12);
+
+    /// Whether this process may run the AMX int8 kernel: the CPU has AMX-TILE and AMX-INT8,
+    /// and Linux granted the process the tile data state (asked for once; the kernel keeps
+    /// that 8 KB state off for processes that do not ask).
+    pub(crate) fn amx_int8_ready() -> bool {
+        static READY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *READY.get_or_init(|| {
+            let edx = __cpuid_count(7, 0).edx;
+            let (tile, int8) = (edx & (1 << 24) != 0, edx & (1 << 25) != 0);
+            tile && int8 && cfg!(target_os = "linux") && amx::request_tile_data()
+        })
+    }
+
+    mod amx {
+        //! The int8 product on AMX tiles. Rust has no stable AMX intrinsics, so the few
+        //! instructions are written as inline assembly; the tile registers are not visible to
+        //! the compiler, and only this module's functions touch them, each configuring them
+        //! first and releasing them before it returns.
+        //!
+        //! One step multiplies a 32 × 64 block of activations (two A tiles of 16 rows) by a
+        //! 64 × 32 block of weights (two B tiles, one per half panel: 16 groups of 4 rows by 16
+        //! columns, which is exactly 16 blocks of the VNNI layout at a stride of two blocks)
+        //! into four 16 × 16 `i32` tiles, 65,536 multiply-adds in four `tdpbusd`. The tiles are
+        //! then stored and scaled by the same AVX-512 epilogue arithmetic as the VNNI kernel.
+
+        use std::arch::asm;
+        use std::arch::x86_64::*;
+
+        use super::super::{AMX_ROWS, NR};
+        use super::{Outliers, Ptrs, mask16};
+
+        /// `ARCH_REQ_XCOMP_PERM`: asks Linux for an extended state component.
+        const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
+        /// The AMX tile data state component.
+        const XFEATURE_XTILEDATA: i64 = 18;
+        /// `arch_prctl`'s system call number on x86-64.
+        const SYS_ARCH_PRCTL: i64 = 158;
+
+        /// Asks Linux to let this process use the AMX tile data; whether it agreed.
+        pub(super) fn request_tile_data() -> bool {
+            let ret: i64;
+            // SAFETY: `arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)` only changes which
+            // register state the kernel saves for this process; it reads and writes no memory
+            // of ours. `syscall` clobbers rcx and r11, declared.
+            unsafe {
+                asm!(
+                    "syscall",
+                    inlateout("rax") SYS_ARCH_PRCTL => ret,
+                    in("rdi") ARCH_REQ_XCOMP_PERM,
+                    in("rsi") XFEATURE_XTILEDATA,
+                    lateout("rcx") _,
+                    lateout("r11") _,
+                    options(nostack),
+                );
+            }
+            ret == 0
+        }
+
+        /// The tile configuration: palette 1, all eight tiles 16 rows of 64 bytes.
+        #[repr(C, align(64))]
+        struct TileConfig([u8; 64]);
+
+        impl TileConfig {
+            fn new() -> Self {
+                let mut c = [0u8; 64];
+                c[0] = 1;
+                for t in 0..8 {
+                    c[16 + 2 * t..18 + 2 * t].copy_from_slice(&64u16.to_le_bytes());
+                    c[48 + t] = 16;
+                }
+                TileConfig(c)
+            }
+        }
+
+        /// A strip's products: 32 rows of 32 `i32` columns.
+        #[repr(C, align(64))]
+        struct Products([[i32; NR]; AMX_ROWS]);
+
+        /// Computes the output rows `rows` × columns of panels `panels`, 32 rows at a time.
+        ///
+        /// # Safety
+        /// AMX tile data permitted ([`request_tile_data`]); AVX-512 F, BW and VL. `p.a` holds
+        /// rows of `row_bytes = 4·groups` bytes (`groups` a multiple of 16) up to 32 rows past
+        /// `rows.end`; `p.scales` covers `rows`; the panels `panels` of `p.b` hold `2·groups`
+        /// blocks each; the column vectors 32 values per panel; `p.c` is `? × n` covering
+        /// `rows`; `outliers` as for the VNNI tile.
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+        pub(super) unsafe fn block(
+            rows: std::ops::Range<usize>,
+            panels: std::ops::Range<usize>,
+            groups: usize,
+            row_bytes: usize,
+            n: usize,
+            p: Ptrs,
+            outliers: Outliers,
+        ) {
+            let config = TileConfig::new();
+            let mut out = Products([[0; NR]; AMX_ROWS]);
+            // SAFETY: a valid palette-1 configuration, 64 bytes.
+            unsafe { asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack)) };
+            let mut i0 = rows.start;
+            while i0 < rows.end {
+                let m = AMX_ROWS.min(rows.end - i0);
+                for j in panels.clone() {
+                    // SAFETY: rows `i0..i0 + 32` of the activations are readable (the
+                    // contract), each step reads 64 bytes of them at `64s < row_bytes`; the
+                    // weights of panel `j` are `2·groups` blocks of 64 bytes, and step `s`
+                    // reads 16 of them at a stride of 2 from block `32s` (+1 for the second
+                    // half), all inside. The tiles are configured above.
+                    unsafe {
+                        let a0 = p.a.add(i0 * row_bytes);
+                        let a1 = a0.add(16 * row_bytes);
+                        let b = p.b.add(j * 2 * groups).cast::<u8>();
+                        asm!(
+                            "tilezero tmm0",
+                            "tilezero tmm1",
+                            "tilezero tmm2",
+                            "tilezero tmm3",
+                            options(nostack, nomem)
+                        );
+                        for s in 0..groups / 16 {
+                            let b0 = b.add(s * 32 * 64);
+                            asm!(
+                                "tileloadd tmm4, [{a0} + {sa}*1]",
+                                "tileloadd tmm5, [{a1} + {sa}*1]",
+                                "tileloadd tmm6, [{b0} + {sb}*1]",
+                                "tileloadd tmm7, [{b1} + {sb}*1]",
+                                "tdpbusd tmm0, tmm4, tmm6",
+                                "tdpbusd tmm1, tmm4, tmm7",
+                                "tdpbusd tmm2, tmm5, tmm6",
+                                "tdpbusd tmm3, tmm5, tmm7",
+                                a0 = in(reg) a0.add(64 * s),
+                                a1 = in(reg) a1.add(64 * s),
+                                b0 = in(reg) b0,
+                                b1 = in(reg) b0.add(64),
+                                sa = in(reg) row_bytes,
+                                sb = in(reg) 128usize,
+                                options(nostack, readonly),
+                            );
+                        }
+                        let c = out.0.as_mut_ptr().cast::<u8>();
+                        asm!(
+                            "tilestored [{c0} + {s}*1], tmm0",
+                            "tilestored [{c1} + {s}*1], tmm1",
+                            "tilestored [{c2} + {s}*1], tmm2",
+                            "tilestored [{c3} + {s}*1], tmm3",
+                            c0 = in(reg) c,
+                            c1 = in(reg) c.add(64),
+                            c2 = in(reg) c.add(16 * 128),
+                            c3 = in(reg) c.add(16 * 128 + 64),
+                            s = in(reg) 128usize,
+                            options(nostack),
+                        );
+                    }
+                    let cols = NR.min(n - j * NR);
+                    // SAFETY: as the contract says for row `i0` on and panel `j`; `m` rows.
+                    unsafe {
+                        epilogue(
+                            &out,
+                            m,
+                            cols,
+                            p.scales.add(i0),
+                            p.col_scale.add(j * NR),
+                            p.col_excess.add(j * NR),
+                            outliers.at(i0, j),
+                            p.c.add(i0 * n + j * NR),
+                            n,
+                        );
+                    }
+                }
+                i0 += m;
+            }
+            // SAFETY: releases the tiles configured above.
+            unsafe { asm!("tilerelease", options(nostack, nomem)) };
+        }
+
+        /// Scales `m` rows of the products into `c` as the VNNI tile's epilogue does, in the
+        /// same order of operations, so that both kernels give the same bits.
+        ///
+        /// # Safety
+        /// AVX-512 F, BW and VL; as for the VNNI tile's `row_scale`, `col_scale`, `col_excess`,
+        /// `outliers` and `c`, for `m` rows.
+        #[allow(clippy::too_many_arguments)]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+        unsafe fn epilogue(
+            out: &Products,
+            m: usize,
+            cols: usize,
+            row_scale: *const f32,
+            col_scale: *const f32,
+            col_excess: *const i32,
+            outliers: Outliers,
+            c: *mut f32,
+            ldc: usize,
+        ) {
+            for (i, row) in out.0.iter().enumerate().take(m) {
+                for v in 0..2 {
+                    let lanes = cols.saturating_sub(16 * v).min(16);
+                    if lanes == 0 {
+                        break;
+                    }
+                    // SAFETY: the contract; lanes `16v..16v + 16` of the padded column
+                    // vectors and of `row`; masked-off lanes of `c` are not written.
+                    unsafe {
+                        let acc = _mm512_loadu_si512(row[16 * v..].as_ptr().cast());
+                        let excess = _mm512_loadu_si512(col_excess.add(16 * v).cast());
+                        let scale = _mm512_loadu_ps(col_scale.add(16 * v));
+                        let sum = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc, excess));
+                        let sr = _mm512_set1_ps(*row_scale.add(i));
+                        let mut y = _mm512_mul_ps(_mm512_mul_ps(sum, scale), sr);
+                        for o in 0..outliers.count {
+                            let channel = *outliers.channels.add(o);
+                            let wo = _mm512_loadu_ps(outliers.rows.add(o * NR + 16 * v));
+                            let xo = *outliers.x.add(i * outliers.ldx + channel);
+                            y = _mm512_fmadd_ps(_mm512_set1_ps(xo), wo, y);
+                        }
+                        _mm512_mask_storeu_ps(c.add(i * ldc + 16 * v), mask16(lanes), y);
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[cfg(all(test, target_arch = "x86_64"))]
@@ -1034,11 +1300,19 @@ mod tests {
         let outliers: Vec<usize> = (0..k)
             .filter(|c| c % 3 == 1 && (k < 12 || c % 29 == 1))
             .collect();
-        for outliers in [&[][..], &outliers[..]] {
+        let kernels: &[bool] = if amx_int8_ready() {
+            &[false, true]
+        } else {
+            &[false]
+        };
+        for (outliers, &amx) in [&[][..], &outliers[..]]
+            .into_iter()
+            .flat_map(|o| kernels.iter().map(move |a| (o, a)))
+        {
             if !(base && features.avx512vnni) {
                 break;
             }
-            let m = Int8Matrix::quantize(&w, k, n, outliers);
+            let m = Int8Matrix::quantize(&w, k, n, outliers, amx);
             let (exact, bounds) = exact_and_bounds(&x, &w, rows, k, n, int8_bound, outliers);
             for threads in [1, 2] {
                 let mut got = vec![f32::NAN; rows * n];
@@ -1047,7 +1321,8 @@ mod tests {
                     matmul_int8(&x, rows, &m, &mut got, threads, &mut staging);
                 });
                 let what = format!(
-                    "int8 {rows}×{k}×{n} with {} outliers on {threads} threads",
+                    "int8 ({}) {rows}×{k}×{n} with {} outliers on {threads} threads",
+                    if amx { "amx" } else { "vnni" },
                     outliers.len()
                 );
                 assert_within(&got, &exact, &bounds, &what);
@@ -1113,7 +1388,7 @@ mod tests {
         for r in 0..k {
             w[r * n + 4] = 0.0;
         }
-        let m = Int8Matrix::quantize(&w, k, n, &[]);
+        let m = Int8Matrix::quantize(&w, k, n, &[], amx_int8_ready());
         let mut got = vec![f32::NAN; rows * n];
         matmul_int8(&x, rows, &m, &mut got, 1, &mut Staging::default());
         assert!(got[n..2 * n].iter().all(|&v| v == 0.0), "zero row");

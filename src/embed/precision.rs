@@ -5,7 +5,8 @@
 //!
 //! * `int8`: weights quantized per output channel when the model loads, activations per token
 //!   on every call, products summed exactly in `i32` by AVX-512 VNNI (`vpdpbusd`, 64
-//!   multiply-adds per instruction against 16 for `f32`).
+//!   multiply-adds per instruction against 16 for `f32`), or on AMX tiles where the CPU has
+//!   them (`tdpbusd`, 16 384 per instruction).
 //! * `bf16`: weights and activations rounded to bfloat16, products summed in `f32` by AVX-512
 //!   BF16 (`vdpbf16ps`, 32 multiply-adds per instruction).
 //!
@@ -69,6 +70,8 @@ pub enum Kernel {
     GemmF32,
     /// `int8` on AVX-512 VNNI.
     Avx512Vnni,
+    /// `int8` on AMX tiles (`tdpbusd`), with AVX-512 for the rest.
+    AmxInt8,
     /// `bf16` on AVX-512 BF16.
     Avx512Bf16,
 }
@@ -80,6 +83,7 @@ impl Kernel {
             Kernel::Avx512F32 => "avx512f",
             Kernel::GemmF32 => "gemm",
             Kernel::Avx512Vnni => "avx512-vnni",
+            Kernel::AmxInt8 => "amx-int8",
             Kernel::Avx512Bf16 => "avx512-bf16",
         }
     }
@@ -88,7 +92,7 @@ impl Kernel {
     pub fn precision(self) -> Precision {
         match self {
             Kernel::Avx512F32 | Kernel::GemmF32 => Precision::F32,
-            Kernel::Avx512Vnni => Precision::Int8,
+            Kernel::Avx512Vnni | Kernel::AmxInt8 => Precision::Int8,
             Kernel::Avx512Bf16 => Precision::Bf16,
         }
     }
@@ -113,6 +117,8 @@ pub(crate) struct CpuFeatures {
     pub(crate) avx512vnni: bool,
     /// AVX-512 BF16 (`vdpbf16ps`, `vcvtneps2bf16`).
     pub(crate) avx512bf16: bool,
+    /// AMX-TILE and AMX-INT8, with the tile state granted by the OS.
+    pub(crate) amx_int8: bool,
 }
 
 impl CpuFeatures {
@@ -126,6 +132,7 @@ impl CpuFeatures {
                 avx512vl: is_x86_feature_detected!("avx512vl"),
                 avx512vnni: is_x86_feature_detected!("avx512vnni"),
                 avx512bf16: is_x86_feature_detected!("avx512bf16"),
+                amx_int8: super::lowp::amx_int8_ready(),
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -143,6 +150,7 @@ impl CpuFeatures {
         let base = self.avx512f && self.avx512bw && self.avx512vl;
         match requested {
             Precision::F32 => (f32_kernel, None),
+            Precision::Int8 if base && self.avx512vnni && self.amx_int8 => (Kernel::AmxInt8, None),
             Precision::Int8 if base && self.avx512vnni => (Kernel::Avx512Vnni, None),
             Precision::Int8 => (
                 f32_kernel,
@@ -199,9 +207,19 @@ mod tests {
             ..cascade
         };
         assert_eq!(zen4.plan(Precision::Bf16), (Kernel::Avx512Bf16, None));
-        for kernel in [Kernel::Avx512Vnni, Kernel::Avx512Bf16, Kernel::GemmF32] {
+        let sapphire = CpuFeatures {
+            amx_int8: true,
+            ..zen4
+        };
+        assert_eq!(sapphire.plan(Precision::Int8), (Kernel::AmxInt8, None));
+        let amx_without_avx512 = CpuFeatures {
+            amx_int8: true,
+            ..CpuFeatures::default()
+        };
+        assert_eq!(amx_without_avx512.plan(Precision::Int8).0, Kernel::GemmF32);
+        for kernel in [Kernel::AmxInt8, Kernel::Avx512Bf16, Kernel::GemmF32] {
             assert_eq!(
-                zen4.plan(kernel.precision()).0.precision(),
+                sapphire.plan(kernel.precision()).0.precision(),
                 kernel.precision()
             );
         }
