@@ -46,7 +46,7 @@ pub(crate) struct ModelArgs {
 
     /// Number format of the sentence encoder's dense layers: f32 (the reference), bf16 (needs
     /// AVX-512 BF16) or int8 (weights per output channel, activations per token; needs
-    /// AVX-512 VNNI). Where the CPU lacks the instructions, the encoder runs f32 and the log
+    /// AVX-512 VNNI, and runs on AMX tiles where the CPU has them). Where the CPU lacks the instructions, the encoder runs f32 and the log
     /// says so; /info reports what runs. The reranker always runs f32.
     #[arg(long, env = "VICINITY_PRECISION", default_value = "f32")]
     pub(crate) precision: Precision,

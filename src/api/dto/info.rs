@@ -27,8 +27,8 @@ pub struct InfoResponse {
     /// `f32` where this CPU lacks the instructions the requested one needs).
     #[schema(example = "f32")]
     pub precision: Option<String>,
-    /// The matrix kernel they run on: `avx512f` or `gemm` (f32), `avx512-vnni` (int8),
-    /// `avx512-bf16` (bf16).
+    /// The matrix kernel they run on: `avx512f` or `gemm` (f32), `amx-int8` or `avx512-vnni`
+    /// (int8), `avx512-bf16` (bf16).
     #[schema(example = "avx512f")]
     pub kernel: Option<String>,
 }
