@@ -671,7 +671,7 @@ impl Runner {
         }
         scratch
             .calibration
-            .unwrap_or_else(|| Calibration::new(&self.bert.config))
+            .expect("a calibration pass keeps its record in its scratch")
     }
 
     /// The transformer.

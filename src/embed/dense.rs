@@ -224,6 +224,7 @@ pub(crate) fn matmul(
         return;
     }
     if k == 0 {
+        // An empty sum; the kernels would leave `dst` untouched.
         dst[..rows * n].fill(0.0);
         return;
     }
@@ -234,24 +235,10 @@ pub(crate) fn matmul(
     }
 }
 
-/// [`matmul`] in `f32`.
-///
-/// # Panics
-/// If `x` or `dst` is too short for `rows`.
+/// [`matmul`] in `f32`, for operands it has checked: a non-empty product of depth `k > 0`
+/// (the kernels would leave `dst` untouched for an empty sum).
 fn matmul_f32(x: &[f32], rows: usize, w: &PackedMatrix, dst: &mut [f32], threads: usize) {
     let (k, n) = (w.k, w.n);
-    assert!(
-        x.len() >= rows * k && dst.len() >= rows * n,
-        "matmul operands do not match their shapes. This is a bug."
-    );
-    if rows == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        // An empty sum; the kernel below would leave `dst` untouched.
-        dst[..rows * n].fill(0.0);
-        return;
-    }
     match &w.layout {
         Layout::RowMajor(weight_t) => gemm_crate(x, rows, weight_t, k, n, dst, threads),
         #[cfg(target_arch = "x86_64")]
@@ -679,16 +666,23 @@ mod tests {
             PackedMatrix::row_major(Vec::new(), 0, 5),
         ] {
             let mut dst = vec![7.0; 10];
-            matmul_f32(&[], 2, &packed, &mut dst, 1);
+            matmul(
+                &[],
+                2,
+                &Matrix::F32(packed),
+                &mut dst,
+                1,
+                &mut Staging::default(),
+            );
             assert_eq!(dst, [0.0; 10]);
         }
     }
 
     #[test]
     fn empty_product_writes_nothing() {
-        let packed = PackedMatrix::new(vec![1.0; 12], 3, 4);
+        let packed = Matrix::F32(PackedMatrix::new(vec![1.0; 12], 3, 4));
         let mut dst = vec![7.0; 4];
-        matmul_f32(&[], 0, &packed, &mut dst, 1);
+        matmul(&[], 0, &packed, &mut dst, 1, &mut Staging::default());
         assert_eq!(dst, [7.0; 4]);
     }
 

@@ -97,28 +97,23 @@ impl SentenceEncoder {
 
         let (kernel, fallback) = CpuFeatures::detect().plan(opts.precision);
         let weights = Weights::open(&tdir.join("model.safetensors"))?;
-        let reference = Bert::from_weights(&weights, model_config.clone(), Precision::F32, None)?;
-        let mut runner = Runner::new(reference, opts.threads, "embed")?;
-        if kernel.precision() == Precision::Int8 {
+        let precision = kernel.precision();
+        let calibration = if precision == Precision::Int8 {
             // The f32 model, run over a few sentences, finds the outlier channels int8 keeps
             // in f32 (see `Calibration`); then the int8 model replaces it.
+            let reference =
+                Bert::from_weights(&weights, model_config.clone(), Precision::F32, None)?;
             let texts: Vec<Encoded> = CALIBRATION
                 .iter()
                 .map(|t| tokenizer.encode(t))
                 .collect::<EmbedResult<_>>()?;
-            let calibration = runner.calibrate(&texts);
-            let bert = Bert::from_weights(
-                &weights,
-                model_config,
-                kernel.precision(),
-                Some(&calibration),
-            )?;
-            runner = Runner::new(bert, opts.threads, "embed")?;
-        } else if kernel.precision() != Precision::F32 {
-            let bert = Bert::from_weights(&weights, model_config, kernel.precision(), None)?;
-            runner = Runner::new(bert, opts.threads, "embed")?;
-        }
+            Some(Runner::new(reference, opts.threads, "calibrate")?.calibrate(&texts))
+        } else {
+            None
+        };
+        let bert = Bert::from_weights(&weights, model_config, precision, calibration.as_ref())?;
         drop(weights);
+        let runner = Runner::new(bert, opts.threads, "embed")?;
         let model_id = opts.model_id.clone().unwrap_or_else(|| directory_name(dir));
         Ok(SentenceEncoder {
             model_id,
