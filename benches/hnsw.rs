@@ -50,6 +50,7 @@ fn search(c: &mut Criterion) {
         let params = SearchParams {
             ef: Some(ef),
             nprobe: None,
+            oversampling: None,
         };
         group.bench_function(BenchmarkId::new("ef", ef), |b| {
             let mut qs = queries.chunks_exact(DIM).cycle();

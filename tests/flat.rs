@@ -13,6 +13,7 @@ const METRICS: [Metric; 3] = [Metric::Cosine, Metric::Dot, Metric::L2];
 const P: SearchParams = SearchParams {
     ef: None,
     nprobe: None,
+    oversampling: None,
 };
 
 /// Distinct, scattered ids, so that nothing can confuse an id with a row number.

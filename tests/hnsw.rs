@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use vicinity::distance::Metric;
 use vicinity::index::hnsw::{
     DEFAULT_EF_BASE_NODES, DEFAULT_EF_MAX, DEFAULT_EF_MIN, Engine, HnswIndex, HnswParams,
-    default_ef,
+    Quantization, default_ef,
 };
 use vicinity::index::{Hit, IndexError, IndexMut, SearchParams, VectorIndex};
 use vicinity::testing::{clustered_vectors, exact_top_k, random_vectors, recall};
@@ -135,6 +135,152 @@ fn filtered_recall(
     }
 }
 
+/// Mean recall@`k` of `index` at `params` against the exact answer over `data`.
+#[allow(clippy::too_many_arguments)]
+fn recall_with(
+    index: &HnswIndex,
+    metric: Metric,
+    dim: usize,
+    ids: &[u64],
+    data: &[f32],
+    queries: &[f32],
+    k: usize,
+    params: &SearchParams,
+) -> f64 {
+    let data = prepared(metric, dim, data);
+    let mut total = 0.0;
+    for q in queries.chunks_exact(dim) {
+        let hits = index.search(q, k, params, None).unwrap();
+        let mut pq = q.to_vec();
+        metric.preprocess(&mut pq);
+        total += recall(&hits, &exact_top_k(metric, dim, ids, &data, &pq, k, None));
+    }
+    total / (queries.len() / dim) as f64
+}
+
+#[test]
+fn int8_with_rescoring_recalls_as_well_as_full_precision() {
+    let (n, nq, dim) = (10_000, 200, 384);
+    let (data, queries) = clustered(n, nq, dim, 100, SEED);
+    let ids = ids(n);
+    for metric in [Metric::Cosine, Metric::L2] {
+        let full = build(Engine::Native, metric, dim, &ids, &data);
+        let int8 = HnswIndex::builder()
+            .quantization(Quantization::Int8)
+            .build_with(metric, dim, &ids, &data)
+            .unwrap();
+        // Building reads the full-precision vectors either way: the graphs are the same.
+        assert_eq!(int8.params().quantization, Quantization::Int8);
+        assert!(int8.rescoring_bytes() >= n * dim * 4);
+        assert_eq!(full.rescoring_bytes(), 0);
+        assert!(int8.memory_bytes() - int8.rescoring_bytes() < full.memory_bytes() / 2);
+        for ef in [32, 128] {
+            let p = SearchParams {
+                ef: Some(ef),
+                ..SearchParams::default()
+            };
+            let r_full = recall_with(&full, metric, dim, &ids, &data, &queries, 10, &p);
+            let r_int8 = recall_with(&int8, metric, dim, &ids, &data, &queries, 10, &p);
+            println!("{metric} ef {ef}: recall@10 f32 {r_full:.4}, int8 {r_int8:.4}");
+            assert!(
+                r_int8 >= r_full - 0.01,
+                "{metric} ef {ef}: int8 recall@10 {r_int8:.4} against f32 {r_full:.4} (seed {SEED:#x})"
+            );
+        }
+        let r = recall_with(
+            &int8,
+            metric,
+            dim,
+            &ids,
+            &data,
+            &queries,
+            10,
+            &SearchParams::default(),
+        );
+        assert!(r >= 0.95, "{metric}: int8 recall@10 {r:.4} < 0.95");
+        // Without rescoring beyond k the approximate order shows: more oversampling never
+        // loses recall on this set.
+        let at = |o: f32| {
+            let p = SearchParams {
+                ef: Some(32),
+                oversampling: Some(o),
+                ..SearchParams::default()
+            };
+            recall_with(&int8, metric, dim, &ids, &data, &queries, 10, &p)
+        };
+        let (r1, r4) = (at(1.0), at(4.0));
+        println!("{metric} ef 32: oversampling 1 → {r1:.4}, 4 → {r4:.4}");
+        assert!(r4 >= r1, "{metric}: oversampling 4 {r4:.4} < 1 {r1:.4}");
+        // Hits carry full-precision scores.
+        let q = &queries[..dim];
+        let mut pq = q.to_vec();
+        metric.preprocess(&mut pq);
+        let rows = prepared(metric, dim, &data);
+        for h in int8.search(q, 10, &SearchParams::default(), None).unwrap() {
+            let i = ids.iter().position(|&id| id == h.id).unwrap();
+            assert_eq!(h.score, metric.score(&pq, &rows[i * dim..(i + 1) * dim]));
+        }
+    }
+}
+
+#[test]
+fn int8_filtered_search_at_one_percent_returns_the_exact_hits() {
+    let (n, dim) = (20_000, 64);
+    let (data, queries) = clustered(n, 40, dim, 50, SEED + 21);
+    let ids = ids(n);
+    let metric = Metric::Cosine;
+    let index = HnswIndex::builder()
+        .quantization(Quantization::Int8)
+        .build_with(metric, dim, &ids, &data)
+        .unwrap();
+    let rows = prepared(metric, dim, &data);
+    for modulus in [10u64, 100] {
+        let f = move |id: u64| (id >> 2).is_multiple_of(modulus);
+        let passing = ids.iter().filter(|&&id| f(id)).count();
+        assert!(passing >= 10 * 10);
+        let mut total = 0.0;
+        for q in queries.chunks_exact(dim) {
+            let hits = index
+                .search(q, 10, &SearchParams::default(), Some(&f))
+                .unwrap();
+            assert_eq!(hits.len(), 10, "1 in {modulus}");
+            assert!(hits.iter().all(|h| f(h.id)));
+            let mut pq = q.to_vec();
+            metric.preprocess(&mut pq);
+            total += recall(
+                &hits,
+                &exact_top_k(metric, dim, &ids, &rows, &pq, 10, Some(&f)),
+            );
+        }
+        let r = total / 40.0;
+        println!("int8, filter 1 in {modulus}: recall@10 = {r:.4}");
+        assert!(r >= 0.95, "1 in {modulus}: recall@10 {r:.4} < 0.95");
+    }
+}
+
+#[test]
+fn oversampling_out_of_range_is_refused() {
+    let (n, dim) = (200, 8);
+    let data = random_vectors(n, dim, SEED);
+    for q in [Quantization::None, Quantization::Int8] {
+        let index = HnswIndex::builder()
+            .quantization(q)
+            .build_with(Metric::Dot, dim, &ids(n), &data)
+            .unwrap();
+        for bad in [0.5, 0.0, -1.0, f32::NAN, f32::INFINITY, 1000.0] {
+            let p = SearchParams {
+                oversampling: Some(bad),
+                ..SearchParams::default()
+            };
+            let err = index.search(&data[..dim], 5, &p, None).unwrap_err();
+            assert!(
+                matches!(err, IndexError::InvalidParameter(ref m) if m.contains("oversampling")),
+                "{bad}: {err}"
+            );
+        }
+    }
+}
+
 #[test]
 fn recall_on_unnormalised_inner_product() {
     // Inner product on vectors of varied length: the metric where norms matter.
@@ -201,6 +347,7 @@ fn filtered_search_is_exact_on_small_sets() {
         let exhaustive = SearchParams {
             ef: Some(n),
             nprobe: None,
+            oversampling: None,
         };
         for q in queries.chunks_exact(dim) {
             let mut pq = q.to_vec();
@@ -362,8 +509,17 @@ fn save_and_load_round_trip() {
     let (n, dim) = (3_000, 24);
     let data = clustered_vectors(n, dim, 20, SPREAD, SEED + 9);
     let ids = ids(n);
-    for engine in [Engine::Native, Engine::HnswRs] {
-        let mut index = build(engine, Metric::Dot, dim, &ids, &data);
+    for (engine, quantization) in [
+        (Engine::Native, Quantization::None),
+        (Engine::HnswRs, Quantization::None),
+        (Engine::Native, Quantization::Int8),
+        (Engine::HnswRs, Quantization::Int8),
+    ] {
+        let mut index = HnswIndex::builder()
+            .engine(engine)
+            .quantization(quantization)
+            .build_with(Metric::Dot, dim, &ids, &data)
+            .unwrap();
         index.remove(&ids[..40]).unwrap();
         let dir = tempfile::tempdir().unwrap();
         index.save(dir.path()).unwrap();
@@ -371,10 +527,15 @@ fn save_and_load_round_trip() {
         assert_eq!(loaded.len(), index.len());
         assert_eq!(loaded.params(), index.params());
         assert_eq!(loaded.memory_bytes() > 0, index.memory_bytes() > 0);
+        assert_eq!(loaded.rescoring_bytes(), index.rescoring_bytes());
         let even = |id: u64| id.is_multiple_of(2);
         for q in data.chunks_exact(dim).step_by(29) {
             for ef in [None, Some(10), Some(200)] {
-                let p = SearchParams { ef, nprobe: None };
+                let p = SearchParams {
+                    ef,
+                    nprobe: None,
+                    oversampling: None,
+                };
                 assert_eq!(
                     index.search(q, 10, &p, None).unwrap(),
                     loaded.search(q, 10, &p, None).unwrap()
@@ -523,6 +684,7 @@ fn bad_input_gives_typed_errors() {
             &SearchParams {
                 ef: Some(1),
                 nprobe: None,
+                oversampling: None,
             },
             None,
         )
@@ -538,7 +700,8 @@ fn bad_input_gives_typed_errors() {
                 2,
                 &SearchParams {
                     ef: Some(0),
-                    nprobe: None
+                    nprobe: None,
+                    oversampling: None,
                 },
                 None
             )
@@ -661,6 +824,7 @@ fn single_threaded_builds_reproduce() {
     let p = SearchParams {
         ef: Some(16),
         nprobe: None,
+        oversampling: None,
     };
     for q in data.chunks_exact(dim).step_by(13) {
         assert_eq!(
@@ -700,7 +864,11 @@ fn recall_at(
     ef: Option<usize>,
 ) -> f64 {
     let data = prepared(metric, dim, data);
-    let params = SearchParams { ef, nprobe: None };
+    let params = SearchParams {
+        ef,
+        nprobe: None,
+        oversampling: None,
+    };
     let mut total = 0.0;
     for q in queries.chunks_exact(dim) {
         let hits = index.search(q, 10, &params, None).unwrap();

@@ -12,6 +12,7 @@ use vicinity::testing::{clustered_vectors, exact_top_k, random_vectors, recall};
 fn probe(nprobe: usize) -> SearchParams {
     SearchParams {
         nprobe: Some(nprobe),
+        oversampling: None,
         ..SearchParams::default()
     }
 }

@@ -171,6 +171,7 @@ fn sweep(args: &Args) -> Vec<(serde_json::Map<String, serde_json::Value>, Search
                     SearchParams {
                         ef: Some(ef),
                         nprobe: None,
+                        oversampling: None,
                     },
                 )
             })
@@ -185,6 +186,7 @@ fn sweep(args: &Args) -> Vec<(serde_json::Map<String, serde_json::Value>, Search
                     SearchParams {
                         ef: None,
                         nprobe: Some(nprobe),
+                        oversampling: None,
                     },
                 )
             })

@@ -217,6 +217,10 @@ impl VectorIndex for AnnIndex {
         self.inner().memory_bytes()
     }
 
+    fn rescoring_bytes(&self) -> usize {
+        self.inner().rescoring_bytes()
+    }
+
     fn search(
         &self,
         query: &[f32],

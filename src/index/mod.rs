@@ -44,12 +44,16 @@ impl Hit {
 
 /// Per-query search settings. `None` leaves the index's default in place; indexes ignore the
 /// settings that do not apply to them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct SearchParams {
     /// HNSW: size of the dynamic candidate list (raised to `k` when smaller).
     pub ef: Option<usize>,
     /// IVF: number of inverted lists to scan.
     pub nprobe: Option<usize>,
+    /// Quantized HNSW: candidates rescored on the full-precision vectors, as a multiple of `k`
+    /// (the candidate list is raised to that many); between 1 and
+    /// [`hnsw::MAX_OVERSAMPLING`], default [`hnsw::DEFAULT_OVERSAMPLING`].
+    pub oversampling: Option<f32>,
 }
 
 /// An id predicate: only vectors whose id it accepts may be returned. It must be cheap and
@@ -218,6 +222,13 @@ pub trait VectorIndex: Send + Sync {
 
     /// Heap memory held by the index, in bytes: vectors, graph or lists, id maps.
     fn memory_bytes(&self) -> usize;
+
+    /// The part of [`memory_bytes`](VectorIndex::memory_bytes) held only to rescore candidates
+    /// at full precision (the `f32` vectors of a quantized index); the rest is the structure a
+    /// search walks. 0 for indexes that search the full-precision vectors themselves.
+    fn rescoring_bytes(&self) -> usize {
+        0
+    }
 
     /// The `k` best hits for `query`, sorted best first (ties by ascending id). Fewer when the
     /// index (or the filter) admits fewer. With a filter, only ids it accepts are returned.

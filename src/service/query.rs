@@ -432,6 +432,7 @@ impl Service {
         let params = SearchParams {
             ef: query.ef,
             nprobe: query.nprobe,
+            oversampling: None,
         };
         let (k, exact, want_meta) = (query.k, query.exact, query.include.metadata);
         // A reranked query searches for the passages the cross-encoder is to judge.

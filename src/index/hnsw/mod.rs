@@ -85,12 +85,15 @@ use crate::distance::Metric;
 mod build;
 mod graph;
 mod hnsw_rs_builder;
+mod quant;
 mod rows;
 mod search;
 mod store;
 
 use build::{Inserter, draw_level};
 use graph::{Entry, Graph};
+pub use quant::Quantization;
+use quant::{CodeStore, QuantQuery};
 use rows::Rows;
 use search::{Scorer, View, with_scratch};
 use store::VectorStore;
@@ -134,6 +137,13 @@ pub fn default_ef(nodes: usize) -> usize {
     let ef = DEFAULT_EF_MIN as f64 + DEFAULT_EF_PER_DOUBLING * doublings;
     (ef.round() as usize).min(DEFAULT_EF_MAX)
 }
+
+/// Candidates rescored on the full-precision vectors per hit asked for, when the index is
+/// quantized and the query does not say ([`SearchParams::oversampling`]).
+pub const DEFAULT_OVERSAMPLING: f32 = 3.0;
+
+/// Largest [`SearchParams::oversampling`] accepted.
+pub const MAX_OVERSAMPLING: f32 = 100.0;
 
 /// Largest `M` accepted. Lists are stored with fixed strides of `1 + 2·M` slots, and `hnsw_rs`
 /// stores `M` in a byte; useful values are 8 to 64.
@@ -185,6 +195,11 @@ pub struct HnswParams {
     /// Tombstones, as a fraction of all nodes, above which the graph is rebuilt from the live
     /// vectors. Default 0.25; 1 or more turns automatic rebuilds off.
     pub max_tombstone_ratio: f64,
+    /// What the search's traversal scores: the full-precision vectors (the default) or their
+    /// int8 codes, with the best candidates rescored at full precision. Building always uses
+    /// the full-precision vectors.
+    #[serde(default)]
+    pub quantization: Quantization,
 }
 
 impl Default for HnswParams {
@@ -196,6 +211,7 @@ impl Default for HnswParams {
             seed: 0x5EED_CAFE,
             engine: Engine::Native,
             max_tombstone_ratio: 0.25,
+            quantization: Quantization::None,
         }
     }
 }
@@ -271,6 +287,12 @@ impl HnswBuilder {
         self
     }
 
+    /// Chooses what the search's traversal scores (see [`HnswParams::quantization`]).
+    pub fn quantization(mut self, quantization: Quantization) -> Self {
+        self.params.quantization = quantization;
+        self
+    }
+
     /// Replaces all parameters.
     pub fn params(mut self, params: HnswParams) -> Self {
         self.params = params;
@@ -309,6 +331,8 @@ pub struct HnswIndex {
     dim: usize,
     params: HnswParams,
     vectors: VectorStore,
+    /// The vectors' int8 codes, when the index is quantized.
+    codes: Option<CodeStore>,
     graph: Graph,
     /// Caller's id of every node, tombstoned or not.
     ids: Rows<AtomicU64>,
@@ -340,6 +364,7 @@ impl HnswIndex {
             metric,
             dim,
             vectors: VectorStore::with_capacity(dim, 0),
+            codes: (params.quantization == Quantization::Int8).then(|| CodeStore::new(dim)),
             graph: Graph::new(params.m),
             params,
             ids: Rows::new(1),
@@ -465,6 +490,10 @@ impl HnswIndex {
         let mut index = HnswIndex::empty(metric, dim, params);
         index.vectors = VectorStore::from_rows(dim, &vectors);
         drop(vectors);
+        // Codes are a function of the vectors, so they are encoded again rather than saved.
+        if index.codes.is_some() {
+            index.codes = Some(CodeStore::from_rows(dim, index.vectors.runs()));
+        }
         index.graph = graph;
         index.deleted.reserve(deleted.len());
         for (i, &w) in deleted.iter().enumerate() {
@@ -514,7 +543,7 @@ impl HnswIndex {
     /// batch of an empty index is built by the configured [`Engine`].
     fn append_new(&mut self, ids: &[u64], rows: &[f32]) {
         if self.graph.len() == 0 && self.params.engine == Engine::HnswRs && !ids.is_empty() {
-            self.vectors.push(rows);
+            self.push_rows(rows);
             self.register(ids);
             self.graph = hnsw_rs_builder::build(
                 self.metric,
@@ -528,6 +557,14 @@ impl HnswIndex {
             return;
         }
         self.append(ids, rows);
+    }
+
+    /// Stores the rows of the nodes about to be pushed, and their codes.
+    fn push_rows(&self, rows: &[f32]) {
+        self.vectors.push(rows);
+        if let Some(codes) = &self.codes {
+            codes.push(rows);
+        }
     }
 
     /// Records the ids of the nodes about to be pushed, numbered from the graph's current
@@ -557,7 +594,7 @@ impl HnswIndex {
         let levels: Vec<u8> = (0..ids.len() as u32)
             .map(|i| draw_level(self.params.seed, first + i, self.params.m))
             .collect();
-        self.vectors.push(rows);
+        self.push_rows(rows);
         self.register(ids);
         self.graph.push_nodes(&levels);
         let nodes = self.graph.len() as u32;
@@ -674,21 +711,39 @@ impl HnswIndex {
         top.into_sorted_vec()
     }
 
-    /// Graph search admitting the nodes `admit` accepts. Returns the hits and whether the walk
-    /// saw every node.
+    /// Graph search admitting the nodes `admit` accepts. A quantized index walks the codes and
+    /// rescores its best `rescore` candidates (at least `k`) on the full-precision vectors.
+    /// Returns the hits and whether the walk saw every node.
     fn graph_search(
         &self,
         query: &[f32],
         k: usize,
         ef: usize,
+        rescore: usize,
         admit: impl Fn(u32) -> bool,
     ) -> (Vec<Hit>, bool) {
         let view = self.view();
-        let Some(start) = view.descend(query) else {
-            return (Vec::new(), true);
-        };
         with_scratch(|scratch| {
-            let scored = view.search_layer(query, &[start], ef, 0, admit, scratch);
+            let scored = match &self.codes {
+                None => {
+                    let Some(start) = view.descend(query) else {
+                        return (Vec::new(), true);
+                    };
+                    view.search_layer(query, &[start], ef, 0, admit, scratch)
+                }
+                Some(codes) => {
+                    let probe = QuantQuery::new(codes, self.metric, query);
+                    let Some(start) = view.descend(&probe) else {
+                        return (Vec::new(), true);
+                    };
+                    let scored = view.search_layer(&probe, &[start], ef, 0, admit, scratch);
+                    scratch.found.truncate(rescore.max(k));
+                    for (score, node) in &mut scratch.found {
+                        *score = view.score_to(query, *node);
+                    }
+                    scored
+                }
+            };
             let mut hits: Vec<Hit> = scratch
                 .found
                 .iter()
@@ -700,6 +755,21 @@ impl HnswIndex {
             hits.sort_unstable_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
             hits.truncate(k);
             (hits, scored >= self.graph.len())
+        })
+    }
+
+    /// Candidates a quantized search rescores for `k` hits: `k·oversampling`, rounded up.
+    fn rescore_count(&self, k: usize, params: &SearchParams) -> IndexResult<usize> {
+        let factor = params.oversampling.unwrap_or(DEFAULT_OVERSAMPLING);
+        if !(1.0..=MAX_OVERSAMPLING).contains(&factor) {
+            return Err(IndexError::InvalidParameter(format!(
+                "oversampling must be between 1 and {MAX_OVERSAMPLING}, got {factor}"
+            )));
+        }
+        Ok(if self.codes.is_some() {
+            (k as f64 * f64::from(factor)).ceil() as usize
+        } else {
+            k
         })
     }
 }
@@ -762,10 +832,19 @@ impl VectorIndex for HnswIndex {
 
     fn memory_bytes(&self) -> usize {
         self.vectors.memory_bytes()
+            + self.codes.as_ref().map_or(0, CodeStore::memory_bytes)
             + self.graph.memory_bytes()
             + self.ids.memory_bytes(self.graph.len())
             + self.by_id.lock().capacity() * (std::mem::size_of::<(u64, u32)>() + 1)
             + self.deleted.memory_bytes(self.graph.len().div_ceil(64))
+    }
+
+    fn rescoring_bytes(&self) -> usize {
+        // Building and exact scans read the full-precision vectors too, but a quantized search
+        // needs them only for its rescoring pass.
+        self.codes
+            .as_ref()
+            .map_or(0, |_| self.vectors.memory_bytes())
     }
 
     fn search(
@@ -776,6 +855,7 @@ impl VectorIndex for HnswIndex {
         filter: Option<Filter<'_>>,
     ) -> IndexResult<Vec<Hit>> {
         let query = validate::prepare_query(self.metric, self.dim, query, k)?;
+        let rescore = self.rescore_count(k, params)?;
         if self.is_empty() {
             return Ok(Vec::new());
         }
@@ -796,14 +876,15 @@ impl VectorIndex for HnswIndex {
                 ef
             }
         }
+        .max(rescore)
         .max(k)
         .min(nodes);
         let (hits, saw_all) = match filter {
-            None if self.tombstones() == 0 => self.graph_search(&query, k, ef, |_| true),
-            None => self.graph_search(&query, k, ef, |n| !self.is_deleted(n)),
-            Some(f) => {
-                self.graph_search(&query, k, ef, |n| !self.is_deleted(n) && f(self.id_of(n)))
-            }
+            None if self.tombstones() == 0 => self.graph_search(&query, k, ef, rescore, |_| true),
+            None => self.graph_search(&query, k, ef, rescore, |n| !self.is_deleted(n)),
+            Some(f) => self.graph_search(&query, k, ef, rescore, |n| {
+                !self.is_deleted(n) && f(self.id_of(n))
+            }),
         };
         if hits.len() < k && !saw_all {
             // The walk ran out of reachable nodes before finding k admitted ones, so some nodes

@@ -44,17 +44,22 @@ unsafe impl Zeroed for AtomicU8 {}
 unsafe impl Zeroed for AtomicU32 {}
 // SAFETY: as above.
 unsafe impl Zeroed for AtomicU64 {}
-// SAFETY: zero bytes are 0.0; sharing is governed by `Rows::write_floats`' contract.
-unsafe impl Zeroed for F32Cell {}
+// SAFETY: zero bytes are 0.0; sharing is governed by `Rows::write_values`' contract.
+unsafe impl Zeroed for Cell<f32> {}
+// SAFETY: zero bytes are 0; sharing as above.
+unsafe impl Zeroed for Cell<u8> {}
 
-/// An `f32` that the writer of a [`Rows`] may set through a shared reference while the row it
-/// belongs to is not yet published (see [`Rows::write_floats`]).
+/// A plain number that the writer of a [`Rows`] may set through a shared reference while the
+/// row it belongs to is not yet published (see [`Rows::write_values`]).
 #[repr(transparent)]
-pub(super) struct F32Cell(UnsafeCell<f32>);
+pub(super) struct Cell<T>(UnsafeCell<T>);
+
+/// Rows of `f32`s: vectors.
+pub(super) type F32Cell = Cell<f32>;
 
 // SAFETY: a cell is written only before its row is published and never after, and read only
 // after; publication orders the two (see the module docs).
-unsafe impl Sync for F32Cell {}
+unsafe impl<T: Send> Sync for Cell<T> {}
 
 /// Rows of `width` elements, added at the end and never moved or removed.
 pub(super) struct Rows<T: Zeroed> {
@@ -65,7 +70,7 @@ pub(super) struct Rows<T: Zeroed> {
 }
 
 // SAFETY: the buckets are owned allocations of `T: Sync` elements; all shared access goes
-// through `&T` (atomics) or follows `write_floats`' contract.
+// through `&T` (atomics) or follows `write_values`' contract.
 unsafe impl<T: Zeroed> Send for Rows<T> {}
 // SAFETY: as above.
 unsafe impl<T: Zeroed> Sync for Rows<T> {}
@@ -187,21 +192,24 @@ impl<T: Zeroed> Rows<T> {
     }
 }
 
-impl Rows<F32Cell> {
-    /// Row `row` as floats.
+impl<T: Copy> Rows<Cell<T>>
+where
+    Cell<T>: Zeroed,
+{
+    /// Row `row` as plain values.
     #[inline(always)]
-    pub(super) fn floats(&self, row: usize) -> &[f32] {
+    pub(super) fn values(&self, row: usize) -> &[T] {
         let cells = self.row(row);
-        // SAFETY: `F32Cell` is a transparent `UnsafeCell<f32>`; the row is published, so nobody
-        // writes it any more (see `write_floats`).
-        unsafe { std::slice::from_raw_parts(cells.as_ptr().cast::<f32>(), cells.len()) }
+        // SAFETY: `Cell` is a transparent `UnsafeCell<T>`; the row is published, so nobody
+        // writes it any more (see `write_values`).
+        unsafe { std::slice::from_raw_parts(cells.as_ptr().cast::<T>(), cells.len()) }
     }
 
-    /// The first `rows` rows as float runs, one per bucket.
-    pub(super) fn float_runs(&self, rows: usize) -> impl Iterator<Item = &[f32]> + '_ {
+    /// The first `rows` rows as runs of plain values, one per bucket.
+    pub(super) fn value_runs(&self, rows: usize) -> impl Iterator<Item = &[T]> + '_ {
         self.runs(rows).map(|cells| {
-            // SAFETY: as in `floats`.
-            unsafe { std::slice::from_raw_parts(cells.as_ptr().cast::<f32>(), cells.len()) }
+            // SAFETY: as in `values`.
+            unsafe { std::slice::from_raw_parts(cells.as_ptr().cast::<T>(), cells.len()) }
         })
     }
 
@@ -211,13 +219,13 @@ impl Rows<F32Cell> {
     /// No other thread may read or write these rows until the caller publishes them, and once
     /// published they are never written again: callers write only rows beyond every count or
     /// link readers can see, from one thread at a time.
-    pub(super) unsafe fn write_floats(&self, first: usize, values: &[f32]) {
+    pub(super) unsafe fn write_values(&self, first: usize, values: &[T]) {
         debug_assert_eq!(values.len() % self.width, 0);
         for (i, row) in values.chunks_exact(self.width).enumerate() {
             let cells = self.row(first + i);
-            let dst = UnsafeCell::raw_get(cells.as_ptr().cast::<UnsafeCell<f32>>());
+            let dst = UnsafeCell::raw_get(cells.as_ptr().cast::<UnsafeCell<T>>());
             // SAFETY: the caller guarantees exclusive access to these unpublished rows, and
-            // `dst` points at `width` floats of this row.
+            // `dst` points at `width` values of this row.
             unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), dst, self.width) };
         }
     }
@@ -298,12 +306,12 @@ mod tests {
         rows.reserve(n);
         let values: Vec<f32> = (0..n * 16).map(|i| i as f32).collect();
         // SAFETY: no other thread sees `rows`.
-        unsafe { rows.write_floats(0, &values) };
+        unsafe { rows.write_values(0, &values) };
         for r in [0, 1, FIRST_BUCKET_ROWS, n - 1] {
-            assert_eq!(rows.floats(r), &values[r * 16..(r + 1) * 16]);
-            assert_eq!(rows.floats(r).as_ptr() as usize % 64, 0);
+            assert_eq!(rows.values(r), &values[r * 16..(r + 1) * 16]);
+            assert_eq!(rows.values(r).as_ptr() as usize % 64, 0);
         }
-        let joined: Vec<f32> = rows.float_runs(n).flatten().copied().collect();
+        let joined: Vec<f32> = rows.value_runs(n).flatten().copied().collect();
         assert_eq!(joined, values);
     }
 

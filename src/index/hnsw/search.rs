@@ -164,6 +164,27 @@ pub(super) fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
 /// rows of a node at once, which overflows the line-fill buffers.
 const PREFETCH_AHEAD: usize = 4;
 
+/// What a traversal scores nodes against: a full-precision query (`[f32]`, scored on the
+/// view's vectors), or a quantized one that scores the nodes' codes.
+pub(super) trait Probe {
+    /// Similarity of the query to `node`, higher is closer.
+    fn score(&self, view: &View<'_>, node: u32) -> f32;
+    /// Starts loading what [`score`](Probe::score) will read for `node`.
+    fn prefetch(&self, view: &View<'_>, node: u32);
+}
+
+impl Probe for [f32] {
+    #[inline(always)]
+    fn score(&self, view: &View<'_>, node: u32) -> f32 {
+        view.scorer.score(self, view.vectors.row(node))
+    }
+
+    #[inline(always)]
+    fn prefetch(&self, view: &View<'_>, node: u32) {
+        distance::prefetch_read(view.vectors.row(node));
+    }
+}
+
 /// A read-only view of a graph and its vectors, with the kernel resolved.
 #[derive(Clone, Copy)]
 pub(super) struct View<'a> {
@@ -175,13 +196,18 @@ pub(super) struct View<'a> {
 impl View<'_> {
     /// Score of `query` against node `node`.
     #[inline(always)]
-    pub(super) fn score_to(&self, query: &[f32], node: u32) -> f32 {
-        self.scorer.score(query, self.vectors.row(node))
+    pub(super) fn score_to<Q: Probe + ?Sized>(&self, query: &Q, node: u32) -> f32 {
+        query.score(self, node)
     }
 
     /// Greedy walk on `level` from `start` (with its score): moves to the best neighbour while
     /// that improves the score. Returns the local optimum.
-    pub(super) fn greedy(&self, query: &[f32], start: (f32, u32), level: usize) -> (f32, u32) {
+    pub(super) fn greedy<Q: Probe + ?Sized>(
+        &self,
+        query: &Q,
+        start: (f32, u32),
+        level: usize,
+    ) -> (f32, u32) {
         let (mut best, mut node) = start;
         loop {
             let mut moved = false;
@@ -201,7 +227,7 @@ impl View<'_> {
 
     /// From the top entry point down to level 1 by greedy walks: the best level-0 start for
     /// `query`. `None` on an empty graph.
-    pub(super) fn descend(&self, query: &[f32]) -> Option<(f32, u32)> {
+    pub(super) fn descend<Q: Probe + ?Sized>(&self, query: &Q) -> Option<(f32, u32)> {
         let entry = self.graph.entry()?;
         let mut cur = (self.score_to(query, entry.node), entry.node);
         for level in (1..=entry.level).rev() {
@@ -214,9 +240,9 @@ impl View<'_> {
     /// `admit` accepts in `scratch.found`, best first. Nodes `admit` refuses are still traversed;
     /// the search runs until `ef` admitted nodes are held and no candidate can improve them, or
     /// until every reachable node was seen. Returns the number of nodes scored.
-    pub(super) fn search_layer(
+    pub(super) fn search_layer<Q: Probe + ?Sized>(
         &self,
-        query: &[f32],
+        query: &Q,
         entries: &[(f32, u32)],
         ef: usize,
         level: usize,
@@ -256,12 +282,12 @@ impl View<'_> {
                 }
             }
             for &n in scratch.fresh.iter().take(PREFETCH_AHEAD) {
-                distance::prefetch_read(self.vectors.row(n));
+                query.prefetch(self, n);
             }
             scored += scratch.fresh.len();
             for i in 0..scratch.fresh.len() {
                 if let Some(&ahead) = scratch.fresh.get(i + PREFETCH_AHEAD) {
-                    distance::prefetch_read(self.vectors.row(ahead));
+                    query.prefetch(self, ahead);
                 }
                 let n = scratch.fresh[i];
                 let s = self.score_to(query, n);

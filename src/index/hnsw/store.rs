@@ -46,12 +46,12 @@ impl VectorStore {
     /// Row `i`. Panics if `i` was never written.
     #[inline]
     pub(super) fn row(&self, i: u32) -> &[f32] {
-        self.rows.floats(i as usize)
+        self.rows.values(i as usize)
     }
 
     /// Every row, row-major, as the contiguous runs they are stored in.
     pub(super) fn runs(&self) -> impl Iterator<Item = &[f32]> + '_ {
-        self.rows.float_runs(self.len())
+        self.rows.value_runs(self.len())
     }
 
     /// Every row, row-major, in one buffer.
@@ -72,7 +72,7 @@ impl VectorStore {
         self.rows.reserve(end);
         // SAFETY: rows `first..end` lie beyond the published count, which readers never go past,
         // and the single writer is the caller; they are published by the store below.
-        unsafe { self.rows.write_floats(first, values) };
+        unsafe { self.rows.write_values(first, values) };
         self.len.store(end, Ordering::Release);
     }
 
