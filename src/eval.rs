@@ -159,6 +159,7 @@ pub async fn evaluate(
             filter: None,
             ef: None,
             nprobe: None,
+            oversampling: None,
             exact: false,
             include: Include {
                 text: false,

@@ -899,22 +899,24 @@ async fn planner_reports_the_path_and_ann_agrees_with_exact_search() {
     let app = app_with_threshold(dir.path(), 50).await;
     let data = clustered_vectors(N, DIM, 10, 0.5, 7);
     let docs = vector_docs(&data, DIM, |i| json!({"i": i}));
-    for (name, kind, n) in [
-        ("small", "auto", 20),
-        ("graph", "hnsw", N),
-        ("auto", "auto", N),
-        ("cells", "ivf", N),
-        ("scan", "flat", N),
+    for (name, index, n) in [
+        ("small", json!({"type": "auto"}), 20),
+        ("graph", json!({"type": "hnsw"}), N),
+        ("int8", json!({"type": "hnsw", "quantization": "int8"}), N),
+        ("auto", json!({"type": "auto"}), N),
+        ("cells", json!({"type": "ivf"}), N),
+        ("scan", json!({"type": "flat"}), N),
     ] {
         let r = app
             .send(
                 PUT,
                 &format!("/collections/{name}"),
-                Some(json!({"dimension": DIM, "index": {"type": kind}})),
+                Some(json!({"dimension": DIM, "index": index})),
             )
             .await;
         assert_eq!(r.0, StatusCode::CREATED, "{}", r.1);
         assert_eq!(r.1["source"], "vector");
+        assert_eq!(r.1["index"]["quantization"], index["quantization"]);
         let some = json!({"documents": docs["documents"].as_array().unwrap()[..n]});
         let r = app
             .send(POST, &format!("/collections/{name}/documents"), Some(some))
@@ -948,7 +950,12 @@ async fn planner_reports_the_path_and_ann_agrees_with_exact_search() {
     assert_eq!(scan["index_state"]["ann"], Value::Null);
     assert_eq!(query("scan", 3, false).await.0, "flat", "flat index");
 
-    for (name, ann) in [("graph", "hnsw"), ("auto", "hnsw"), ("cells", "ivf")] {
+    for (name, ann) in [
+        ("graph", "hnsw"),
+        ("int8", "hnsw"),
+        ("auto", "hnsw"),
+        ("cells", "ivf"),
+    ] {
         let info = wait_indexed(&app, name).await;
         assert_eq!(info["index_state"]["ann"], ann, "{info}");
         assert_eq!(info["index_state"]["indexed"], N);
@@ -963,6 +970,19 @@ async fn planner_reports_the_path_and_ann_agrees_with_exact_search() {
             assert_eq!(approx[0], exact[0], "{name}: top hit of {own}");
         }
     }
+    // Oversampling reaches the quantized index: rescoring every candidate gives the exact
+    // answer on this small set.
+    let v = data[..DIM].to_vec();
+    let r = app
+        .send(
+            POST,
+            "/collections/int8/query",
+            Some(json!({"vector": v, "k": 5, "params": {"oversampling": 60, "ef": 300}})),
+        )
+        .await;
+    assert_ok(&r);
+    assert_eq!(r.1["plan"], "hnsw");
+    assert_eq!(doc_ids(&r.1), query("int8", 0, true).await.1);
 
     // A write after the build is pending, and found at once beside the index.
     let fresh: Vec<f32> = (0..DIM).map(|j| if j == 0 { 1.0 } else { 0.0 }).collect();
@@ -1738,6 +1758,11 @@ async fn bad_input_gets_its_status_and_code() {
         (PUT, "/collections/other", Some(json!({"dimension": 0})), S::BAD_REQUEST, "invalid_parameter"),
         (PUT, "/collections/other", Some(json!({"index": {"type": "ivf", "m": 8}})), S::BAD_REQUEST, "invalid_parameter"),
         (PUT, "/collections/other", Some(json!({"index": {"type": "hnsw", "m": 1}})), S::BAD_REQUEST, "invalid_parameter"),
+        (PUT, "/collections/other", Some(json!({"index": {"type": "ivf", "quantization": "int8"}})), S::BAD_REQUEST, "invalid_parameter"),
+        (PUT, "/collections/other", Some(json!({"index": {"type": "flat", "quantization": "none"}})), S::BAD_REQUEST, "invalid_parameter"),
+        (PUT, "/collections/other", Some(json!({"index": {"quantization": "int4"}})), S::BAD_REQUEST, "invalid_request"),
+        (POST, "/collections/docs/query", Some(json!({"query": "cat", "params": {"oversampling": 0.5}})), S::BAD_REQUEST, "invalid_parameter"),
+        (POST, "/collections/docs/query", Some(json!({"query": "cat", "params": {"oversampling": 101}})), S::BAD_REQUEST, "invalid_parameter"),
         (PUT, "/collections/other", Some(json!({"chunking": {"max_tokens": 8, "overlap": 8}})), S::BAD_REQUEST, "invalid_chunking"),
         (PUT, "/collections/other", Some(json!({"dimension": 4, "chunking": {"max_tokens": 8, "overlap": 2}})), S::BAD_REQUEST, "invalid_parameter"),
         // Things that do not exist.

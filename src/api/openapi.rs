@@ -240,12 +240,14 @@ fn state_field_rules(doc: &mut serde_json::Value, dimension: Option<usize>) {
             {
                 "required": ["type"],
                 "properties": {"type": {"const": "ivf"}},
-                "not": any_of_required(&["m", "ef_construction", "ef"]),
+                "not": any_of_required(&["m", "ef_construction", "ef", "quantization"]),
             },
             {
                 "required": ["type"],
                 "properties": {"type": {"const": "flat"}},
-                "not": any_of_required(&["m", "ef_construction", "ef", "nlist", "nprobe"]),
+                "not": any_of_required(&[
+                    "m", "ef_construction", "ef", "nlist", "nprobe", "quantization",
+                ]),
             },
         ]}),
     );
@@ -367,13 +369,18 @@ fn state_limits(doc: &mut OpenApiDoc, limits: &Limits) {
         max_length: Some(limits.max_text_bytes),
         ..Bounds::default()
     };
-    let rules: [(&str, &str, Bounds); 19] = [
+    let rules: [(&str, &str, Bounds); 20] = [
         ("QueryRequest", "k", at_most(limits.max_k)),
         ("QueryRequest", "group_size", at_most(limits.max_k)),
         ("MmrRequest", "fetch_k", at_most(limits.max_k)),
         ("QueryRequest", "query", text),
         ("QueryParams", "ef", at_most(limits.max_ef)),
         ("QueryParams", "nprobe", at_most(limits.max_nprobe)),
+        (
+            "QueryParams",
+            "oversampling",
+            at_most(crate::service::MAX_OVERSAMPLING as usize),
+        ),
         ("IndexSettings", "ef", at_most(limits.max_ef)),
         ("IndexSettings", "nprobe", at_most(limits.max_nprobe)),
         ("IndexSettings", "nlist", at_most(limits.max_nlist)),

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::hnsw::{HnswBuilder, HnswIndex, HnswParams};
+use super::hnsw::{HnswBuilder, HnswIndex, HnswParams, Quantization};
 use super::io::SnapshotReader;
 use super::ivf::{IvfIndex, IvfParams};
 use super::{Filter, Hit, IndexError, IndexKind, IndexMut, IndexResult, SearchParams, VectorIndex};
@@ -29,6 +29,8 @@ pub struct AnnParams {
     pub nlist: Option<usize>,
     /// IVF: default cells scanned per query.
     pub nprobe: Option<usize>,
+    /// HNSW: what the traversal scores (full-precision vectors or int8 codes).
+    pub quantization: Quantization,
 }
 
 impl AnnParams {
@@ -42,6 +44,7 @@ impl AnnParams {
             ef: h.ef_search,
             nlist: None,
             nprobe: None,
+            quantization: h.quantization,
         }
     }
 
@@ -54,6 +57,7 @@ impl AnnParams {
             // Compaction is the owner's decision (see `wants_compaction`): an automatic rebuild
             // inside `remove` would stall whoever holds the index for the whole build.
             max_tombstone_ratio: 1.0,
+            quantization: self.quantization,
             ..d
         }
     }

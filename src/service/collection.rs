@@ -352,6 +352,7 @@ impl Collection {
             ef: self.config.ef,
             nlist: self.config.nlist,
             nprobe: self.config.nprobe,
+            quantization: self.config.quantization.unwrap_or_default(),
         })
     }
 

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use crate::index::IndexKind;
 use crate::index::ann::{AnnIndex, AnnParams};
+use crate::index::hnsw::Quantization;
 use crate::index::io::SnapshotReader;
 use crate::store::{
     CollectionId, CollectionRecord, CollectionSource, CreateOutcome, NewCollection,
@@ -54,12 +55,17 @@ fn canonical_index(mut c: IndexConfig, limits: &Limits) -> ServiceResult<IndexCo
         ("ef", c.ef.is_some(), hnsw),
         ("nlist", c.nlist.is_some(), ivf),
         ("nprobe", c.nprobe.is_some(), ivf),
+        ("quantization", c.quantization.is_some(), hnsw),
     ] {
         if set && !applies {
             return Err(bad(format!("'{name}' does not apply to a {kind} index")));
         }
     }
     let defaults = AnnParams::defaults();
+    // `none` is what an unset value means: one spelling, so equal settings compare equal.
+    if c.quantization == Some(Quantization::None) {
+        c.quantization = None;
+    }
     if hnsw {
         let m = *c.m.get_or_insert(defaults.m.expect("HNSW has a default m"));
         if !(2..=128).contains(&m) {

@@ -10,6 +10,7 @@ use futures_util::future::try_join_all;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
+use crate::index::hnsw::MAX_OVERSAMPLING;
 use crate::index::{Hit, SearchParams, validate};
 use crate::store::PassageRecord;
 
@@ -352,6 +353,14 @@ impl Service {
         if let Some(nprobe) = query.nprobe {
             Limit::Nprobe.check("nprobe", nprobe, limits.max_nprobe)?;
         }
+        if let Some(o) = query.oversampling
+            && !(1.0..=MAX_OVERSAMPLING).contains(&o)
+        {
+            return Err(ServiceError::invalid(
+                "invalid_parameter",
+                format!("oversampling must be between 1 and {MAX_OVERSAMPLING}, got {o}"),
+            ));
+        }
         check_shaping(query, limits)?;
         if let Some(r) = &query.rerank {
             if !is_text {
@@ -432,7 +441,7 @@ impl Service {
         let params = SearchParams {
             ef: query.ef,
             nprobe: query.nprobe,
-            oversampling: None,
+            oversampling: query.oversampling,
         };
         let (k, exact, want_meta) = (query.k, query.exact, query.include.metadata);
         // A reranked query searches for the passages the cross-encoder is to judge.

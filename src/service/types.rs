@@ -5,6 +5,8 @@ pub use super::fusion::{Fusion, Hybrid};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use crate::index::hnsw::{MAX_OVERSAMPLING, Quantization};
+
 /// The similarity measure and the index kinds are part of the service's vocabulary: the API
 /// names them through the service, never through the layers below it.
 pub use crate::distance::Metric;
@@ -61,6 +63,10 @@ pub struct IndexConfig {
     /// IVF: default number of cells scanned per query.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nprobe: Option<usize>,
+    /// HNSW: int8 codes for the traversal, candidates rescored at full precision. Unset (or
+    /// `none`): full precision throughout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<Quantization>,
 }
 
 /// How a collection splits long texts into passages, in model tokens.
@@ -308,6 +314,8 @@ pub struct Query {
     pub ef: Option<usize>,
     /// IVF cells to scan.
     pub nprobe: Option<usize>,
+    /// Quantized HNSW: candidates rescored at full precision, as a multiple of `k`.
+    pub oversampling: Option<f32>,
     /// Force an exact scan.
     pub exact: bool,
     /// Fields to return.

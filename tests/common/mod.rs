@@ -382,6 +382,7 @@ pub(crate) fn vector_query(v: &[f32], k: usize) -> Query {
         filter: None,
         ef: None,
         nprobe: None,
+        oversampling: None,
         exact: false,
         include: Include::default(),
         mmr: None,

@@ -15,7 +15,7 @@ use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type};
 use utoipa::{PartialSchema, ToSchema};
 
-use crate::service::{Chunking, IndexConfig, IndexType, Metric};
+use crate::service::{Chunking, IndexConfig, IndexType, Metric, Quantization};
 
 mod collections;
 mod documents;
@@ -188,6 +188,39 @@ pub struct IndexSettings {
     /// IVF: default number of cells scanned per query.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nprobe: Option<usize>,
+    /// HNSW: `int8` walks the graph on one byte per component (a quarter of the memory the
+    /// search reads) and rescores the best `k·oversampling` candidates on the full-precision
+    /// vectors; `none` (the default) searches the full-precision vectors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<QuantizationName>,
+}
+
+/// What an HNSW search's traversal scores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum QuantizationName {
+    /// Full-precision vectors.
+    None,
+    /// One byte per component, rescored at full precision.
+    Int8,
+}
+
+impl From<QuantizationName> for Quantization {
+    fn from(q: QuantizationName) -> Quantization {
+        match q {
+            QuantizationName::None => Quantization::None,
+            QuantizationName::Int8 => Quantization::Int8,
+        }
+    }
+}
+
+impl From<Quantization> for QuantizationName {
+    fn from(q: Quantization) -> QuantizationName {
+        match q {
+            Quantization::None => QuantizationName::None,
+            Quantization::Int8 => QuantizationName::Int8,
+        }
+    }
 }
 
 impl From<IndexSettings> for IndexConfig {
@@ -199,6 +232,7 @@ impl From<IndexSettings> for IndexConfig {
             ef: s.ef,
             nlist: s.nlist,
             nprobe: s.nprobe,
+            quantization: s.quantization.map(Into::into),
         }
     }
 }
@@ -212,6 +246,7 @@ impl From<IndexConfig> for IndexSettings {
             ef: c.ef,
             nlist: c.nlist,
             nprobe: c.nprobe,
+            quantization: c.quantization.map(Into::into),
         }
     }
 }

@@ -35,6 +35,11 @@ pub struct QueryParams {
     /// IVF: cells scanned.
     #[serde(default)]
     pub nprobe: Option<usize>,
+    /// Quantized HNSW (`"quantization": "int8"`): candidates rescored on the full-precision
+    /// vectors, as a multiple of `k` (1 to 100, default 3); higher recalls more, slower.
+    /// Ignored by other indexes.
+    #[serde(default)]
+    pub oversampling: Option<f32>,
     /// Scan exactly, whatever the index.
     #[serde(default)]
     pub exact: bool,
@@ -301,6 +306,7 @@ impl TryFrom<QueryRequest> for Query {
             filter: r.filter,
             ef: params.ef,
             nprobe: params.nprobe,
+            oversampling: params.oversampling,
             exact: params.exact,
             include,
             mmr,
