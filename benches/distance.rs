@@ -2,9 +2,10 @@
 //! has, the scalar oracle and the `simsimd` crate, at the dimensions of common sentence
 //! encoders. One group per metric; a batch group compares one call over many rows with a loop
 //! of single calls, and a small-dimension group checks whether short inputs would be better
-//! served by the scalar kernels.
+//! served by the scalar kernels. The `dot_u8_i8` group puts every implementation of the integer
+//! inner product (int8 quantization) beside the `f32` dot product it replaces.
 //!
-//! `cargo bench --bench distance` (add `-- dot/` etc. to filter).
+//! `cargo bench --bench distance` (add `-- dot/`, `-- dot_u8_i8` etc. to filter).
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -135,6 +136,33 @@ fn batch(c: &mut Criterion) {
     g.finish();
 }
 
+/// Integer `u8 × i8` inner product, each implementation this CPU runs, against the dispatched
+/// `f32` dot product of the same dimension (the one the int8 scores stand in for).
+fn dot_u8_i8(c: &mut Criterion) {
+    let mut rng = SmallRng::seed_from_u64(SEED);
+    let mut g = c.benchmark_group("dot_u8_i8");
+    let chosen = distance::kernels().int8_name;
+    for d in [384usize, 768] {
+        let codes: Vec<u8> = (0..d).map(|_| rng.random()).collect();
+        let query: Vec<i8> = (0..d).map(|_| rng.random()).collect();
+        g.bench_with_input(
+            BenchmarkId::new(format!("dispatched({chosen})"), d),
+            &d,
+            |bn, _| bn.iter(|| distance::dot_u8_i8(black_box(&codes), black_box(&query))),
+        );
+        for (name, f) in distance::int8_dot_kernels() {
+            g.bench_with_input(BenchmarkId::new(name, d), &d, |bn, _| {
+                bn.iter(|| f(black_box(&codes), black_box(&query)))
+            });
+        }
+        let (a, b) = (random(d, &mut rng), random(d, &mut rng));
+        g.bench_with_input(BenchmarkId::new("f32_dot", d), &d, |bn, _| {
+            bn.iter(|| distance::dot(black_box(&a), black_box(&b)))
+        });
+    }
+    g.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
@@ -145,6 +173,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = dot, l2_squared, cosine, small_dims, batch
+    targets = dot, l2_squared, cosine, small_dims, batch, dot_u8_i8
 }
 criterion_main!(benches);

@@ -1,4 +1,5 @@
-//! Distance kernels over `f32` slices and the [`Metric`] type that the indexes are built on.
+//! Distance kernels over `f32` slices, the integer inner product that int8-quantized vectors
+//! are scored with, and the [`Metric`] type that the indexes are built on.
 //!
 //! # Score convention
 //! Every index in vicinity ranks by a **similarity score where higher means closer**, as Qdrant
@@ -21,13 +22,24 @@
 //! and in the safe wrappers that those files hand out after checking the CPU. [`prefetch_read`],
 //! the cache hint graph searches issue ahead of scoring, is one of those wrappers.
 //!
+//! # Integer inner product
+//! [`dot_u8_i8`] scores a query quantized to `i8` against stored `u8` codes: the exact `i32` sum
+//! of the products, so every implementation returns the same bits as
+//! [`scalar::dot_u8_i8`]. It is chosen with the `f32` kernels but by its own feature checks
+//! ([`Kernels::int8_name`] says which): AVX-512 VNNI (`vpdpbusd`), then AVX-512BW, then AVX2
+//! (both widen to `i16` and multiply-add pairs with `vpmaddwd`), NEON, scalar. `vpmaddubsw`,
+//! the obvious AVX2 instruction for `u8 × i8`, is deliberately not used: it saturates the sum of
+//! two products to `i16` (`255·127·2` does not fit), and a saturated score is silently wrong.
+//! [`int8_dot_kernels`] lists every implementation this CPU runs, for tests and benchmarks.
+//!
 //! There is no minimum dimension below which the scalar kernels take over: the vector kernels
 //! finish short inputs with masked or scalar tails, and `benches/distance.rs` (`dot_small`)
 //! measured them within half a nanosecond of scalar at 4 and 8 components and ahead from 16 on
 //! (AVX-512F, 2.3 ns against 2.8 ns at 16; 3.1 against 8.4 at 64). A threshold would add a
 //! branch to every call to win a fraction of a nanosecond at dimensions no encoder produces.
 //!
-//! This module knows only slices of `f32`: it allocates nothing and does no I/O.
+//! This module knows only slices of numbers: it allocates nothing (outside
+//! [`int8_dot_kernels`], a listing for tests and benchmarks) and does no I/O.
 
 use std::sync::OnceLock;
 
@@ -169,6 +181,16 @@ impl Isa {
     }
 }
 
+/// The longest input for which [`dot_u8_i8`] is exact: the most negative product is
+/// `255 · −128 = −32640`, and `65,793 · 32,640 = 2,147,483,520 ≤ 2³¹` while one more term
+/// would pass `i32::MIN` (the most positive product, `255 · 127 = 32385`, allows 66,311).
+/// Longer inputs wrap modulo 2³², identically in every implementation. Embedding dimensions are
+/// far below this.
+pub const DOT_U8_I8_EXACT_LEN: usize = 65_793;
+
+/// One implementation of [`dot_u8_i8`] and its name, as listed by [`int8_dot_kernels`].
+pub type Int8DotKernel = (&'static str, fn(&[u8], &[i8]) -> i32);
+
 /// A family of kernels for one instruction set. All functions panic if the slices differ in
 /// length (or, for the batch kernels, if `rows` does not hold exactly `out.len()` rows of
 /// `query.len()` values); callers validate dimensions before they get here.
@@ -188,6 +210,13 @@ pub struct Kernels {
     /// `l2_squared_batch(query, rows, out)`: `out[i]` = squared Euclidean distance between
     /// `query` and row `i` of the row-major `rows`.
     pub l2_squared_batch: fn(&[f32], &[f32], &mut [f32]),
+    /// Exact integer inner product of `u8` codes and `i8` query bytes; see [`dot_u8_i8`]. Not
+    /// always written for [`isa`](Self::isa): the AVX-512F family carries the best of VNNI,
+    /// AVX-512BW, AVX2 and scalar that this CPU has.
+    pub dot_u8_i8: fn(&[u8], &[i8]) -> i32,
+    /// The name, as listed by [`int8_dot_kernels`], of the implementation in
+    /// [`dot_u8_i8`](Self::dot_u8_i8): `avx512vnni`, `avx512bw`, `avx2`, `neon` or `scalar`.
+    pub int8_name: &'static str,
 }
 
 impl Kernels {
@@ -199,6 +228,8 @@ impl Kernels {
         cosine: scalar::cosine,
         dot_batch: scalar::dot_batch,
         l2_squared_batch: scalar::l2_squared_batch,
+        dot_u8_i8: scalar::dot_u8_i8,
+        int8_name: "scalar",
     };
 
     /// The kernels for `isa`, or `None` when this CPU (or this build's target architecture)
@@ -288,6 +319,30 @@ pub fn dot_batch(query: &[f32], rows: &[f32], out: &mut [f32]) {
 #[inline]
 pub fn l2_squared_batch(query: &[f32], rows: &[f32], out: &mut [f32]) {
     (kernels().l2_squared_batch)(query, rows, out)
+}
+
+/// Exact integer inner product `Σ aᵢ·bᵢ` of stored `u8` codes and an `i8` query, on the fastest
+/// kernel (see [`Kernels::int8_name`]). Exact up to [`DOT_U8_I8_EXACT_LEN`] components, and the
+/// same bits as [`scalar::dot_u8_i8`] at any length.
+///
+/// # Panics
+/// If the lengths differ.
+#[inline]
+pub fn dot_u8_i8(a: &[u8], b: &[i8]) -> i32 {
+    (kernels().dot_u8_i8)(a, b)
+}
+
+/// Every implementation of [`dot_u8_i8`] this CPU (and this build's target) can run, with its
+/// name, most capable first and `scalar` last: on x86-64 `avx512vnni`, `avx512bw` and `avx2`
+/// where present, on aarch64 `neon`. For tests and benchmarks; the indexes use [`dot_u8_i8`].
+pub fn int8_dot_kernels() -> Vec<Int8DotKernel> {
+    let mut all: Vec<Int8DotKernel> = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    all.extend(x86::int8_dot_kernels());
+    #[cfg(target_arch = "aarch64")]
+    all.extend(aarch64::int8_dot_kernels());
+    all.push(("scalar", scalar::dot_u8_i8));
+    all
 }
 
 /// Asks the CPU to start loading `data` into cache, one request per 64-byte line, so that a

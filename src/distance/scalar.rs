@@ -1,8 +1,10 @@
 //! Scalar reference kernels: the oracle every SIMD kernel is tested against.
 //!
-//! They are written for clarity, not speed, but still accumulate in four independent lanes so that
-//! their rounding behaves like the vector kernels' (a single running sum drifts further from the
-//! exact value on long inputs, which would make the comparison tolerance meaningless).
+//! They are written for clarity, not speed, but the `f32` ones still accumulate in four
+//! independent lanes so that their rounding behaves like the vector kernels' (a single running
+//! sum drifts further from the exact value on long inputs, which would make the comparison
+//! tolerance meaningless). The integer kernel needs no such care: its sum is exact, so every
+//! implementation must match it bit for bit.
 
 /// Inner product `Σ aᵢ·bᵢ`.
 ///
@@ -76,6 +78,22 @@ pub fn dot_batch(query: &[f32], rows: &[f32], out: &mut [f32]) {
 pub fn l2_squared_batch(query: &[f32], rows: &[f32], out: &mut [f32]) {
     super::check_batch(query, rows, out);
     batch_with(query, rows, out, l2_squared);
+}
+
+/// Exact integer inner product `Σ aᵢ·bᵢ` of unsigned codes and signed query bytes.
+///
+/// Each product lies in `[-32640, 32385]`, so the `i32` sum is exact for lengths up to
+/// [`DOT_U8_I8_EXACT_LEN`](super::DOT_U8_I8_EXACT_LEN) (65,793). Past that the sum wraps
+/// modulo 2³²: wrapping rather than panicking or saturating keeps every vectorised kernel,
+/// whose lane additions wrap, bit-identical to this one at any length.
+///
+/// # Panics
+/// If `a` and `b` differ in length.
+pub fn dot_u8_i8(a: &[u8], b: &[i8]) -> i32 {
+    assert_eq!(a.len(), b.len(), "dot_u8_i8: slices differ in length");
+    a.iter().zip(b).fold(0i32, |acc, (&x, &y)| {
+        acc.wrapping_add(i32::from(x) * i32::from(y))
+    })
 }
 
 fn batch_with(query: &[f32], rows: &[f32], out: &mut [f32], f: fn(&[f32], &[f32]) -> f32) {

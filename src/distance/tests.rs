@@ -25,6 +25,13 @@
 //! Values mix signs and magnitudes from about 10⁻⁸ up to 10¹⁵, so sums reach 10³³ without
 //! overflowing `f32`; slices start at random offsets into their allocation to exercise
 //! unaligned loads.
+//!
+//! # Integer inner product
+//! [`dot_u8_i8`] is integer arithmetic, so there is no tolerance: every implementation in
+//! [`int8_dot_kernels`] must return exactly the scalar oracle's bits, on random bytes (biased
+//! towards the extremes, where a saturating instruction would give itself away) at every length
+//! up to 1100 and at the lengths either side of each vector width, and the oracle must match the
+//! closed form on constant inputs.
 
 use std::sync::Once;
 
@@ -103,8 +110,42 @@ fn sum_sq_diff(a: &[f32], b: &[f32]) -> f64 {
     a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum()
 }
 
+/// A `u8` code: uniform, or one of the extremes a saturating or mis-signed kernel gets wrong.
+fn code() -> impl Strategy<Value = u8> {
+    prop_oneof![3 => any::<u8>(), 1 => Just(255u8), 1 => Just(0u8)]
+}
+
+/// An `i8` query byte: uniform, or an extreme.
+fn query_byte() -> impl Strategy<Value = i8> {
+    prop_oneof![3 => any::<i8>(), 1 => Just(i8::MIN), 1 => Just(i8::MAX)]
+}
+
+/// Equally long codes and query bytes, each starting `offset` bytes into its own allocation.
+fn int8_pair(max_len: usize) -> impl Strategy<Value = (Vec<u8>, usize, Vec<i8>, usize)> {
+    (0..=max_len, 0usize..8, 0usize..8).prop_flat_map(|(n, oa, ob)| {
+        (
+            vec(code(), n + oa),
+            Just(oa),
+            vec(query_byte(), n + ob),
+            Just(ob),
+        )
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn dot_u8_i8_matches_scalar_exactly((va, oa, vb, ob) in int8_pair(1100)) {
+        let (a, b) = (&va[oa..], &vb[ob..]);
+        let want = scalar::dot_u8_i8(a, b);
+        let exact: i64 = a.iter().zip(b).map(|(&x, &y)| i64::from(x) * i64::from(y)).sum();
+        prop_assert_eq!(i64::from(want), exact, "scalar (n = {})", a.len());
+        for (name, f) in int8_dot_kernels() {
+            prop_assert_eq!(f(a, b), want, "{} (n = {})", name, a.len());
+        }
+        prop_assert_eq!(dot_u8_i8(a, b), want, "dispatched (n = {})", a.len());
+    }
 
     #[test]
     fn dot_matches_scalar((va, oa, vb, ob) in pair(1100)) {
@@ -248,6 +289,100 @@ fn mismatched_lengths_panic_in_every_kernel() {
             (k.l2_squared_batch)(&a[..4], &a[..8], &mut out);
         });
         assert!(bad_batch.is_err(), "{name} l2_squared_batch");
+    }
+}
+
+/// Lengths either side of every vector width and unrolled step the int8 kernels use (16 to 256
+/// bytes), and the common embedding dimensions.
+const INT8_LENGTHS: [usize; 23] = [
+    0, 1, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 255, 256, 257, 383, 384, 385, 448,
+    768, 1000,
+];
+
+#[test]
+fn dot_u8_i8_extremes_match_the_closed_form() {
+    // 255 · −128 and 255 · 127 are the largest products of either sign; any two of them overflow
+    // `i16`, so a kernel that saturates a pair sum (`vpmaddubsw`) fails here, and one that drops
+    // or doubles a tail byte misses the closed form by a whole product.
+    let kernels = int8_dot_kernels();
+    let dispatched: Int8DotKernel = ("dispatched", dot_u8_i8);
+    for n in INT8_LENGTHS {
+        for offset in [0, 1] {
+            let a = vec![255u8; n + offset];
+            for (q, product) in [(i8::MIN, -32640i64), (i8::MAX, 32385)] {
+                let b = vec![q; n + offset];
+                let want = product * n as i64;
+                for &(name, f) in kernels.iter().chain([&dispatched]) {
+                    let got = f(&a[offset..], &b[offset..]);
+                    assert_eq!(
+                        i64::from(got),
+                        want,
+                        "{name}: 255 × {q}, n = {n}, offset {offset}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn dot_u8_i8_exact_up_to_its_documented_length_and_wraps_alike_beyond() {
+    let n = DOT_U8_I8_EXACT_LEN;
+    let a = vec![255u8; n + 1];
+    let b = vec![i8::MIN; n + 1];
+    let at_limit = -32640i64 * n as i64;
+    assert!(at_limit >= i64::from(i32::MIN) && at_limit - 32640 < i64::from(i32::MIN));
+    let wrapped = scalar::dot_u8_i8(&a, &b);
+    assert_eq!(i64::from(wrapped), at_limit - 32640 + (1i64 << 32));
+    for (name, f) in int8_dot_kernels() {
+        assert_eq!(
+            i64::from(f(&a[..n], &b[..n])),
+            at_limit,
+            "{name} at the limit"
+        );
+        assert_eq!(f(&a, &b), wrapped, "{name} one past the limit");
+    }
+}
+
+#[test]
+#[should_panic(expected = "differ in length")]
+fn dot_u8_i8_panics_on_unequal_lengths() {
+    dot_u8_i8(&[1u8; 17], &[1i8; 16]);
+}
+
+#[test]
+fn every_int8_kernel_panics_on_unequal_lengths() {
+    for (name, f) in int8_dot_kernels() {
+        for (la, lb) in [(17, 16), (0, 1), (384, 383)] {
+            let (a, b) = (vec![1u8; la], vec![1i8; lb]);
+            assert!(
+                std::panic::catch_unwind(|| f(&a, &b)).is_err(),
+                "{name}: lengths {la} and {lb}"
+            );
+        }
+    }
+}
+
+#[test]
+fn dispatch_picks_the_most_capable_int8_kernel() {
+    let available = int8_dot_kernels();
+    let names: Vec<&str> = available.iter().map(|&(name, _)| name).collect();
+    assert_eq!(names.last(), Some(&"scalar"));
+    assert!(names.contains(&kernels().int8_name), "{names:?}");
+    assert_eq!(Kernels::SCALAR.int8_name, "scalar");
+    if let Some(k) = Kernels::for_isa(Isa::Avx512F) {
+        assert_eq!(k.int8_name, names[0]);
+    }
+    if let Some(k) = Kernels::for_isa(Isa::Avx2Fma) {
+        assert_eq!(k.int8_name, "avx2");
+    }
+    if let Some(k) = Kernels::for_isa(Isa::Neon) {
+        assert_eq!(k.int8_name, "neon");
+    }
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512bw") {
+        assert_eq!(names, ["avx512vnni", "avx512bw", "avx2", "scalar"]);
+        assert_eq!(kernels().int8_name, "avx512vnni");
     }
 }
 
