@@ -213,7 +213,7 @@ impl<'a> QuantQuery<'a> {
         let bias = BIAS * q.iter().map(|&x| i32::from(x)).sum::<i32>();
         QuantQuery {
             codes,
-            kernel: dot_u8_i8,
+            kernel: distance::kernels().dot_u8_i8,
             l2: metric == Metric::L2,
             q,
             scale,
@@ -246,14 +246,6 @@ impl Probe for QuantQuery<'_> {
     fn prefetch(&self, _view: &View<'_>, node: u32) {
         distance::prefetch_read(self.codes.code(node));
     }
-}
-
-/// Exact integer dot product of codes and query bytes.
-fn dot_u8_i8(a: &[u8], b: &[i8]) -> i32 {
-    a.iter()
-        .zip(b)
-        .map(|(&x, &y)| i32::from(x) * i32::from(y))
-        .sum()
 }
 
 #[cfg(test)]
