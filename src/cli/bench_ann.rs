@@ -88,7 +88,7 @@ pub(crate) struct Args {
     #[arg(long, value_delimiter = ',', default_value = "16,32,48,64,128")]
     ef: Vec<usize>,
     /// HNSW: candidates rescored at full precision, as a multiple of k, to sweep, comma-separated;
-    /// every value is tried at every --ef. At least 1. Default: the index's own (3 for int8). It
+    /// every value is tried at every --ef. At least 1. Default: the index's own (2 for int8). It
     /// changes nothing without --quantization int8; other index kinds refuse it.
     #[arg(long, value_delimiter = ',')]
     oversampling: Vec<f64>,
@@ -1006,7 +1006,10 @@ mod tests {
             oversampling: Vec::new(),
             ..args
         });
-        assert_eq!(records[0]["params"]["oversampling"], 3.0);
+        assert_eq!(
+            records[0]["params"]["oversampling"],
+            f64::from(vicinity::index::hnsw::DEFAULT_OVERSAMPLING)
+        );
     }
 
     #[test]

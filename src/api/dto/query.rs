@@ -36,7 +36,7 @@ pub struct QueryParams {
     #[serde(default)]
     pub nprobe: Option<usize>,
     /// Quantized HNSW (`"quantization": "int8"`): candidates rescored on the full-precision
-    /// vectors, as a multiple of `k` (1 to 100, default 3); higher recalls more, slower.
+    /// vectors, as a multiple of `k` (1 to 100, default 2); higher recalls more, slower.
     /// Ignored by other indexes.
     #[serde(default)]
     pub oversampling: Option<f32>,

@@ -47,6 +47,18 @@
 //! both are unset the breadth grows with the graph ([`default_ef`]: 64 up to 1,000 nodes, then
 //! more per doubling), because at a fixed `ef` recall falls as the graph grows.
 //!
+//! # Quantization
+//! With [`Quantization::Int8`] the index also keeps each vector as one signed byte per component
+//! with a per-vector scale (see `quant`), and a search walks the graph on those codes: a
+//! 384-d row is 6 cache lines instead of 24, and each score is one exact integer dot product
+//! (`vpdpbusd` where the CPU has AVX-512 VNNI). The walk's best `k·oversampling` candidates
+//! ([`SearchParams::oversampling`], default [`DEFAULT_OVERSAMPLING`]; the walk's breadth is
+//! raised to at least that many) are then rescored on the full-precision vectors, so the hits
+//! carry exact scores and the codes' rounding only matters if it pushes a true neighbour out of
+//! the candidates. The graph is built on the full-precision vectors, as without quantization;
+//! exact scans (filters too selective for the walk) also read them. A snapshot stores the
+//! vectors, and loading encodes the codes again.
+//!
 //! # Filtered search
 //! A filter is applied to results, not to the traversal: the search walks the graph as usual but
 //! only admits accepted ids into its `ef` best, so it runs until it holds `ef` accepted hits.
@@ -63,7 +75,9 @@
 //! scanned vector costs less than a walked one (sequential rather than random reads), so the
 //! index scans when `p²·n ≤ EXACT_SCAN_COST·ef` with [`EXACT_SCAN_COST`] measured: around
 //! `p ≤ 5 %` for 100k vectors at the default `ef`, less for larger indexes, more for smaller
-//! ones. When the walk cannot see enough accepted vectors (possible only if part of the graph is
+//! ones. An int8-quantized walk is about three times cheaper per vector while the scan still
+//! reads full-precision rows, so such an index scans only below [`EXACT_SCAN_COST_INT8`]. When
+//! the walk cannot see enough accepted vectors (possible only if part of the graph is
 //! unreachable) the query falls back to the exact scan as well, so `k` hits come back whenever
 //! `k` live vectors pass the filter.
 
@@ -107,6 +121,14 @@ pub const SELECTIVITY_PROBES: usize = 256;
 /// vectors about twice as cheap; at 5 % the two took the same time.
 pub const EXACT_SCAN_COST: f64 = 20.0;
 
+/// [`EXACT_SCAN_COST`] of an int8-quantized index, whose walk reads a quarter of the bytes per
+/// vector while the scan still reads the full-precision rows. Measured on the same set at
+/// `p = 0.1`: a walked vector cost about 62 ns against 200 ns unquantized, a scanned row 94 ns.
+pub const EXACT_SCAN_COST_INT8: f64 = 7.0;
+
+/// How many accepted rows ahead an exact scan prefetches.
+const EXACT_SCAN_PREFETCH: usize = 4;
+
 /// [`default_ef`] of a graph of at most [`DEFAULT_EF_BASE_NODES`] nodes.
 pub const DEFAULT_EF_MIN: usize = 64;
 
@@ -140,7 +162,7 @@ pub fn default_ef(nodes: usize) -> usize {
 
 /// Candidates rescored on the full-precision vectors per hit asked for, when the index is
 /// quantized and the query does not say ([`SearchParams::oversampling`]).
-pub const DEFAULT_OVERSAMPLING: f32 = 3.0;
+pub const DEFAULT_OVERSAMPLING: f32 = 2.0;
 
 /// Largest [`SearchParams::oversampling`] accepted.
 pub const MAX_OVERSAMPLING: f32 = 100.0;
@@ -695,18 +717,40 @@ impl HnswIndex {
     }
 
     /// Exact top-`k` over the live vectors the filter accepts.
+    ///
+    /// Ids and tombstone words are read run by run rather than node by node, and the accepted
+    /// nodes are scored in a second pass that prefetches rows ahead: with a selective filter
+    /// most nodes are only looked at, and finding each one's bucket again cost more than the
+    /// filter and the scores together; the rows scored are scattered, so the hardware
+    /// prefetcher does not see them coming.
     fn exact_search(&self, query: &[f32], k: usize, filter: Option<Filter<'_>>) -> Vec<Hit> {
+        let nodes = self.graph.len();
+        let deleted = (self.tombstones() > 0).then(|| {
+            self.deleted
+                .collect(nodes.div_ceil(64), |w| w.load(Ordering::Relaxed))
+        });
+        let mut accepted: Vec<(u32, u64)> = Vec::new();
+        let mut node = 0u32;
+        for run in self.ids.runs(nodes) {
+            for cell in run {
+                let n = node;
+                node += 1;
+                if deleted.as_ref().is_some_and(|d| is_set(d, n)) {
+                    continue;
+                }
+                let id = cell.load(Ordering::Relaxed);
+                if filter.is_none_or(|f| f(id)) {
+                    accepted.push((n, id));
+                }
+            }
+        }
         let scorer = Scorer::new(self.metric);
         let mut top = TopK::new(k);
-        for node in 0..self.graph.len() as u32 {
-            if self.is_deleted(node) {
-                continue;
+        for (i, &(n, id)) in accepted.iter().enumerate() {
+            if let Some(&(ahead, _)) = accepted.get(i + EXACT_SCAN_PREFETCH) {
+                crate::distance::prefetch_read(self.vectors.row(ahead));
             }
-            let id = self.id_of(node);
-            if filter.is_some_and(|f| !f(id)) {
-                continue;
-            }
-            top.push(id, scorer.score(query, self.vectors.row(node)));
+            top.push(id, scorer.score(query, self.vectors.row(n)));
         }
         top.into_sorted_vec()
     }
@@ -870,7 +914,12 @@ impl VectorIndex for HnswIndex {
                     (self.default_search_ef() as f64 * p.sqrt()).round() as usize
                 });
                 let ef_cost = ef.max(k).min(nodes) as f64;
-                if p * p * self.len() as f64 <= EXACT_SCAN_COST * ef_cost {
+                let scan_cost = if self.codes.is_some() {
+                    EXACT_SCAN_COST_INT8
+                } else {
+                    EXACT_SCAN_COST
+                };
+                if p * p * self.len() as f64 <= scan_cost * ef_cost {
                     return Ok(self.exact_search(&query, k, filter));
                 }
                 ef
