@@ -62,17 +62,8 @@ fn mean_recall(
     queries: &[f32],
     k: usize,
 ) -> f64 {
-    let data = prepared(metric, dim, data);
-    let mut total = 0.0;
-    let nq = queries.len() / dim;
-    for q in queries.chunks_exact(dim) {
-        let hits = index.search(q, k, &SearchParams::default(), None).unwrap();
-        let mut pq = q.to_vec();
-        metric.preprocess(&mut pq);
-        let truth = exact_top_k(metric, dim, ids, &data, &pq, k, None);
-        total += recall(&hits, &truth);
-    }
-    total / nq as f64
+    let params = SearchParams::default();
+    recall_with(index, metric, dim, ids, data, queries, k, &params)
 }
 
 #[test]

@@ -886,12 +886,18 @@ mod tests {
         assert!(e.to_string().contains("fewer than k"), "{e}");
     }
 
-    #[test]
-    fn ivf_and_hnsw_sweep_their_settings_on_clustered_data() {
+    /// Writes `n` clustered base vectors, `nq` queries from the same draw (so they share its
+    /// clusters) and their exact cosine top-`k` as `base.fvecs`, `query.fvecs` and `gt.ivecs`.
+    fn clustered_dataset(
+        n: usize,
+        nq: usize,
+        dim: usize,
+        k: usize,
+        clusters: usize,
+        seed: u64,
+    ) -> tempfile::TempDir {
         use vicinity::testing::{clustered_vectors, exact_top_k};
-        let (n, nq, dim, k) = (3000, 40, 16, 10);
-        // Queries come from the same draw as the base, so they share its clusters.
-        let all = clustered_vectors(n + nq, dim, 24, 0.5, 11);
+        let all = clustered_vectors(n + nq, dim, clusters, 0.5, seed);
         let (base, queries) = all.split_at(n * dim);
         let ids: Vec<u64> = (0..n as u64).collect();
         let truth = queries.chunks_exact(dim).flat_map(|q| {
@@ -903,6 +909,13 @@ mod tests {
         fvecs(&dir.path().join("base.fvecs"), dim, base);
         fvecs(&dir.path().join("query.fvecs"), dim, queries);
         write_texmex(&dir.path().join("gt.ivecs"), k, truth);
+        dir
+    }
+
+    #[test]
+    fn ivf_and_hnsw_sweep_their_settings_on_clustered_data() {
+        let (n, nq, dim, k) = (3000, 40, 16, 10);
+        let dir = clustered_dataset(n, nq, dim, k, 24, 11);
 
         let recalls = |records: &[serde_json::Value]| -> Vec<f64> {
             records
@@ -957,20 +970,8 @@ mod tests {
 
     #[test]
     fn hnsw_int8_sweeps_oversampling_and_splits_memory() {
-        use vicinity::testing::{clustered_vectors, exact_top_k};
         let (n, nq, dim, k) = (2000, 30, 16, 10);
-        let all = clustered_vectors(n + nq, dim, 16, 0.5, 5);
-        let (base, queries) = all.split_at(n * dim);
-        let ids: Vec<u64> = (0..n as u64).collect();
-        let truth = queries.chunks_exact(dim).flat_map(|q| {
-            exact_top_k(Metric::Cosine, dim, &ids, base, q, k, None)
-                .into_iter()
-                .map(|h| h.id as u32)
-        });
-        let dir = tempfile::tempdir().unwrap();
-        fvecs(&dir.path().join("base.fvecs"), dim, base);
-        fvecs(&dir.path().join("query.fvecs"), dim, queries);
-        write_texmex(&dir.path().join("gt.ivecs"), k, truth);
+        let dir = clustered_dataset(n, nq, dim, k, 16, 5);
         let args = Args {
             m: 8,
             ef_construction: 64,
