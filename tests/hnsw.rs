@@ -854,20 +854,11 @@ fn recall_at(
     queries: &[f32],
     ef: Option<usize>,
 ) -> f64 {
-    let data = prepared(metric, dim, data);
     let params = SearchParams {
         ef,
-        nprobe: None,
-        oversampling: None,
+        ..SearchParams::default()
     };
-    let mut total = 0.0;
-    for q in queries.chunks_exact(dim) {
-        let hits = index.search(q, 10, &params, None).unwrap();
-        let mut pq = q.to_vec();
-        metric.preprocess(&mut pq);
-        total += recall(&hits, &exact_top_k(metric, dim, ids, &data, &pq, 10, None));
-    }
-    total / (queries.len() / dim) as f64
+    recall_with(index, metric, dim, ids, data, queries, 10, &params)
 }
 
 /// The default search breadth grows with the graph so that recall holds: on a diffuse set
