@@ -81,7 +81,6 @@
 //! unreachable) the query falls back to the exact scan as well, so `k` hits come back whenever
 //! `k` live vectors pass the filter.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -99,6 +98,7 @@ use crate::distance::Metric;
 mod build;
 mod graph;
 mod hnsw_rs_builder;
+mod id_map;
 mod quant;
 mod rows;
 mod search;
@@ -106,6 +106,7 @@ mod store;
 
 use build::{Inserter, draw_level};
 use graph::{Entry, Graph};
+use id_map::IdMap;
 pub use quant::Quantization;
 use quant::{CodeStore, QuantQuery};
 use rows::Rows;
@@ -359,7 +360,7 @@ pub struct HnswIndex {
     /// Caller's id of every node, tombstoned or not.
     ids: Rows<AtomicU64>,
     /// Live ids to their node. Only writers use it, under `writer`.
-    by_id: Mutex<HashMap<u64, u32>>,
+    by_id: Mutex<IdMap>,
     /// Live ids.
     live: AtomicUsize,
     /// Tombstone bits, one word per 64 nodes.
@@ -386,11 +387,11 @@ impl HnswIndex {
             metric,
             dim,
             vectors: VectorStore::with_capacity(dim, 0),
-            codes: (params.quantization == Quantization::Int8).then(|| CodeStore::new(dim)),
+            codes: (params.quantization == Quantization::Int8).then(|| CodeStore::new(dim, metric)),
             graph: Graph::new(params.m),
             params,
             ids: Rows::new(1),
-            by_id: Mutex::new(HashMap::new()),
+            by_id: Mutex::new(IdMap::default()),
             live: AtomicUsize::new(0),
             deleted: Rows::new(1),
             tombstones: AtomicUsize::new(0),
@@ -429,7 +430,7 @@ impl HnswIndex {
         let nodes: Vec<(u64, u32)> = {
             let by_id = self.by_id.lock();
             ids.iter()
-                .filter_map(|id| by_id.get(id).map(|&n| (*id, n)))
+                .filter_map(|&id| by_id.get(id, |n| self.id_of(n)).map(|n| (id, n)))
                 .collect()
         };
         let mut found = Vec::with_capacity(nodes.len());
@@ -514,7 +515,7 @@ impl HnswIndex {
         drop(vectors);
         // Codes are a function of the vectors, so they are encoded again rather than saved.
         if index.codes.is_some() {
-            index.codes = Some(CodeStore::from_rows(dim, index.vectors.runs()));
+            index.codes = Some(CodeStore::from_rows(dim, metric, index.vectors.runs()));
         }
         index.graph = graph;
         index.deleted.reserve(deleted.len());
@@ -524,11 +525,15 @@ impl HnswIndex {
         let tombstones: usize = deleted.iter().map(|w| w.count_ones() as usize).sum();
         index.tombstones.store(tombstones, Ordering::Relaxed);
         index.ids.reserve(nodes);
-        let by_id = index.by_id.get_mut();
-        by_id.reserve(nodes - tombstones);
         for (node, &id) in ids.iter().enumerate() {
             index.ids.row(node)[0].store(id, Ordering::Relaxed);
-            if !is_set(&deleted, node as u32) && by_id.insert(id, node as u32).is_some() {
+        }
+        let id_rows = &index.ids;
+        let id_of = |n: u32| id_rows.row(n as usize)[0].load(Ordering::Relaxed);
+        let by_id = index.by_id.get_mut();
+        by_id.reserve(nodes - tombstones, id_of);
+        for (node, &id) in ids.iter().enumerate() {
+            if !is_set(&deleted, node as u32) && by_id.insert(node as u32, id_of).is_some() {
                 return Err(corrupt(format!("id {id} is live on two nodes")));
             }
         }
@@ -596,11 +601,14 @@ impl HnswIndex {
         let nodes = first + ids.len();
         self.ids.reserve(nodes);
         self.deleted.reserve(nodes.div_ceil(64));
-        let mut by_id = self.by_id.lock();
-        by_id.reserve(ids.len());
         for (i, &id) in ids.iter().enumerate() {
             self.ids.row(first + i)[0].store(id, Ordering::Relaxed);
-            by_id.insert(id, (first + i) as u32);
+        }
+        let id_of = |n: u32| self.id_of(n);
+        let mut by_id = self.by_id.lock();
+        by_id.reserve(ids.len(), id_of);
+        for node in first..nodes {
+            by_id.insert(node as u32, id_of);
         }
         self.live.store(by_id.len(), Ordering::Release);
     }
@@ -642,7 +650,9 @@ impl HnswIndex {
         check_node_room(self.graph.len(), ids.len())?;
         let existing: Vec<Option<u32>> = {
             let by_id = self.by_id.lock();
-            ids.iter().map(|id| by_id.get(id).copied()).collect()
+            ids.iter()
+                .map(|&id| by_id.get(id, |n| self.id_of(n)))
+                .collect()
         };
         if existing.iter().all(Option::is_none) {
             self.append(ids, &rows);
@@ -678,7 +688,7 @@ impl HnswIndex {
         let mut by_id = self.by_id.lock();
         let mut removed = 0;
         for id in ids {
-            if let Some(node) = by_id.remove(id) {
+            if let Some(node) = by_id.remove(*id, |n| self.id_of(n)) {
                 self.tombstone(node);
                 removed += 1;
             }
@@ -776,7 +786,7 @@ impl HnswIndex {
                     view.search_layer(query, &[start], ef, 0, admit, scratch)
                 }
                 Some(codes) => {
-                    let probe = QuantQuery::new(codes, self.metric, query);
+                    let probe = QuantQuery::new(codes, query);
                     let Some(start) = view.descend(&probe) else {
                         return (Vec::new(), true);
                     };
@@ -867,11 +877,12 @@ impl VectorIndex for HnswIndex {
     }
 
     fn contains(&self, id: u64) -> bool {
-        self.by_id.lock().contains_key(&id)
+        self.by_id.lock().get(id, |n| self.id_of(n)).is_some()
     }
 
     fn live_ids(&self) -> Vec<u64> {
-        self.by_id.lock().keys().copied().collect()
+        let by_id = self.by_id.lock();
+        by_id.nodes().map(|n| self.id_of(n)).collect()
     }
 
     fn memory_bytes(&self) -> usize {
@@ -879,7 +890,7 @@ impl VectorIndex for HnswIndex {
             + self.codes.as_ref().map_or(0, CodeStore::memory_bytes)
             + self.graph.memory_bytes()
             + self.ids.memory_bytes(self.graph.len())
-            + self.by_id.lock().capacity() * (std::mem::size_of::<(u64, u32)>() + 1)
+            + self.by_id.lock().memory_bytes()
             + self.deleted.memory_bytes(self.graph.len().div_ceil(64))
     }
 

@@ -80,26 +80,35 @@ const LEVELS: f32 = 127.0;
 #[derive(Debug)]
 pub(super) struct CodeStore {
     dim: usize,
+    /// Whether scores are (negated squared) L2 distances, which need the stored norms.
+    l2: bool,
     codes: Rows<Cell<u8>>,
-    /// Per node: the scale and the squared norm of the decoded vector.
+    /// Per node: the scale, and under L2 the squared norm of the decoded vector (inner products
+    /// and cosine do without it, and a million vectors save 4 MB).
     factors: Rows<Cell<f32>>,
     len: AtomicUsize,
 }
 
 impl CodeStore {
-    /// An empty store for vectors of `dim` (at least 1) components.
-    pub(super) fn new(dim: usize) -> Self {
+    /// An empty store for vectors of `dim` (at least 1) components, scored under `metric`.
+    pub(super) fn new(dim: usize, metric: Metric) -> Self {
+        let l2 = metric == Metric::L2;
         CodeStore {
             dim,
+            l2,
             codes: Rows::new(dim.max(1)),
-            factors: Rows::new(2),
+            factors: Rows::new(if l2 { 2 } else { 1 }),
             len: AtomicUsize::new(0),
         }
     }
 
     /// A store holding the codes of `values` (whole rows).
-    pub(super) fn from_rows<'a>(dim: usize, runs: impl Iterator<Item = &'a [f32]>) -> Self {
-        let store = Self::new(dim);
+    pub(super) fn from_rows<'a>(
+        dim: usize,
+        metric: Metric,
+        runs: impl Iterator<Item = &'a [f32]>,
+    ) -> Self {
+        let store = Self::new(dim, metric);
         for run in runs {
             store.push(run);
         }
@@ -126,7 +135,10 @@ impl CodeStore {
         let mut factors = Vec::with_capacity(2 * rows);
         for (row, out) in values.chunks_exact(dim).zip(codes.chunks_exact_mut(dim)) {
             let (scale, norm) = encode(row, out);
-            factors.extend([scale, norm]);
+            factors.push(scale);
+            if self.l2 {
+                factors.push(norm);
+            }
         }
         // SAFETY: rows `first..end` lie beyond the published count, which readers never go past,
         // and the single writer is the caller; they are published by the store below.
@@ -143,11 +155,11 @@ impl CodeStore {
         self.codes.values(node as usize)
     }
 
-    /// The scale and decoded squared norm of `node`.
+    /// The scale of `node`, and its decoded squared norm (0 unless the store is for L2).
     #[inline(always)]
     fn factors(&self, node: u32) -> (f32, f32) {
         let f = self.factors.values(node as usize);
-        (f[0], f[1])
+        (f[0], f.get(1).copied().unwrap_or(0.0))
     }
 
     /// Memory the codes take.
@@ -203,7 +215,7 @@ pub(super) struct QuantQuery<'a> {
 
 impl<'a> QuantQuery<'a> {
     /// Quantizes `query` (preprocessed for `metric`, as stored rows are) for `codes`.
-    pub(super) fn new(codes: &'a CodeStore, metric: Metric, query: &[f32]) -> Self {
+    pub(super) fn new(codes: &'a CodeStore, query: &[f32]) -> Self {
         let scale = scale_of(query);
         let q: Vec<i8> = if scale == 0.0 {
             vec![0; query.len()]
@@ -214,7 +226,7 @@ impl<'a> QuantQuery<'a> {
         QuantQuery {
             codes,
             kernel: distance::kernels().dot_u8_i8,
-            l2: metric == Metric::L2,
+            l2: codes.l2,
             q,
             scale,
             bias,
@@ -302,10 +314,10 @@ mod tests {
         };
         let rows: Vec<f32> = (0..50 * dim).map(|_| next()).collect();
         let query: Vec<f32> = (0..dim).map(|_| next()).collect();
-        let store = CodeStore::from_rows(dim, std::iter::once(&rows[..]));
-        assert_eq!(store.len(), 50);
         for metric in [Metric::Dot, Metric::L2] {
-            let q = QuantQuery::new(&store, metric, &query);
+            let store = CodeStore::from_rows(dim, metric, std::iter::once(&rows[..]));
+            assert_eq!(store.len(), 50);
+            let q = QuantQuery::new(&store, &query);
             for (node, row) in rows.chunks_exact(dim).enumerate() {
                 let exact = metric.score(&query, row);
                 let approx = q.score(node as u32);
