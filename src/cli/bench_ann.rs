@@ -27,6 +27,9 @@
 //! exact filtered answer instead, which the benchmark computes before building the index: a
 //! [`FlatIndex`] (the recall oracle of the approximate indexes) over the accepted base vectors,
 //! searched a batch of queries at a time. `filter_accepted` reports the fraction accepted.
+//! Several selectivities share one build; with `--groundtruth` as well, the sweep runs without
+//! a filter first, so that one build (minutes at a million vectors) answers all three
+//! questions: unfiltered, and at each selectivity.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -53,9 +56,9 @@ pub(crate) struct Args {
     #[arg(long)]
     query: PathBuf,
     /// Ground truth (.ivecs or .npy): for each query, the ids of its nearest base vectors, best
-    /// first; recall@k is measured against the first k. Required unless --filter-selectivity is
-    /// given, whose recall is measured against the exact filtered answer instead (a ground truth
-    /// given with it is not read).
+    /// first; recall@k of the unfiltered queries is measured against the first k. Required
+    /// unless --filter-selectivity is given, whose recall is measured against the exact
+    /// filtered answer instead; given with it, the sweep also runs unfiltered, first.
     #[arg(long, required_unless_present = "filter_selectivity")]
     groundtruth: Option<PathBuf>,
     /// Index structure: flat, ivf or hnsw.
@@ -111,9 +114,9 @@ pub(crate) struct Args {
     /// Run every query with a filter that accepts each base vector with this probability
     /// (0 < P ≤ 1), drawn once per vector from --seed and its id. Recall is then measured
     /// against the exact filtered answer, which the benchmark computes itself by a scan over the
-    /// accepted vectors. Default: no filter.
-    #[arg(long)]
-    filter_selectivity: Option<f64>,
+    /// accepted vectors. Comma-separated to sweep several on one build. Default: no filter.
+    #[arg(long, value_delimiter = ',')]
+    filter_selectivity: Vec<f64>,
     /// Use only the first N queries.
     #[arg(long)]
     max_queries: Option<usize>,
@@ -505,7 +508,8 @@ fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
 struct Dataset {
     base: Matrix<f32>,
     queries: Matrix<f32>,
-    /// `None` with a filter: recall is then measured against the exact filtered answer.
+    /// `None` when only filtered queries run: their recall is measured against the exact
+    /// filtered answer.
     truth: Option<Matrix<u64>>,
 }
 
@@ -528,8 +532,8 @@ fn load(args: &Args) -> anyhow::Result<Dataset> {
         base.cols,
         queries.cols
     );
-    let truth = match (&args.groundtruth, args.filter_selectivity) {
-        (Some(path), None) => {
+    let truth = match &args.groundtruth {
+        Some(path) => {
             let truth = dataset::read_ids(path).context("reading the ground truth")?;
             ensure!(
                 truth.rows >= queries.rows,
@@ -545,15 +549,10 @@ fn load(args: &Args) -> anyhow::Result<Dataset> {
             );
             Some(truth)
         }
-        (None, None) => anyhow::bail!("--groundtruth is required without --filter-selectivity"),
-        (Some(path), Some(_)) => {
-            tracing::info!(
-                groundtruth = %path.display(),
-                "not read: recall is measured against the exact filtered answer"
-            );
-            None
+        None if args.filter_selectivity.is_empty() => {
+            anyhow::bail!("--groundtruth is required without --filter-selectivity")
         }
-        (None, Some(_)) => None,
+        None => None,
     };
     Ok(Dataset {
         base,
@@ -584,7 +583,7 @@ fn validate(args: &Args) -> anyhow::Result<()> {
             "--oversampling must be between 1 and {MAX_OVERSAMPLING}, got {o}"
         );
     }
-    if let Some(p) = args.filter_selectivity {
+    for &p in &args.filter_selectivity {
         ensure!(
             p > 0.0 && p <= 1.0,
             "--filter-selectivity must be in (0, 1], got {p}"
@@ -632,33 +631,38 @@ fn bench(args: &Args, mut emit: impl FnMut(&Record) -> anyhow::Result<()>) -> an
         dim = base.cols,
         "dataset loaded"
     );
-    let labels = args
-        .filter_selectivity
-        .map(|p| Labels::new(base.rows, p, args.seed));
-    // Computed before the index is built, so that the oracle's copy of the accepted vectors is
-    // gone by the time the index holds its own.
-    let truth = match (truth, &labels) {
-        (Some(truth), _) => truth,
-        (None, Some(labels)) => {
-            ensure!(
-                labels.accepted >= args.k,
-                "the filter accepts {} base vectors, fewer than k = {}",
-                labels.accepted,
-                args.k
-            );
-            let started = Instant::now();
-            let truth = filtered_truth(args.metric, &base, &queries, args.k, labels)?;
-            tracing::info!(
-                accepted = labels.accepted,
-                seconds = started.elapsed().as_secs_f64(),
-                "exact filtered neighbours computed"
-            );
-            truth
-        }
-        (None, None) => unreachable!("load reads the ground truth when there is no filter"),
-    };
-    let accepts = |id: u64| labels.as_ref().is_some_and(|l| l.accepts(id));
-    let filter: Option<Filter<'_>> = labels.is_some().then_some(&accepts);
+    let mut cases: Vec<Case> = truth
+        .map(|truth| Case {
+            selectivity: None,
+            labels: None,
+            truth,
+        })
+        .into_iter()
+        .collect();
+    for &p in &args.filter_selectivity {
+        let labels = Labels::new(base.rows, p, args.seed);
+        ensure!(
+            labels.accepted >= args.k,
+            "the filter of selectivity {p} accepts {} base vectors, fewer than k = {}",
+            labels.accepted,
+            args.k
+        );
+        // Computed before the index is built, so that the oracle's copy of the accepted
+        // vectors is gone by the time the index holds its own.
+        let started = Instant::now();
+        let truth = filtered_truth(args.metric, &base, &queries, args.k, &labels)?;
+        tracing::info!(
+            selectivity = p,
+            accepted = labels.accepted,
+            seconds = started.elapsed().as_secs_f64(),
+            "exact filtered neighbours computed"
+        );
+        cases.push(Case {
+            selectivity: Some(p),
+            labels: Some(labels),
+            truth,
+        });
+    }
     let spec = BuildSpec {
         kind: args.index,
         metric: args.metric,
@@ -689,57 +693,110 @@ fn bench(args: &Args, mut emit: impl FnMut(&Record) -> anyhow::Result<()>) -> an
         "index built"
     );
 
-    for (search_params, params) in sweep(args) {
-        // One untimed pass over a few queries brings code and data into cache.
-        let warm = Matrix {
-            rows: queries.rows.min(50),
-            cols: queries.cols,
-            data: queries.data[..queries.rows.min(50) * queries.cols].to_vec(),
-        };
-        run_pass(&*index, &warm, args.k, &params, filter, args.threads)?;
-
-        let mut qps = Vec::with_capacity(args.runs);
-        let mut latencies = Vec::with_capacity(args.runs * queries.rows);
-        let mut recall = None;
-        for _ in 0..args.runs {
-            let pass = run_pass(&*index, &queries, args.k, &params, filter, args.threads)?;
-            qps.push(queries.rows as f64 / pass.wall.as_secs_f64());
-            latencies.extend(pass.latencies);
-            recall.get_or_insert_with(|| recall_at(args.k, &pass.hits, &truth));
+    let settings = sweep(args);
+    for case in &cases {
+        let accepts = |id: u64| case.labels.as_ref().is_some_and(|l| l.accepts(id));
+        let filter: Option<Filter<'_>> = case.labels.is_some().then_some(&accepts);
+        for (search_params, params) in &settings {
+            let record = measure(
+                args,
+                &*index,
+                &queries,
+                params,
+                filter,
+                &case.truth,
+                Report {
+                    spec: &spec,
+                    search_params,
+                    selectivity: case.selectivity,
+                    labels: case.labels.as_ref(),
+                    build_s,
+                    memory_bytes,
+                    rescoring_bytes,
+                },
+            )?;
+            emit(&record)?;
         }
-        latencies.sort_unstable();
-        let mut all_params = spec.params();
-        all_params.extend(search_params);
-        if let Some(p) = args.filter_selectivity {
-            all_params.insert("filter_selectivity".into(), p.into());
-            // The labels depend on it, whichever index runs.
-            all_params.insert("seed".into(), args.seed.into());
-        }
-        let record = Record {
-            index: spec.kind,
-            metric: spec.metric,
-            params: all_params,
-            k: args.k,
-            build_s,
-            memory_bytes,
-            search_memory_bytes: memory_bytes - rescoring_bytes,
-            rescoring_bytes,
-            filter_accepted: labels.as_ref().map(Labels::fraction),
-            recall: [(
-                format!("recall_at_{}", args.k),
-                recall.expect("at least one run"),
-            )]
-            .into(),
-            qps: median(&mut qps),
-            latency_p50_ms: percentile_ms(&latencies, 0.50),
-            latency_p99_ms: percentile_ms(&latencies, 0.99),
-            threads: args.threads,
-            runs: args.runs,
-            queries: queries.rows,
-        };
-        emit(&record)?;
     }
     Ok(())
+}
+
+/// One way the queries run: unfiltered against the dataset's ground truth, or with the filter
+/// of one selectivity against the exact filtered answer.
+struct Case {
+    selectivity: Option<f64>,
+    labels: Option<Labels>,
+    truth: Matrix<u64>,
+}
+
+/// What a record states beside its measurements.
+struct Report<'a> {
+    spec: &'a BuildSpec,
+    search_params: &'a serde_json::Map<String, serde_json::Value>,
+    selectivity: Option<f64>,
+    labels: Option<&'a Labels>,
+    build_s: f64,
+    memory_bytes: usize,
+    rescoring_bytes: usize,
+}
+
+/// Measures one search setting: a warm-up, then `args.runs` timed passes over the queries.
+fn measure(
+    args: &Args,
+    index: &dyn VectorIndex,
+    queries: &Matrix<f32>,
+    params: &SearchParams,
+    filter: Option<Filter<'_>>,
+    truth: &Matrix<u64>,
+    report: Report<'_>,
+) -> anyhow::Result<Record> {
+    // One untimed pass over a few queries brings code and data into cache.
+    let warm = Matrix {
+        rows: queries.rows.min(50),
+        cols: queries.cols,
+        data: queries.data[..queries.rows.min(50) * queries.cols].to_vec(),
+    };
+    run_pass(index, &warm, args.k, params, filter, args.threads)?;
+
+    let mut qps = Vec::with_capacity(args.runs);
+    let mut latencies = Vec::with_capacity(args.runs * queries.rows);
+    let mut recall = None;
+    for _ in 0..args.runs {
+        let pass = run_pass(index, queries, args.k, params, filter, args.threads)?;
+        qps.push(queries.rows as f64 / pass.wall.as_secs_f64());
+        latencies.extend(pass.latencies);
+        recall.get_or_insert_with(|| recall_at(args.k, &pass.hits, truth));
+    }
+    latencies.sort_unstable();
+    let mut all_params = report.spec.params();
+    all_params.extend(report.search_params.clone());
+    if let Some(p) = report.selectivity {
+        all_params.insert("filter_selectivity".into(), p.into());
+        // The labels depend on it, whichever index runs.
+        all_params.insert("seed".into(), args.seed.into());
+    }
+    Ok(Record {
+        index: report.spec.kind,
+        metric: report.spec.metric,
+        params: all_params,
+        k: args.k,
+        build_s: report.build_s,
+        memory_bytes: report.memory_bytes,
+        search_memory_bytes: report.memory_bytes - report.rescoring_bytes,
+        rescoring_bytes: report.rescoring_bytes,
+        filter_accepted: report.labels.map(Labels::fraction),
+        recall: [(
+            format!("recall_at_{}", args.k),
+            recall.expect("at least one run"),
+        )]
+        .into(),
+        qps: median(&mut qps),
+        latency_p50_ms: percentile_ms(&latencies, 0.50),
+        latency_p99_ms: percentile_ms(&latencies, 0.99),
+        threads: args.threads,
+        runs: args.runs,
+        queries: queries.rows,
+    })
 }
 
 fn print_record(r: &Record, json: bool) -> anyhow::Result<()> {
@@ -840,7 +897,7 @@ mod tests {
             threads: 2,
             runs: 2,
             seed: 1,
-            filter_selectivity: None,
+            filter_selectivity: Vec::new(),
             max_queries: None,
             json: true,
         }
@@ -1045,7 +1102,7 @@ mod tests {
         for p in [0.0, -0.5, 1.5, f64::NAN] {
             refused(
                 Args {
-                    filter_selectivity: Some(p),
+                    filter_selectivity: vec![0.1, p],
                     ..test_args(dir, IndexKind::Hnsw, 1)
                 },
                 "--filter-selectivity must be in (0, 1]",
@@ -1145,7 +1202,7 @@ mod tests {
             quantization: Quantization::Int8,
             ef: vec![n],
             oversampling: vec![1.0, 4.0],
-            filter_selectivity: Some(0.5),
+            filter_selectivity: vec![0.5],
             ..test_args(dir.path(), IndexKind::Hnsw, k)
         };
         let labels = Labels::new(n, 0.5, args.seed);
@@ -1174,13 +1231,32 @@ mod tests {
             assert_eq!(r["recall_at_5"], 1.0, "{r}");
         }
 
-        // A ground truth given with the filter is not read.
+        // With a ground truth too, one build runs unfiltered first, then each selectivity.
+        let truth: Vec<u32> = queries
+            .chunks_exact(dim)
+            .flat_map(|q| exact_top_k(Metric::Cosine, dim, &ids, base, q, k, None))
+            .map(|h| h.id as u32)
+            .collect();
+        write_texmex(&dir.path().join("gt.ivecs"), k, truth);
         let records = self::records(&Args {
-            groundtruth: Some(dir.path().join("missing.ivecs")),
+            groundtruth: Some(dir.path().join("gt.ivecs")),
             oversampling: vec![4.0],
+            filter_selectivity: vec![0.5, 0.2],
             ..args
         });
-        assert_eq!(records[0]["recall_at_5"], 1.0);
+        assert_eq!(records.len(), 3);
+        assert!(records[0]["params"].get("filter_selectivity").is_none());
+        assert!(records[0].get("filter_accepted").is_none());
+        assert_eq!(records[1]["params"]["filter_selectivity"], 0.5);
+        assert_eq!(records[2]["params"]["filter_selectivity"], 0.2);
+        let narrow = Labels::new(n, 0.2, args.seed).fraction();
+        assert!(narrow < labels.fraction());
+        assert_eq!(records[2]["filter_accepted"], narrow);
+        let build_s = &records[0]["build_s"];
+        for r in &records {
+            assert_eq!(&r["build_s"], build_s, "one build serves every case");
+            assert_eq!(r["recall_at_5"], 1.0, "{r}");
+        }
 
         // Without a filter the ground truth is required.
         let e = bench(
