@@ -4,10 +4,11 @@
 //!
 //! # Codes
 //! Each vector is quantized on its own: with `s = max|x|/127`, component `x_d` is stored as
-//! `round(x_d/s) + 128`, a byte in `1..=255`, beside `s` and the squared norm of the decoded
-//! vector. Per-vector scales need no training pass over the data, so an index that grows one
-//! document at a time gives its first vectors and its millionth the same resolution, and never
-//! re-encodes; per-dimension ranges learned from the first batch would clip what comes later.
+//! `round(x_d/s) + 128`, a byte in `1..=255`, beside `s` (and, under L2, the squared norm of the
+//! decoded vector). Per-vector scales need no training pass over the data, so an index that
+//! grows one document at a time gives its first vectors and its millionth the same resolution,
+//! and never re-encodes; per-dimension ranges learned from the first batch would clip what
+//! comes later.
 //! On sentence embeddings (unit length, no dimension much larger than the rest) the step `s` is
 //! about what per-dimension ranges give.
 //!
