@@ -633,8 +633,7 @@ fn bench(args: &Args, mut emit: impl FnMut(&Record) -> anyhow::Result<()>) -> an
     );
     let mut cases: Vec<Case> = truth
         .map(|truth| Case {
-            selectivity: None,
-            labels: None,
+            filter: None,
             truth,
         })
         .into_iter()
@@ -658,8 +657,7 @@ fn bench(args: &Args, mut emit: impl FnMut(&Record) -> anyhow::Result<()>) -> an
             "exact filtered neighbours computed"
         );
         cases.push(Case {
-            selectivity: Some(p),
-            labels: Some(labels),
+            filter: Some((p, labels)),
             truth,
         });
     }
@@ -695,21 +693,16 @@ fn bench(args: &Args, mut emit: impl FnMut(&Record) -> anyhow::Result<()>) -> an
 
     let settings = sweep(args);
     for case in &cases {
-        let accepts = |id: u64| case.labels.as_ref().is_some_and(|l| l.accepts(id));
-        let filter: Option<Filter<'_>> = case.labels.is_some().then_some(&accepts);
         for (search_params, params) in &settings {
             let record = measure(
                 args,
                 &*index,
                 &queries,
                 params,
-                filter,
-                &case.truth,
+                case,
                 Report {
                     spec: &spec,
                     search_params,
-                    selectivity: case.selectivity,
-                    labels: case.labels.as_ref(),
                     build_s,
                     memory_bytes,
                     rescoring_bytes,
@@ -722,34 +715,34 @@ fn bench(args: &Args, mut emit: impl FnMut(&Record) -> anyhow::Result<()>) -> an
 }
 
 /// One way the queries run: unfiltered against the dataset's ground truth, or with the filter
-/// of one selectivity against the exact filtered answer.
+/// of one selectivity (and its labels) against the exact filtered answer.
 struct Case {
-    selectivity: Option<f64>,
-    labels: Option<Labels>,
+    filter: Option<(f64, Labels)>,
     truth: Matrix<u64>,
 }
 
-/// What a record states beside its measurements.
+/// What a record states beside its measurements and its case.
 struct Report<'a> {
     spec: &'a BuildSpec,
     search_params: &'a serde_json::Map<String, serde_json::Value>,
-    selectivity: Option<f64>,
-    labels: Option<&'a Labels>,
     build_s: f64,
     memory_bytes: usize,
     rescoring_bytes: usize,
 }
 
-/// Measures one search setting: a warm-up, then `args.runs` timed passes over the queries.
+/// Measures one search setting in one case: a warm-up, then `args.runs` timed passes over the
+/// queries.
 fn measure(
     args: &Args,
     index: &dyn VectorIndex,
     queries: &Matrix<f32>,
     params: &SearchParams,
-    filter: Option<Filter<'_>>,
-    truth: &Matrix<u64>,
+    case: &Case,
     report: Report<'_>,
 ) -> anyhow::Result<Record> {
+    let labels = case.filter.as_ref().map(|(_, labels)| labels);
+    let accepts = |id: u64| labels.is_some_and(|l| l.accepts(id));
+    let filter: Option<Filter<'_>> = labels.is_some().then_some(&accepts);
     // One untimed pass over a few queries brings code and data into cache.
     let warm = Matrix {
         rows: queries.rows.min(50),
@@ -765,12 +758,12 @@ fn measure(
         let pass = run_pass(index, queries, args.k, params, filter, args.threads)?;
         qps.push(queries.rows as f64 / pass.wall.as_secs_f64());
         latencies.extend(pass.latencies);
-        recall.get_or_insert_with(|| recall_at(args.k, &pass.hits, truth));
+        recall.get_or_insert_with(|| recall_at(args.k, &pass.hits, &case.truth));
     }
     latencies.sort_unstable();
     let mut all_params = report.spec.params();
     all_params.extend(report.search_params.clone());
-    if let Some(p) = report.selectivity {
+    if let Some((p, _)) = case.filter {
         all_params.insert("filter_selectivity".into(), p.into());
         // The labels depend on it, whichever index runs.
         all_params.insert("seed".into(), args.seed.into());
@@ -784,7 +777,7 @@ fn measure(
         memory_bytes: report.memory_bytes,
         search_memory_bytes: report.memory_bytes - report.rescoring_bytes,
         rescoring_bytes: report.rescoring_bytes,
-        filter_accepted: report.labels.map(Labels::fraction),
+        filter_accepted: labels.map(Labels::fraction),
         recall: [(
             format!("recall_at_{}", args.k),
             recall.expect("at least one run"),

@@ -156,11 +156,10 @@ impl CodeStore {
         self.codes.values(node as usize)
     }
 
-    /// The scale of `node`, and its decoded squared norm (0 unless the store is for L2).
+    /// The factors of `node`: its scale, then (under L2 only) its decoded squared norm.
     #[inline(always)]
-    fn factors(&self, node: u32) -> (f32, f32) {
-        let f = self.factors.values(node as usize);
-        (f[0], f.get(1).copied().unwrap_or(0.0))
+    fn factors(&self, node: u32) -> &[f32] {
+        self.factors.values(node as usize)
     }
 
     /// Memory the codes take.
@@ -239,10 +238,10 @@ impl<'a> QuantQuery<'a> {
     #[inline(always)]
     pub(super) fn score(&self, node: u32) -> f32 {
         let dot = (self.kernel)(self.codes.code(node), &self.q) - self.bias;
-        let (scale, norm) = self.codes.factors(node);
-        let ip = self.scale * scale * dot as f32;
+        let factors = self.codes.factors(node);
+        let ip = self.scale * factors[0] * dot as f32;
         if self.l2 {
-            -(self.norm - 2.0 * ip + norm)
+            -(self.norm - 2.0 * ip + factors[1])
         } else {
             ip
         }
