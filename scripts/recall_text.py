@@ -4,7 +4,7 @@ collection grows.
 
 Starts `BINARY serve` on a temporary data directory and a free 127.0.0.1 port (with
 --exact-threshold low enough that even the smallest size gets an HNSW index), creates a cosine
-text collection with the default index and, for each size in --sizes, upserts passages of the
+text collection with the default index (or the settings of --index) and, for each size in --sizes, upserts passages of the
 corpus (from scripts/doc_corpus.py) until the collection holds that many, waits until the index
 holds them all, and then runs every query of the corpus as a vector query (embedded once by the
 server's /v1/embeddings): with "exact": true (the reference), with the collection's defaults,
@@ -65,7 +65,11 @@ def main():
     ap.add_argument("--exact-threshold", type=int, default=1000)
     ap.add_argument("--server-arg", action="append", default=[], metavar="ARG")
     ap.add_argument("--keep", action="store_true", help="keep the data directory")
+    ap.add_argument("--index", default="{}", metavar="JSON",
+                    help='the collection\'s index settings, e.g. \'{"quantization": "none"}\' '
+                         "(default: the server's defaults)")
     args = ap.parse_args()
+    index = json.loads(args.index)
 
     passages = read_jsonl(os.path.join(args.corpus, "passages.jsonl"))
     queries = [q["text"] for q in read_jsonl(os.path.join(args.corpus, "queries.jsonl"))]
@@ -80,7 +84,8 @@ def main():
     rows = []
     try:
         client = server.start()
-        status, body = client.call("PUT", f"/collections/{NAME}", {"distance": "cosine"})
+        status, body = client.call("PUT", f"/collections/{NAME}",
+                                   {"distance": "cosine", "index": index})
         if status not in (200, 201):
             sys.exit(f"creating the collection answered {status}: {body}")
         vectors = []
@@ -119,6 +124,7 @@ def main():
                            for (f, _), (t, _) in zip(found, exact)]
                 plans = sorted({p for _, p in found})
                 row = {"documents": size, "passages": info["passages"], "setting": label,
+                       "quantization": info["index"].get("quantization"),
                        "recall": round(sum(recalls) / len(recalls), 4),
                        "below_1": round(sum(r < 1 for r in recalls) / len(recalls), 3),
                        "queries": len(recalls), "plans": plans}

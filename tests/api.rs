@@ -217,6 +217,29 @@ async fn collection_and_document_lifecycle() {
         )
         .await;
     assert_error(&conflict, StatusCode::CONFLICT, "collection_conflict");
+    assert_eq!(
+        c["index"]["quantization"], "int8",
+        "the default of new collections"
+    );
+
+    // A collection of full-precision vectors, asked for again without a quantization (as by a
+    // client written before int8 became the default), is the same collection; asked for with
+    // int8, it conflicts.
+    let full = json!({"index": {"quantization": "none"}});
+    let created = app.send(PUT, "/collections/full", Some(full)).await;
+    assert_eq!(created.0, StatusCode::CREATED, "{}", created.1);
+    assert_eq!(created.1["index"]["quantization"], "none");
+    let again = app.send(PUT, "/collections/full", None).await;
+    assert_ok(&again);
+    assert_eq!(again.1, created.1, "the same collection, unchanged");
+    let int8 = json!({"index": {"quantization": "int8"}});
+    let conflict = app.send(PUT, "/collections/full", Some(int8)).await;
+    assert_error(&conflict, StatusCode::CONFLICT, "collection_conflict");
+    let conflict = app
+        .send(PUT, "/collections/full", Some(json!({"distance": "dot"})))
+        .await;
+    assert_error(&conflict, StatusCode::CONFLICT, "collection_conflict");
+    assert_ok(&app.send(DELETE, "/collections/full", None).await);
 
     let (status, list) = app.send(GET, "/collections", None).await;
     assert_eq!(status, StatusCode::OK);
@@ -901,8 +924,8 @@ async fn planner_reports_the_path_and_ann_agrees_with_exact_search() {
     let docs = vector_docs(&data, DIM, |i| json!({"i": i}));
     for (name, index, n) in [
         ("small", json!({"type": "auto"}), 20),
-        ("graph", json!({"type": "hnsw"}), N),
-        ("int8", json!({"type": "hnsw", "quantization": "int8"}), N),
+        ("graph", json!({"type": "hnsw", "quantization": "none"}), N),
+        ("int8", json!({"type": "hnsw"}), N),
         ("auto", json!({"type": "auto"}), N),
         ("cells", json!({"type": "ivf"}), N),
         ("scan", json!({"type": "flat"}), N),
@@ -916,7 +939,11 @@ async fn planner_reports_the_path_and_ann_agrees_with_exact_search() {
             .await;
         assert_eq!(r.0, StatusCode::CREATED, "{}", r.1);
         assert_eq!(r.1["source"], "vector");
-        assert_eq!(r.1["index"]["quantization"], index["quantization"]);
+        let quantization = match (&index["type"], &index["quantization"]) {
+            (t, Value::Null) if t == "hnsw" || t == "auto" => json!("int8"),
+            (_, q) => q.clone(),
+        };
+        assert_eq!(r.1["index"]["quantization"], quantization, "{name}");
         let some = json!({"documents": docs["documents"].as_array().unwrap()[..n]});
         let r = app
             .send(POST, &format!("/collections/{name}/documents"), Some(some))

@@ -41,7 +41,7 @@ mod rerank;
 pub mod types;
 
 pub use collection::PlannerSettings;
-pub use collections::valid_name;
+pub use collections::{DEFAULT_QUANTIZATION, valid_name};
 pub use documents::{MAX_ID_BYTES, MAX_PAGE};
 pub use error::{ServiceError, ServiceResult};
 pub use follow::{

@@ -63,8 +63,11 @@ pub struct IndexConfig {
     /// IVF: default number of cells scanned per query.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nprobe: Option<usize>,
-    /// HNSW: int8 codes for the traversal, candidates rescored at full precision. Unset (or
-    /// `none`): full precision throughout.
+    /// HNSW: int8 codes for the traversal, candidates rescored at full precision, or `none`:
+    /// full precision throughout. New collections store it ([`DEFAULT_QUANTIZATION`] where the
+    /// request does not say); unset in a stored record means `none`.
+    ///
+    /// [`DEFAULT_QUANTIZATION`]: super::DEFAULT_QUANTIZATION
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantization: Option<Quantization>,
 }

@@ -188,9 +188,10 @@ pub struct IndexSettings {
     /// IVF: default number of cells scanned per query.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nprobe: Option<usize>,
-    /// HNSW: `int8` walks the graph on one byte per component (a quarter of the memory the
-    /// search reads) and rescores the best `k·oversampling` candidates on the full-precision
-    /// vectors; `none` (the default) searches the full-precision vectors.
+    /// HNSW: `int8` (the default for new collections) walks the graph on one byte per
+    /// component (a quarter of the memory the search reads) and rescores the best
+    /// `k·oversampling` candidates on the full-precision vectors; `none` searches the
+    /// full-precision vectors throughout, for a quarter less vector memory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantization: Option<QuantizationName>,
 }
