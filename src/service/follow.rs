@@ -389,6 +389,11 @@ impl Service {
     /// for the next round; it does not hold the others back.
     async fn sync(self: &Arc<Self>) -> ServiceResult<()> {
         let versions = self.store.collection_versions().await?;
+        // Checked again once the versions are read: a pause that began while they were read
+        // (before some other node's write) holds for what they show.
+        if self.following_paused() {
+            return Ok(());
+        }
         let present: std::collections::HashSet<CollectionId> =
             versions.iter().map(|v| v.id).collect();
         for v in versions {
