@@ -53,21 +53,26 @@ fn stored_index(mut c: IndexConfig) -> IndexConfig {
     c
 }
 
-/// `new`'s index settings with the quantization of `existing`'s (or none, where it states
-/// none): for a create request that left the quantization to the default, which an older
-/// collection may have been created under with another value.
-fn with_quantization_of(
+/// Whether a create request's index settings `new` (canonical) name the stored settings
+/// `stored`. A stored record without a quantization predates int8 as the default and means
+/// `none`; a request that left the quantization to the default (`default_quantization`) takes
+/// whichever the collection has, so clients that create their collection on every start keep
+/// working across the change of default.
+fn same_index(
     new: &serde_json::Value,
-    existing: &serde_json::Value,
-) -> serde_json::Value {
-    let mut index = new.clone();
-    if let Some(fields) = index.as_object_mut() {
-        fields.remove("quantization");
-        if let Some(q) = existing.get("quantization") {
-            fields.insert("quantization".into(), q.clone());
-        }
-    }
-    index
+    stored: &serde_json::Value,
+    default_quantization: bool,
+) -> bool {
+    let split = |v: &serde_json::Value| {
+        let mut rest = v.clone();
+        let q = rest.as_object_mut().and_then(|f| f.remove("quantization"));
+        (rest, q)
+    };
+    let ((new_rest, new_q), (stored_rest, stored_q)) = (split(new), split(stored));
+    new_rest == stored_rest
+        && (default_quantization
+            || new_q == stored_q
+            || (stored_q.is_none() && new_q.as_ref().and_then(|q| q.as_str()) == Some("none")))
 }
 
 /// Checks index parameters against the index type and fills in the defaults, so that two
@@ -270,13 +275,11 @@ impl Service {
                 let coll = self.adopt(record).await?;
                 Ok((self.describe(&coll).await?, false))
             }
-            // A request that leaves the quantization to the default matches a collection created
-            // under an earlier default (or with an explicit value): clients that create their
-            // collection on every start keep working across the change of default.
+            // Equal but for how the quantization is spelled (see `same_index`).
             CreateOutcome::Conflict(existing)
-                if default_quantization
+                if same_index(&new.index, &existing.index, default_quantization)
                     && existing.matches(&NewCollection {
-                        index: with_quantization_of(&new.index, &existing.index),
+                        index: existing.index.clone(),
                         ..new.clone()
                     }) =>
             {
@@ -918,14 +921,25 @@ mod tests {
         let flat: IndexConfig =
             serde_json::from_value(serde_json::json!({"type": "flat"})).unwrap();
         assert_eq!(stored_index(flat).quantization, None);
-        let new = serde_json::json!({"type": "auto", "m": 16, "quantization": "int8"});
-        assert_eq!(
-            with_quantization_of(&new, &serde_json::json!({"type": "auto", "m": 16})),
-            serde_json::json!({"type": "auto", "m": 16})
+        let int8 = serde_json::json!({"type": "auto", "m": 16, "quantization": "int8"});
+        let none = serde_json::json!({"type": "auto", "m": 16, "quantization": "none"});
+        let old = serde_json::json!({"type": "auto", "m": 16});
+        assert!(
+            same_index(&int8, &old, true),
+            "the default takes what is stored"
         );
-        assert_eq!(
-            with_quantization_of(&new, &serde_json::json!({"quantization": "none"})),
-            serde_json::json!({"type": "auto", "m": 16, "quantization": "none"})
+        assert!(same_index(&int8, &none, true));
+        assert!(
+            !same_index(&int8, &old, false),
+            "an explicit int8 is not the old none"
         );
+        assert!(
+            same_index(&none, &old, false),
+            "an explicit none is the old none"
+        );
+        assert!(same_index(&none, &none, false));
+        assert!(!same_index(&none, &int8, false));
+        let m8 = serde_json::json!({"type": "auto", "m": 8, "quantization": "int8"});
+        assert!(!same_index(&m8, &old, true), "other settings still count");
     }
 }
